@@ -1,0 +1,70 @@
+//! The crate's error type.
+//!
+//! One enum for the library so that front ends (the CLI today, gRPC later) can map every failure in a single
+//! exhaustive `match`: the CLI prints [`Error`]'s `Display` text in its JSON `error` field, the daemon will map
+//! the variants to status codes. Messages never contain pixel data or image bytes.
+
+use std::fmt;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which limit an input exceeded (see [`crate::image::Limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The encoded file is larger than `max_bytes`.
+    Bytes,
+    /// The width in the header is larger than `max_width`.
+    Width,
+    /// The height in the header is larger than `max_height`.
+    Height,
+    /// `width × height` is larger than `max_pixels`.
+    Pixels,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::Bytes => "encoded size",
+            Limit::Width => "width",
+            Limit::Height => "height",
+            Limit::Pixels => "pixel count",
+        })
+    }
+}
+
+/// Everything that can go wrong between bytes in and hashes out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input has no bytes at all.
+    #[error("empty input")]
+    Empty,
+    /// The bytes are not one of the supported formats (JPEG, PNG, WebP, GIF, BMP, TIFF).
+    #[error("unsupported or unrecognised image format{0}")]
+    UnsupportedFormat(String),
+    /// The header declares an image beyond a configured limit; nothing was decoded or allocated for pixels.
+    #[error("image {what} {value} exceeds the limit of {limit}")]
+    TooLarge {
+        /// Which limit.
+        what: Limit,
+        /// The value the input declared.
+        value: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The file is recognised but cannot be decoded (truncated, corrupt, inconsistent header, …).
+    #[error("cannot decode {format} image: {reason}")]
+    Decode {
+        /// The detected container format.
+        format: &'static str,
+        /// What the decoder reported.
+        reason: String,
+    },
+    /// A hash string that does not parse (wrong length or not hexadecimal).
+    #[error("invalid hash {0}")]
+    InvalidHash(String),
+    /// Reading an input failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

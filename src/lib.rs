@@ -1,0 +1,21 @@
+//! Pharos: perceptual hashing (Meta's PDQ and a 64-bit DCT pHash) and matching, for hotlines and crawlers
+//! that compare images against banks of hashes of known abuse material without ever keeping the images.
+//!
+//! # Layout
+//! - [`image`]: bytes → pixels. Format sniffing, limits checked from the header before any pixel buffer
+//!   exists, the reference's decode policy (full resolution, alpha dropped, EXIF orientation only on request).
+//! - [`hash`]: pixels → hashes. [`hash::pdq`] is Meta's C++ reference bit for bit; [`hash::phash`] is
+//!   imagehash 4.3.2's `phash` bit for bit. These CPU functions are the oracle every other backend is
+//!   tested against.
+//! - [`pipeline`]: file bytes → a [`pipeline::HashRecord`] (decode + every hash), the unit the CLI, the
+//!   benchmarks and later the daemon share.
+//! - [`error`]: the crate's error type; every failure a caller can see is one of its variants.
+//!
+//! The binary (`src/main.rs`) is a thin clap front end over these modules.
+
+pub mod error;
+pub mod hash;
+pub mod image;
+pub mod pipeline;
+
+pub use error::{Error, Result};
