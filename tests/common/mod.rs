@@ -1,0 +1,64 @@
+//! Shared helpers for the integration tests: where the corpus is, and its `expected.tsv`.
+//!
+//! The corpus is `$PHAROS_CORPUS` when set (CI points it at `../shared/testdata`, 517 images), otherwise the
+//! small fixture set carried in `tests/fixtures` (same layout, same columns), so a fresh clone tests itself.
+
+#![allow(dead_code, reason = "each test binary uses a different subset of these helpers")]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// The corpus directory in use.
+pub(crate) fn corpus_dir() -> PathBuf {
+    match std::env::var_os("PHAROS_CORPUS") {
+        Some(dir) if !dir.is_empty() => {
+            let p = PathBuf::from(dir);
+            assert!(
+                p.join("expected.tsv").is_file(),
+                "PHAROS_CORPUS={} has no expected.tsv",
+                p.display()
+            );
+            p
+        }
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+    }
+}
+
+/// One row of `expected.tsv`, by column name.
+pub(crate) struct Row(pub(crate) HashMap<String, String>);
+
+impl Row {
+    pub(crate) fn get(&self, col: &str) -> &str {
+        self.0.get(col).unwrap_or_else(|| panic!("expected.tsv has no column {col}"))
+    }
+    pub(crate) fn path(&self) -> PathBuf {
+        corpus_dir().join(self.get("path"))
+    }
+}
+
+/// All rows of the corpus' `expected.tsv`.
+pub(crate) fn rows() -> Vec<Row> {
+    let dir = corpus_dir();
+    let text = std::fs::read_to_string(dir.join("expected.tsv")).expect("read expected.tsv");
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().expect("header").split('\t').map(String::from).collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Row(header.iter().cloned().zip(l.split('\t').map(String::from)).collect()))
+        .collect()
+}
+
+/// Lower-case hex SHA-256.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A histogram of small integers, printed as `value:count` pairs.
+pub(crate) fn histogram(values: &[u32]) -> String {
+    let mut counts = std::collections::BTreeMap::new();
+    for &v in values {
+        *counts.entry(v).or_insert(0usize) += 1;
+    }
+    counts.iter().map(|(v, c)| format!("{v}:{c}")).collect::<Vec<_>>().join(" ")
+}
