@@ -64,6 +64,9 @@ pub enum Error {
     /// A hash string that does not parse (wrong length or not hexadecimal).
     #[error("invalid hash {0}")]
     InvalidHash(String),
+    /// The requested hashing backend cannot be used on this machine or in this build.
+    #[error("backend unavailable: {0}")]
+    BackendUnavailable(String),
     /// Reading an input failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -1,1 +1,75 @@
-//! pipeline placeholder
+//! File bytes → every hash Pharos computes for an image: the unit the CLI, the benchmarks and the daemon share.
+//!
+//! A [`Hashers`] owns the per-thread scratch space of all hashers, so hashing an image allocates only its
+//! decoded pixel buffer. Use one per worker thread (or [`hash_bytes`], which keeps one per thread).
+
+use crate::error::Result;
+use crate::hash::pdq::{Dihedral, PdqHash, PdqHasher};
+use crate::hash::phash::PhashHasher;
+use crate::hash::{Hash64, ImageView};
+use crate::image::{decode, DecodeOptions};
+use std::cell::RefCell;
+
+/// What to compute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashOptions {
+    /// Decoding limits and EXIF policy.
+    pub decode: DecodeOptions,
+    /// Also compute the seven PDQ dihedral variants (free: they come from the same DCT).
+    pub dihedral: bool,
+}
+
+/// Everything computed for one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashRecord {
+    /// Width of the hashed pixels (after EXIF orientation, when applied).
+    pub width: u32,
+    /// Height of the hashed pixels.
+    pub height: u32,
+    /// PDQ hash and quality.
+    pub pdq: PdqHash,
+    /// 64-bit pHash.
+    pub phash: Hash64,
+    /// The PDQ dihedral variants, when asked for.
+    pub dihedral: Option<Dihedral>,
+}
+
+/// Scratch space for every hasher; one per thread.
+#[derive(Default)]
+pub struct Hashers {
+    pdq: PdqHasher,
+    phash: PhashHasher,
+}
+
+impl Hashers {
+    /// Empty scratch space (grows on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hashes decoded pixels.
+    pub fn hash_pixels(&mut self, img: ImageView<'_>, dihedral: bool) -> HashRecord {
+        let (pdq, dihedral) = if dihedral {
+            let (h, d) = self.pdq.hash_with_dihedral(img);
+            (h, Some(d))
+        } else {
+            (self.pdq.hash(img), None)
+        };
+        HashRecord { width: img.width, height: img.height, pdq, phash: self.phash.hash(img), dihedral }
+    }
+
+    /// Decodes `bytes` and hashes the pixels.
+    pub fn hash_bytes(&mut self, bytes: &[u8], opts: &HashOptions) -> Result<HashRecord> {
+        let img = decode(bytes, &opts.decode)?;
+        Ok(self.hash_pixels(img.view(), opts.dihedral))
+    }
+}
+
+thread_local! {
+    static HASHERS: RefCell<Hashers> = RefCell::new(Hashers::new());
+}
+
+/// [`Hashers::hash_bytes`] with this thread's scratch space.
+pub fn hash_bytes(bytes: &[u8], opts: &HashOptions) -> Result<HashRecord> {
+    HASHERS.with(|h| h.borrow_mut().hash_bytes(bytes, opts))
+}

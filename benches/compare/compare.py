@@ -19,7 +19,24 @@ Normally started by run.sh, which creates the virtual environment; `python compa
 the options.
 """
 
+import argparse
+import csv
+import datetime
+import gc
+import importlib.metadata
+import io
+import json
 import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
 
 # Keep every numeric library to one thread. These must be set before numpy (and scipy, which
 # imagehash imports) are loaded, because their thread pools read them once at import time.
@@ -27,23 +44,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402  (imports below deliberately follow the environment set-up)
-import csv  # noqa: E402
-import datetime  # noqa: E402
-import gc  # noqa: E402
-import importlib.metadata  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections import deque  # noqa: E402
-from pathlib import Path  # noqa: E402
-
+# Third-party imports deliberately come after the environment set-up above.
 import imagehash  # noqa: E402
 import numpy  # noqa: E402
 import pdqhash  # noqa: E402
@@ -156,12 +157,12 @@ def measure_peers(inputs, reps, warmup):
 def check_agreement(rows, results):
     """Compare the peers' hashes with expected.tsv, as a check that they did the real work."""
     checks = {}
+    pdq, both = results["pixels_to_pdq"], results["bytes_to_pdq_phash"]
     if rows and "pdq_hex" in rows[0]:
-        checks["pdq_hex"] = sum(r[0] == row["pdq_hex"]
-                                for r, row in zip(results["pixels_to_pdq"], rows, strict=True))
+        checks["pdq_hex"] = sum(r[0] == row["pdq_hex"] for r, row in zip(pdq, rows, strict=True))
     if rows and "phash_hex" in rows[0]:
         checks["phash_hex"] = sum(r[2] == row["phash_hex"]
-                                  for r, row in zip(results["bytes_to_pdq_phash"], rows, strict=True))
+                                  for r, row in zip(both, rows, strict=True))
     return {column: {"matching": count, "of": len(rows)} for column, count in checks.items()}
 
 
@@ -272,6 +273,8 @@ def machine_info(cpu):
         "kernel": platform.release(),
         "python": platform.python_version(),
         "cxx": first_line(["g++", "--version"]),
+        # The flags pdqhash's C++ was compiled with (setuptools takes Python's own CFLAGS).
+        "extension_cflags": sysconfig.get_config_var("CFLAGS"),
         "rustc": first_line(["rustc", "--version"]),
         "packages": versions,
         "git_commit": commit,
@@ -318,7 +321,8 @@ def markdown(report):
         f"### Pharos vs. Python peers, single core ({report['date'][:10]})",
         "",
         f"* Machine: {m['cpu_model']}, {m['nproc']} CPUs, one used"
-        f" (pinned to CPU {m['pinned_cpu']}); Linux {m['kernel']}, Python {m['python']}, {m['cxx'] or 'g++ ?'}"
+        f" (pinned to CPU {m['pinned_cpu']}); Linux {m['kernel']}, Python {m['python']},"
+        f" {m['cxx'] or 'g++ ?'}"
         f"{', ' + m['rustc'] if m['rustc'] else ''}; Pharos commit {m['git_commit'] or '?'}.",
         f"* Corpus: `{c['dir_given']}`, {c['images']} images, {c['megapixels']:.1f} megapixels,"
         f" {c['bytes'] / 1e6:.1f} MB encoded.",

@@ -186,6 +186,52 @@ fn truncate_for_message(s: &str) -> String {
     }
 }
 
+/// Which implementation computes the hashes (`--backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// A real GPU adapter when one exists, the CPU otherwise.
+    #[default]
+    Auto,
+    /// The CPU reference.
+    Cpu,
+    /// The wgpu compute shaders (also on a software adapter, which is how CI exercises them).
+    Gpu,
+}
+
+impl Backend {
+    /// The backend that will actually run. Today that is always the CPU: `auto` resolves to it, and an
+    /// explicit `gpu` is refused with a clear error rather than silently running on the CPU.
+    pub fn resolve(self) -> Result<Backend> {
+        match self {
+            Backend::Auto | Backend::Cpu => Ok(Backend::Cpu),
+            Backend::Gpu => Err(Error::BackendUnavailable(
+                "this build has no GPU backend yet; use --backend cpu or auto".into(),
+            )),
+        }
+    }
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Cpu => "cpu",
+            Backend::Gpu => "gpu",
+        }
+    }
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Backend::Auto),
+            "cpu" => Ok(Backend::Cpu),
+            "gpu" => Ok(Backend::Gpu),
+            _ => Err(Error::BackendUnavailable(format!("unknown backend '{s}' (expected auto, cpu or gpu)"))),
+        }
+    }
+}
+
 /// Pixels to hash: a borrowed, tightly packed, row-major 8-bit buffer.
 ///
 /// Grey images stay one channel (a third of the memory of RGB); the hashers treat a grey value `g` exactly as

@@ -1,0 +1,261 @@
+//! `pharos hash`: files or directories in, one JSON line per input out, in input order.
+//!
+//! Inputs are hashed on `--jobs` worker threads (each with its own scratch space) and written in input order
+//! as soon as every earlier input is done, so output streams even for millions of files. A failing input is
+//! reported in-band (`{"path":…,"error":…}`) and the others carry on.
+
+use anyhow::Context as _;
+use clap::Args;
+use pharos::hash::pdq::Dihedral;
+use pharos::hash::Backend;
+use pharos::image::{DecodeOptions, Limits};
+use pharos::pipeline::{HashOptions, HashRecord, Hashers};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc;
+
+/// File name extensions picked up when walking a directory (case-insensitive). Files named explicitly are
+/// always tried, whatever their name: the format is sniffed from the bytes, not the name.
+const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+#[derive(Args, Debug)]
+pub(crate) struct HashArgs {
+    /// Hashing backend: auto (a real GPU if present, else CPU), cpu, or gpu.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: Backend,
+    /// Also output the seven PDQ dihedral variants (rotations and mirrors).
+    #[arg(long)]
+    dihedral: bool,
+    /// Apply the EXIF orientation tag before hashing (the reference does not).
+    #[arg(long)]
+    exif: bool,
+    /// Worker threads [default: number of CPUs].
+    #[arg(long, short = 'j', env = "PHAROS_JOBS")]
+    jobs: Option<NonZeroUsize>,
+    /// Largest accepted file, in bytes.
+    #[arg(long, env = "PHAROS_MAX_IMAGE_BYTES", default_value_t = Limits::default().max_bytes)]
+    max_bytes: u64,
+    /// Largest accepted width or height, in pixels.
+    #[arg(long, env = "PHAROS_MAX_IMAGE_SIDE", default_value_t = Limits::default().max_width)]
+    max_side: u32,
+    /// Largest accepted width × height.
+    #[arg(long, env = "PHAROS_MAX_IMAGE_PIXELS", default_value_t = Limits::default().max_pixels)]
+    max_pixels: u64,
+    /// Image files, or directories to walk recursively.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse().map_err(|e: pharos::Error| e.to_string())
+}
+
+/// One input: a file to hash, or a directory entry that could not be listed.
+enum Input {
+    File(PathBuf),
+    Unreadable(PathBuf, String),
+}
+
+impl Input {
+    fn path(&self) -> &Path {
+        match self {
+            Input::File(p) | Input::Unreadable(p, _) => p,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HashLine<'a> {
+    path: &'a str,
+    width: u32,
+    height: u32,
+    pdq: String,
+    quality: u32,
+    phash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dihedral: Option<BTreeMap<&'static str, String>>,
+}
+
+#[derive(Serialize)]
+struct ErrorLine<'a> {
+    path: &'a str,
+    error: &'a str,
+}
+
+pub(crate) fn run(args: HashArgs) -> anyhow::Result<ExitCode> {
+    let backend = args.backend.resolve()?;
+    log::debug!("hashing on the {} backend", backend.name());
+    let opts = HashOptions {
+        decode: DecodeOptions {
+            limits: Limits {
+                max_bytes: args.max_bytes,
+                max_width: args.max_side,
+                max_height: args.max_side,
+                max_pixels: args.max_pixels,
+            },
+            exif_orientation: args.exif,
+        },
+        dihedral: args.dihedral,
+    };
+    let inputs = collect_inputs(&args.paths);
+    let jobs = args
+        .jobs
+        .map(NonZeroUsize::get)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+        .min(inputs.len().max(1));
+
+    let progress = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(inputs.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let stdout = std::io::stdout();
+    let interactive = stdout.is_terminal();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failed = 0usize;
+
+    // Work is handed out through a bounded queue so memory stays flat however many inputs there are;
+    // results come back tagged with their index and are written strictly in input order.
+    let (task_tx, task_rx) = mpsc::sync_channel::<usize>(jobs * 4);
+    let task_rx = std::sync::Mutex::new(task_rx);
+    let (result_tx, result_rx) = mpsc::channel::<(usize, Result<HashRecord, String>)>();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        for _ in 0..jobs {
+            let (task_rx, result_tx, inputs, opts) = (&task_rx, result_tx.clone(), &inputs, &opts);
+            scope.spawn(move || {
+                let mut hashers = Hashers::new();
+                loop {
+                    let next = task_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok(i)) = next else { break };
+                    let result = match &inputs[i] {
+                        Input::File(path) => hash_file(&mut hashers, path, opts),
+                        Input::Unreadable(_, msg) => Err(msg.clone()),
+                    };
+                    if result_tx.send((i, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(result_tx);
+        let n = inputs.len();
+        scope.spawn(move || {
+            for i in 0..n {
+                if task_tx.send(i).is_err() {
+                    break;
+                }
+            }
+        });
+
+        let mut pending = BTreeMap::new();
+        let mut next = 0usize;
+        for (i, result) in result_rx {
+            pending.insert(i, result);
+            while let Some(result) = pending.remove(&next) {
+                let path = inputs[next].path().display().to_string();
+                match result {
+                    Ok(rec) => serde_json::to_writer(&mut out, &hash_line(&path, &rec))?,
+                    Err(msg) => {
+                        failed += 1;
+                        serde_json::to_writer(&mut out, &ErrorLine { path: &path, error: &msg })?
+                    }
+                }
+                out.write_all(b"\n")?;
+                if interactive {
+                    out.flush()?;
+                }
+                progress.inc(1);
+                next += 1;
+            }
+        }
+        Ok(())
+    })
+    .context("writing results")?;
+    out.flush().context("writing results")?;
+    progress.finish_and_clear();
+    Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+fn hash_file(hashers: &mut Hashers, path: &Path, opts: &HashOptions) -> Result<HashRecord, String> {
+    let bytes = read_limited(path, opts.decode.limits.max_bytes)?;
+    hashers.hash_bytes(&bytes, opts).map_err(|e| e.to_string())
+}
+
+/// Reads a file, refusing (before reading) one larger than the byte limit.
+fn read_limited(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.is_dir() {
+        return Err("is a directory".into());
+    }
+    if meta.len() > max_bytes {
+        return Err(pharos::Error::TooLarge {
+            what: pharos::error::Limit::Bytes,
+            value: meta.len(),
+            limit: max_bytes,
+        }
+        .to_string());
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
+}
+
+fn hash_line<'a>(path: &'a str, rec: &HashRecord) -> HashLine<'a> {
+    HashLine {
+        path,
+        width: rec.width,
+        height: rec.height,
+        pdq: rec.pdq.hash.to_hex(),
+        quality: rec.pdq.quality,
+        phash: rec.phash.to_hex(),
+        dihedral: rec.dihedral.as_ref().map(dihedral_map),
+    }
+}
+
+fn dihedral_map(d: &Dihedral) -> BTreeMap<&'static str, String> {
+    d.named().into_iter().map(|(name, h)| (name, h.to_hex())).collect()
+}
+
+/// Expands directories (recursively, sorted by name for a stable order) and keeps files in argument order.
+fn collect_inputs(paths: &[PathBuf]) -> Vec<Input> {
+    let mut inputs = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut inputs);
+        } else {
+            inputs.push(Input::File(p.clone()));
+        }
+    }
+    inputs
+}
+
+fn walk(dir: &Path, inputs: &mut Vec<Input>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>(),
+        Err(e) => {
+            inputs.push(Input::Unreadable(dir.to_path_buf(), format!("cannot list directory: {e}")));
+            return;
+        }
+    };
+    let mut entries = entries;
+    entries.sort();
+    for p in entries {
+        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            walk(&p, inputs);
+        } else if has_image_extension(&p) {
+            inputs.push(Input::File(p));
+        }
+    }
+}
+
+fn has_image_extension(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}

@@ -1,0 +1,27 @@
+//! Command-line definitions (clap) and dispatch to the subcommands.
+
+mod hash;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Perceptual hashing (PDQ, pHash) and matching for hotlines and crawlers.
+#[derive(Parser, Debug)]
+#[command(name = "pharos", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Hash image files or directories: one JSON object per input on stdout.
+    Hash(hash::HashArgs),
+}
+
+/// Runs the parsed command; `Err` is a fatal error (exit status 1).
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Hash(args) => hash::run(args),
+    }
+}
