@@ -10,13 +10,14 @@
 //! ```
 //!
 //! The hash is only as reproducible as the 32×32 grey thumbnail it is taken from, so this module ports the
-//! two Pillow steps exactly: the integer ITU-R 601 grey conversion and Pillow's separable, fixed-point
-//! LANCZOS resampler (`libImaging/Resample.c`), coefficient rounding included. Everything after the thumbnail
-//! is float64 like numpy/scipy; the only place the two can disagree is a DCT coefficient that lies within a
-//! few ulps of the median (scipy uses an FFT, we sum directly), which needs an exact tie to begin with.
+//! two Pillow (13.0) steps exactly: the integer ITU-R 601 grey conversion and Pillow's separable, fixed-point
+//! LANCZOS resampler (`libImaging/Resample.c`), coefficient rounding and pass order included. Everything
+//! after the thumbnail is float64 like numpy/scipy. scipy transforms by FFT and this module sums directly,
+//! so the two agree to a few ulps, which decides a bit only when a coefficient ties with the median; see
+//! `dct_low8` for how the ties that symmetry produces are reproduced.
 //!
-//! The hasher keeps every buffer and the coefficient tables (keyed by the input size) between calls, so a
-//! warm [`PhashHasher`] allocates nothing per image.
+//! A warm [`PhashHasher`] allocates nothing per image: the scratch buffers only grow, and the coefficient
+//! tables for the last few input sizes are kept.
 
 use super::{Hash64, ImageView, Pixels};
 use std::sync::OnceLock;
@@ -29,27 +30,39 @@ const HASH_SIZE: usize = 8;
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// Pillow's LANCZOS filter support (`static struct filter LANCZOS = {lanczos_filter, 3.0}`).
 const LANCZOS_SUPPORT: f64 = 3.0;
-/// The horizontal kernel consumes taps in blocks of this many; each output's tap run is padded with zero
-/// coefficients to a multiple of it so the inner loop has no scalar tail.
+/// Each output's run of horizontal coefficients is padded with zeros to a multiple of this many taps, so
+/// the dot product's length is a multiple of the vector width (16 lanes of `i16` with AVX2).
 const LANES: usize = 16;
-/// Low bits of a horizontal coefficient kept in [`Axis::lo`]; see [`Axis::hi`].
+/// Low bits of a coefficient kept in [`Axis::lo`]; see [`Axis::hi`].
 const SPLIT_BITS: u32 = 11;
+/// How many input sizes' coefficient tables a hasher keeps. Building one for a length n takes up to 12·n
+/// `sin` calls (two per tap; fewer when n has a large power-of-two factor, see [`Axis::prepare`]), which
+/// for a new size is comparable to a sizeable fraction of the resampling itself.
+const TABLE_CACHE: usize = 8;
 
 /// Reusable scratch space for [`PhashHasher::hash`]; one per thread.
 #[derive(Default)]
 pub struct PhashHasher {
-    /// Resampling coefficients for the width (horizontal pass).
-    horiz: Axis,
-    /// Resampling coefficients for the height (vertical pass).
-    vert: Axis,
-    /// One grey row widened to `i16` and zero-padded by [`LANES`]: the horizontal pass's input.
+    /// Coefficient tables for recently seen input lengths (at most [`TABLE_CACHE`]). They depend only on
+    /// the length, so one table serves the width and the height of a square image.
+    tables: Vec<Axis>,
+    /// Counter behind [`Axis::last_used`].
+    clock: u64,
+    /// Intermediate buffers.
+    scratch: Scratch,
+}
+
+/// The resampler's intermediate buffers, grown to the largest image seen and then reused.
+#[derive(Default)]
+struct Scratch {
+    /// One grey row widened to `i16` and followed by [`LANES`] padding samples: the horizontal pass's input.
     line: Vec<i16>,
-    /// One grey row of an RGB image, for the vertical-first order.
+    /// One grey row of an RGB image (vertical-first order).
     grey: Vec<u8>,
-    /// Horizontal-first: the horizontal pass's output, 32 bytes per input row the vertical pass reads
-    /// (Pillow's intermediate image).
+    /// Horizontal-first order: the horizontal pass's output, 32 bytes per input row the vertical pass
+    /// reads (Pillow's intermediate image).
     temp: Vec<u8>,
-    /// Vertical-first: the 32 vertical accumulators for every column, row-major.
+    /// Vertical-first order: the 32 vertical accumulators of every column, row-major.
     acc: Vec<i32>,
 }
 
@@ -72,141 +85,38 @@ impl PhashHasher {
     }
 
     /// `image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)`, byte for byte.
-    ///
-    /// Mirrors Pillow 13's `ImagingResampleInner`. Both passes round to bytes, so their order changes the
-    /// result, and Pillow picks it from the shape: the vertical pass goes first when the height shrinks
-    /// by more than twice as many pixels as the width does (`h - 32 > 0 && h - 32 > 2·(w - 32)`),
-    /// otherwise the horizontal pass does. A pass whose dimension is already 32 is skipped (it would be the
-    /// identity anyway).
     fn thumbnail(&mut self, img: ImageView<'_>) -> [u8; SIZE * SIZE] {
-        let width = img.width as usize;
-        let height = img.height as usize;
-        self.horiz.prepare(width);
-        self.vert.prepare(height);
-        let shrink_w = width as i64 - SIZE as i64;
-        let shrink_h = height as i64 - SIZE as i64;
-        if shrink_h > 0 && shrink_h > 2 * shrink_w {
-            self.vertical_first(img)
-        } else {
-            self.horizontal_first(img)
-        }
+        let h = self.table(img.width as usize);
+        let v = self.table(img.height as usize);
+        resize(img, &self.tables[h], &self.tables[v], &mut self.scratch)
     }
 
-    /// Pillow's usual order: the horizontal pass over just the rows the vertical pass will read
-    /// (`ybox_first..ybox_last`), into an intermediate image 32 pixels wide, then the vertical pass.
-    fn horizontal_first(&mut self, img: ImageView<'_>) -> [u8; SIZE * SIZE] {
-        let width = img.width as usize;
-        let need_horizontal = width != SIZE;
-        let need_vertical = img.height as usize != SIZE;
-        let first_row = self.vert.bounds[0].0;
-        let (last_min, last_len) = self.vert.bounds[SIZE - 1];
-        let last_row = last_min + last_len;
-
-        self.temp.resize((last_row - first_row) * SIZE, 0);
-        if need_horizontal {
-            // The kernel reads up to LANES - 1 zero-weighted samples past the image edge.
-            self.line.resize(width + LANES, 0);
-        }
-        for (out, y) in self.temp.chunks_exact_mut(SIZE).zip(first_row..last_row) {
-            let out: &mut [u8; SIZE] = out.try_into().expect("chunks of SIZE");
-            match img.pixels {
-                Pixels::Gray(p) => {
-                    let src = &p[y * width..(y + 1) * width];
-                    if need_horizontal {
-                        for (d, &s) in self.line.iter_mut().zip(src) {
-                            *d = i16::from(s);
-                        }
-                        horizontal_row(&self.line, &self.horiz, out);
-                    } else {
-                        out.copy_from_slice(src);
-                    }
-                }
-                Pixels::Rgb(p) => {
-                    let src = &p[3 * y * width..3 * (y + 1) * width];
-                    if need_horizontal {
-                        for (d, px) in self.line.iter_mut().zip(src.chunks_exact(3)) {
-                            *d = i16::from(luma(px[0], px[1], px[2]));
-                        }
-                        horizontal_row(&self.line, &self.horiz, out);
-                    } else {
-                        for (d, px) in out.iter_mut().zip(src.chunks_exact(3)) {
-                            *d = luma(px[0], px[1], px[2]);
-                        }
-                    }
-                }
+    /// The index in `tables` of the coefficients for `in_size`, built (in place of the least recently
+    /// used table, reusing its memory) if they are not there.
+    fn table(&mut self, in_size: usize) -> usize {
+        self.clock += 1;
+        let index = match self.tables.iter().position(|t| t.in_size == in_size) {
+            Some(i) => i,
+            None if self.tables.len() < TABLE_CACHE => {
+                self.tables.push(Axis::default());
+                self.tables.len() - 1
             }
-        }
-
-        let mut thumb = [0u8; SIZE * SIZE];
-        if need_vertical {
-            vertical(&self.temp, &self.vert, &mut thumb);
-        } else {
-            // Height 32: the vertical bounds span exactly rows 0..32.
-            thumb.copy_from_slice(&self.temp[..SIZE * SIZE]);
-        }
-        thumb
-    }
-
-    /// Pillow's order for tall images: the vertical pass over the full width into a `w`×32 intermediate
-    /// image, then the horizontal pass on its 32 rows.
-    ///
-    /// Each input row is read once and added into the accumulators of every output row whose window
-    /// contains it; integer sums do not depend on the order of their terms, so this equals Pillow's
-    /// output-row-at-a-time loop without converting an RGB row to grey six times.
-    fn vertical_first(&mut self, img: ImageView<'_>) -> [u8; SIZE * SIZE] {
-        let width = img.width as usize;
-        let first_row = self.vert.bounds[0].0;
-        let (last_min, last_len) = self.vert.bounds[SIZE - 1];
-        let last_row = last_min + last_len;
-
-        self.acc.clear();
-        self.acc.resize(SIZE * width, 1 << (PRECISION_BITS - 1));
-        for y in first_row..last_row {
-            let row: &[u8] = match img.pixels {
-                Pixels::Gray(p) => &p[y * width..(y + 1) * width],
-                Pixels::Rgb(p) => {
-                    let src = &p[3 * y * width..3 * (y + 1) * width];
-                    self.grey.resize(width, 0);
-                    for (d, px) in self.grey.iter_mut().zip(src.chunks_exact(3)) {
-                        *d = luma(px[0], px[1], px[2]);
-                    }
-                    &self.grey
-                }
-            };
-            for (yy, acc) in self.acc.chunks_exact_mut(width).enumerate() {
-                let (ymin, count) = self.vert.bounds[yy];
-                if y < ymin || y >= ymin + count {
-                    continue;
-                }
-                let k = self.vert.fixed[yy * self.vert.stride + (y - ymin)];
-                for (a, &s) in acc.iter_mut().zip(row) {
-                    *a = a.wrapping_add(i32::from(s) * k);
-                }
+            None => {
+                let (i, _) = self
+                    .tables
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, t)| t.last_used)
+                    .expect("TABLE_CACHE > 0");
+                i
             }
+        };
+        let table = &mut self.tables[index];
+        if table.in_size != in_size {
+            table.prepare(in_size);
         }
-
-        let mut thumb = [0u8; SIZE * SIZE];
-        if width == SIZE {
-            for (o, &a) in thumb.iter_mut().zip(self.acc.iter()) {
-                *o = clip8(a);
-            }
-        } else {
-            self.line.resize(width + LANES, 0);
-            for (out, acc) in thumb
-                .chunks_exact_mut(SIZE)
-                .zip(self.acc.chunks_exact(width))
-            {
-                for (d, &a) in self.line.iter_mut().zip(acc) {
-                    *d = i16::from(clip8(a));
-                }
-                horizontal_row(
-                    &self.line,
-                    &self.horiz,
-                    out.try_into().expect("chunks of SIZE"),
-                );
-            }
-        }
-        thumb
+        table.last_used = self.clock;
+        index
     }
 }
 
@@ -228,82 +138,92 @@ fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// LANCZOS resampling coefficients for one axis (input length → 32), as `precompute_coeffs` followed by
-/// `normalize_coeffs_8bpc` builds them.
+/// LANCZOS resampling coefficients for one axis (input length → 32), as Pillow's `precompute_coeffs`
+/// followed by `normalize_coeffs_8bpc` builds them.
 #[derive(Default)]
 struct Axis {
     /// The input length these tables are for; 0 before the first [`Axis::prepare`].
     in_size: usize,
+    /// [`PhashHasher::clock`] when this table was last used, for evicting the least recently used one.
+    last_used: u64,
     /// Per output sample: the first input sample it reads and how many it reads (Pillow's `bounds`, with
-    /// `xmax` already turned into a count).
+    /// `xmax` already a count).
     bounds: [(usize, usize); SIZE],
     /// Distance between consecutive outputs' runs in `fixed`, `hi` and `lo`: Pillow's `ksize` rounded up
     /// to a multiple of [`LANES`]. Entries past an output's count are zero.
     stride: usize,
-    /// Fixed-point coefficients, exactly Pillow's (`(int)(k * (1 << 22) ± 0.5)`); used by the vertical pass.
+    /// Fixed-point coefficients, exactly Pillow's (`(int)(k·2^22 ± 0.5)`); used by the vertical pass.
     fixed: Vec<i32>,
-    /// `fixed >> SPLIT_BITS` and `fixed & (2^SPLIT_BITS - 1)`, for the horizontal pass. Pillow's
-    /// coefficients need 23 bits, too many for a 16-bit multiply, but both halves fit in `i16`, and
-    /// Σ s·k = 2^11·Σ s·hi + Σ s·lo in wrapping `i32` arithmetic gives exactly Pillow's sum (the true sum fits
-    /// `i32`). Two 16-bit dot products are what SIMD multiply-add instructions (`pmaddwd`) do best.
+    /// `fixed >> SPLIT_BITS`, for the horizontal pass. Pillow's coefficients need 23 bits, too many for a
+    /// 16-bit multiply, but `hi` and `lo` both fit in `i16`, and
+    /// `Σ s·k = 2^11·Σ s·hi + Σ s·lo` in wrapping `i32` arithmetic is exactly Pillow's sum (the true sum
+    /// fits in `i32`, so wrapping partial sums cannot change it). 16-bit products summed into 32 bits are
+    /// what SIMD multiply-add (`pmaddwd`) does, eight or sixteen at a time; LLVM finds it in [`dot`].
     hi: Vec<i16>,
-    /// See [`Axis::hi`].
+    /// `fixed & (2^SPLIT_BITS - 1)`; see [`Axis::hi`].
     lo: Vec<i16>,
     /// Scratch for the unnormalised f64 weights of one output.
     weights: Vec<f64>,
 }
 
 impl Axis {
-    /// Builds the tables for an input of `in_size` samples, unless they are already built for that size.
+    /// Builds the tables for an input of `in_size` samples.
     ///
-    /// Follows `precompute_coeffs` in Pillow's `Resample.c` operation for operation (same f64 expressions
-    /// in the same order, glibc's `sin` through `f64::sin`), because a coefficient that lands on the other
-    /// side of a rounding boundary changes thumbnail bytes.
+    /// Follows `precompute_coeffs` in Pillow's `Resample.c` operation for operation (the same f64
+    /// expressions in the same order, glibc's `sin` through `f64::sin`): a weight that lands on the other
+    /// side of a fixed-point rounding boundary changes thumbnail bytes.
     fn prepare(&mut self, in_size: usize) {
-        if self.in_size == in_size {
-            return;
-        }
-        // box = (0, 0, width, height): scale = (in1 - in0) / outSize; upsampling keeps the filter at its
-        // natural width (filterscale 1).
+        // box = (0, 0, w, h): scale = (in1 - in0) / outSize; upsampling keeps the filter at its natural
+        // width (filterscale 1).
         let scale = in_size as f64 / SIZE as f64;
         let filterscale = if scale < 1.0 { 1.0 } else { scale };
         let support = LANCZOS_SUPPORT * filterscale;
         let ksize = support.ceil() as usize * 2 + 1;
         let stride = ksize.div_ceil(LANES) * LANES;
-        let ss = 1.0 / filterscale;
+        let inv_filterscale = 1.0 / filterscale;
 
         self.stride = stride;
         self.fixed.clear();
         self.fixed.resize(SIZE * stride, 0);
         self.weights.resize(ksize, 0.0);
-        for (xx, (bounds, fixed)) in self
-            .bounds
-            .iter_mut()
-            .zip(self.fixed.chunks_exact_mut(stride))
-            .enumerate()
-        {
+        // (xmin - center, count) of the outputs computed so far, to reuse their coefficients.
+        let mut seen = [(0u64, 0usize); SIZE];
+        for xx in 0..SIZE {
             let center = (xx as f64 + 0.5) * scale;
-            // `(int)` truncates toward zero, as `as` does; negatives are clamped to 0 either way.
+            // C's `(int)` truncates toward zero, as `as` does; a negative xmin is clamped to 0 either way.
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
             let count = xmax - xmin;
+            self.bounds[xx] = (xmin, count);
+            // center = (2·xx + 1)·in_size / 64 is exact in f64, so is every `(x + xmin) - center + 0.5`
+            // below, and the filter's arguments depend only on x + (xmin - center). Two outputs with the
+            // same offset and count get bit-identical weights: copy them instead of calling `sin` again
+            // (for sizes with a large power of two in them, most outputs repeat).
+            let key = ((xmin as f64 - center).to_bits(), count);
+            seen[xx] = key;
+            if let Some(p) = seen[..xx].iter().position(|&k| k == key) {
+                self.fixed
+                    .copy_within(p * stride..p * stride + count, xx * stride);
+                continue;
+            }
             let weights = &mut self.weights[..count];
             let mut ww = 0.0;
             for (x, w) in weights.iter_mut().enumerate() {
-                *w = lanczos(((x + xmin) as f64 - center + 0.5) * ss);
+                *w = lanczos(((x + xmin) as f64 - center + 0.5) * inv_filterscale);
                 ww += *w;
             }
+            let fixed = &mut self.fixed[xx * stride..xx * stride + count];
             for (w, f) in weights.iter_mut().zip(fixed.iter_mut()) {
                 if ww != 0.0 {
                     *w /= ww;
                 }
+                let scaled = *w * f64::from(1u32 << PRECISION_BITS);
                 *f = if *w < 0.0 {
-                    (-0.5 + *w * f64::from(1u32 << PRECISION_BITS)) as i32
+                    (-0.5 + scaled) as i32
                 } else {
-                    (0.5 + *w * f64::from(1u32 << PRECISION_BITS)) as i32
+                    (0.5 + scaled) as i32
                 };
             }
-            *bounds = (xmin, count);
         }
         self.hi.clear();
         self.hi
@@ -315,6 +235,12 @@ impl Axis {
                 .map(|&k| (k & ((1 << SPLIT_BITS) - 1)) as i16),
         );
         self.in_size = in_size;
+    }
+
+    /// The input rows (or columns) the 32 outputs read: Pillow's `ybox_first..ybox_last`.
+    fn span(&self) -> std::ops::Range<usize> {
+        let (last_min, last_count) = self.bounds[SIZE - 1];
+        self.bounds[0].0..last_min + last_count
     }
 }
 
@@ -337,35 +263,187 @@ fn lanczos(x: f64) -> f64 {
     }
 }
 
-/// One row of `ImagingResampleHorizontal_8bpc`: 32 outputs, each `clip8(2^21 + Σ sample·coeff)`.
+/// The grey 32×32 thumbnail of `img`, given the coefficient tables for its width and height.
 ///
-/// `line` holds the grey samples widened to `i16`, followed by at least [`LANES`] - 1 padding samples (their
-/// coefficients are zero). This is the hot loop, about six multiply-adds per input pixel on large images:
-/// fixed-length blocks of 16-bit products summed into `i32` lanes let LLVM use packed multiply-add.
-#[inline]
+/// The loops are plain Rust that LLVM vectorises. On x86-64 they are compiled twice, for the baseline
+/// (SSE2) and for AVX2, which has byte shuffles for taking RGB apart and twice the width; the AVX2 copy is
+/// picked at run time. Integer arithmetic gives the same bytes either way.
+fn resize(
+    img: ImageView<'_>,
+    horiz: &Axis,
+    vert: &Axis,
+    scratch: &mut Scratch,
+) -> [u8; SIZE * SIZE] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, the only requirement of `resize_avx2`.
+        return unsafe { resize_avx2(img, horiz, vert, scratch) };
+    }
+    resize_inline(img, horiz, vert, scratch)
+}
+
+/// [`resize_inline`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn resize_avx2(
+    img: ImageView<'_>,
+    horiz: &Axis,
+    vert: &Axis,
+    scratch: &mut Scratch,
+) -> [u8; SIZE * SIZE] {
+    resize_inline(img, horiz, vert, scratch)
+}
+
+/// Mirrors Pillow 13's `ImagingResampleInner`. Both passes round to bytes, so their order matters, and
+/// Pillow picks it from the shape: the vertical pass goes first when the height shrinks by more than
+/// twice as many pixels as the width (`h - 32 > 0 && h - 32 > 2·(w - 32)`), otherwise the horizontal pass
+/// does. A pass whose dimension is already 32 is skipped (it would be the identity anyway).
+#[inline(always)]
+fn resize_inline(
+    img: ImageView<'_>,
+    horiz: &Axis,
+    vert: &Axis,
+    scratch: &mut Scratch,
+) -> [u8; SIZE * SIZE] {
+    let shrink_w = i64::from(img.width) - SIZE as i64;
+    let shrink_h = i64::from(img.height) - SIZE as i64;
+    if shrink_h > 0 && shrink_h > 2 * shrink_w {
+        vertical_first(img, horiz, vert, scratch)
+    } else {
+        horizontal_first(img, horiz, vert, scratch)
+    }
+}
+
+/// Pillow's usual order: the horizontal pass over just the rows the vertical pass will read, into an
+/// intermediate image 32 pixels wide, then the vertical pass.
+#[inline(always)]
+fn horizontal_first(
+    img: ImageView<'_>,
+    horiz: &Axis,
+    vert: &Axis,
+    scratch: &mut Scratch,
+) -> [u8; SIZE * SIZE] {
+    let width = img.width as usize;
+    let need_horizontal = width != SIZE;
+    let rows = vert.span();
+    let Scratch { line, temp, .. } = scratch;
+    temp.resize(rows.len() * SIZE, 0);
+    if need_horizontal {
+        // `dot` reads up to LANES - 1 zero-weighted samples past the end of the row.
+        line.resize(width + LANES, 0);
+    }
+    for (out, y) in temp.chunks_exact_mut(SIZE).zip(rows) {
+        let out: &mut [u8; SIZE] = out.try_into().expect("chunks of SIZE");
+        match img.pixels {
+            Pixels::Gray(p) => {
+                let src = &p[y * width..(y + 1) * width];
+                if need_horizontal {
+                    for (d, &s) in line.iter_mut().zip(src) {
+                        *d = i16::from(s);
+                    }
+                    horizontal_row(line, horiz, out);
+                } else {
+                    out.copy_from_slice(src);
+                }
+            }
+            Pixels::Rgb(p) => {
+                let src = &p[3 * y * width..3 * (y + 1) * width];
+                if need_horizontal {
+                    for (d, px) in line.iter_mut().zip(src.chunks_exact(3)) {
+                        *d = i16::from(luma(px[0], px[1], px[2]));
+                    }
+                    horizontal_row(line, horiz, out);
+                } else {
+                    for (d, px) in out.iter_mut().zip(src.chunks_exact(3)) {
+                        *d = luma(px[0], px[1], px[2]);
+                    }
+                }
+            }
+        }
+    }
+
+    let mut thumb = [0u8; SIZE * SIZE];
+    if img.height as usize != SIZE {
+        vertical(temp, vert, &mut thumb);
+    } else {
+        // Height 32: the span is exactly rows 0..32.
+        thumb.copy_from_slice(&temp[..SIZE * SIZE]);
+    }
+    thumb
+}
+
+/// Pillow's order for tall images: the vertical pass over the full width into a w×32 intermediate image,
+/// then the horizontal pass on its 32 rows.
+///
+/// Each input row is read (and converted to grey) once and added into the accumulators of every output
+/// row whose window contains it; integer sums do not depend on the order of their terms, so this equals
+/// Pillow's output-row-at-a-time loop.
+#[inline(always)]
+fn vertical_first(
+    img: ImageView<'_>,
+    horiz: &Axis,
+    vert: &Axis,
+    scratch: &mut Scratch,
+) -> [u8; SIZE * SIZE] {
+    let width = img.width as usize;
+    let Scratch {
+        line, grey, acc, ..
+    } = scratch;
+    acc.clear();
+    acc.resize(SIZE * width, 1 << (PRECISION_BITS - 1));
+    for y in vert.span() {
+        let row: &[u8] = match img.pixels {
+            Pixels::Gray(p) => &p[y * width..(y + 1) * width],
+            Pixels::Rgb(p) => {
+                let src = &p[3 * y * width..3 * (y + 1) * width];
+                grey.resize(width, 0);
+                for (d, px) in grey.iter_mut().zip(src.chunks_exact(3)) {
+                    *d = luma(px[0], px[1], px[2]);
+                }
+                grey
+            }
+        };
+        for (yy, acc) in acc.chunks_exact_mut(width).enumerate() {
+            let (ymin, count) = vert.bounds[yy];
+            if (ymin..ymin + count).contains(&y) {
+                let k = vert.fixed[yy * vert.stride + (y - ymin)];
+                for (a, &s) in acc.iter_mut().zip(row) {
+                    *a = a.wrapping_add(i32::from(s) * k);
+                }
+            }
+        }
+    }
+
+    let mut thumb = [0u8; SIZE * SIZE];
+    if width == SIZE {
+        for (o, &a) in thumb.iter_mut().zip(acc.iter()) {
+            *o = clip8(a);
+        }
+    } else {
+        line.resize(width + LANES, 0);
+        for (out, acc) in thumb.chunks_exact_mut(SIZE).zip(acc.chunks_exact(width)) {
+            for (d, &a) in line.iter_mut().zip(acc) {
+                *d = i16::from(clip8(a));
+            }
+            horizontal_row(line, horiz, out.try_into().expect("chunks of SIZE"));
+        }
+    }
+    thumb
+}
+
+/// One row of Pillow's `ImagingResampleHorizontal_8bpc`: 32 outputs, each `clip8(2^21 + Σ sample·coeff)`.
+///
+/// `line` holds the row's grey samples widened to `i16`, followed by at least [`LANES`] - 1 more (their
+/// coefficients are zero). This is the hot loop, about six multiply-adds per input pixel on large images.
+#[inline(always)]
 fn horizontal_row(line: &[i16], axis: &Axis, out: &mut [u8; SIZE]) {
-    let stride = axis.stride;
     for (xx, o) in out.iter_mut().enumerate() {
         let (xmin, count) = axis.bounds[xx];
         let taps = count.div_ceil(LANES) * LANES;
-        let base = xx * stride;
+        let base = xx * axis.stride;
         let samples = &line[xmin..xmin + taps];
-        let hi = &axis.hi[base..base + taps];
-        let lo = &axis.lo[base..base + taps];
-        let mut acc_hi = [0i32; LANES];
-        let mut acc_lo = [0i32; LANES];
-        for ((s, h), l) in samples
-            .chunks_exact(LANES)
-            .zip(hi.chunks_exact(LANES))
-            .zip(lo.chunks_exact(LANES))
-        {
-            for i in 0..LANES {
-                acc_hi[i] = acc_hi[i].wrapping_add(i32::from(s[i]) * i32::from(h[i]));
-                acc_lo[i] = acc_lo[i].wrapping_add(i32::from(s[i]) * i32::from(l[i]));
-            }
-        }
-        let sum_hi = acc_hi.iter().fold(0i32, |a, &b| a.wrapping_add(b));
-        let sum_lo = acc_lo.iter().fold(0i32, |a, &b| a.wrapping_add(b));
+        let sum_hi = dot(samples, &axis.hi[base..base + taps]);
+        let sum_lo = dot(samples, &axis.lo[base..base + taps]);
         let acc = (1i32 << (PRECISION_BITS - 1))
             .wrapping_add(sum_hi.wrapping_shl(SPLIT_BITS))
             .wrapping_add(sum_lo);
@@ -373,15 +451,25 @@ fn horizontal_row(line: &[i16], axis: &Axis, out: &mut [u8; SIZE]) {
     }
 }
 
-/// `ImagingResampleVertical_8bpc` on the horizontal pass's output (`temp`, 32 bytes per row, row 0 =
-/// Pillow's `ybox_first`, which is how Pillow shifts the vertical bounds too).
+/// Σ a·b of 16-bit values into a wrapping 32-bit sum. Written as one plain reduction, the shape LLVM turns
+/// into `pmaddwd`/`vpmaddwd` (two accumulations fused into one loop get plain 32-bit multiplies instead).
+#[inline(always)]
+fn dot(a: &[i16], b: &[i16]) -> i32 {
+    a.iter()
+        .zip(b)
+        .map(|(&a, &b)| i32::from(a) * i32::from(b))
+        .fold(0, i32::wrapping_add)
+}
+
+/// Pillow's `ImagingResampleVertical_8bpc` on the horizontal pass's output (`temp`: 32 bytes per row,
+/// starting at the first row of [`Axis::span`], which is how Pillow shifts the vertical bounds too).
+#[inline(always)]
 fn vertical(temp: &[u8], axis: &Axis, thumb: &mut [u8; SIZE * SIZE]) {
     let first_row = axis.bounds[0].0;
     for (yy, out) in thumb.chunks_exact_mut(SIZE).enumerate() {
         let (ymin, count) = axis.bounds[yy];
         let ks = &axis.fixed[yy * axis.stride..yy * axis.stride + count];
-        let rows =
-            temp[(ymin - first_row) * SIZE..(ymin - first_row + count) * SIZE].chunks_exact(SIZE);
+        let rows = temp[(ymin - first_row) * SIZE..].chunks_exact(SIZE);
         let mut acc = [1i32 << (PRECISION_BITS - 1); SIZE];
         for (row, &k) in rows.zip(ks) {
             for (a, &s) in acc.iter_mut().zip(row) {
@@ -485,4 +573,327 @@ fn hash_thumbnail(thumb: &[u8; SIZE * SIZE]) -> Hash64 {
         .iter()
         .fold(0u64, |acc, &c| (acc << 1) | u64::from(c > median));
     Hash64(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Expected values below come from Pillow 13.0.0 + imagehash 4.3.2 (numpy 2.4, scipy 1.17) on the
+    // images `pattern` builds, generated with:
+    //
+    //   def pattern(w, h, chans):  # numpy uint64 arrays, x/y/c broadcast over (h, w, chans)
+    //       hsh = ((x * 73856093) ^ (y * 19349663) ^ (c * 83492791)) & 0xFFFFFFFF
+    //       noise = ((hsh * 2654435761) & 0xFFFFFFFF) >> 24
+    //       return ((noise + 2 * x + 3 * y + 50 * c) & 255).astype(numpy.uint8)
+    //   rgb = Image.fromarray(pattern(w, h, 3), "RGB")
+    //   grey = Image.fromarray(pattern(w, h, 1)[:, :, 0], "L").convert("RGB")
+    //   str(imagehash.phash(im))
+    //   im.convert("L").resize((32, 32), Image.Resampling.LANCZOS).tobytes()
+
+    /// The synthetic test image: noise plus ramps, so no DCT coefficient ties with the median by accident.
+    fn pattern(w: u32, h: u32, channels: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity((w * h * channels) as usize);
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..channels {
+                    let mixed = x.wrapping_mul(73856093)
+                        ^ y.wrapping_mul(19349663)
+                        ^ c.wrapping_mul(83492791);
+                    let noise = mixed.wrapping_mul(2654435761) >> 24;
+                    out.push((noise + 2 * x + 3 * y + 50 * c) as u8);
+                }
+            }
+        }
+        out
+    }
+
+    fn unhex(rows: &[&str]) -> Vec<u8> {
+        rows.iter()
+            .flat_map(|row| {
+                (0..row.len())
+                    .step_by(2)
+                    .map(move |i| u8::from_str_radix(&row[i..i + 2], 16).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hashes_match_imagehash() {
+        // (width, height, RGB hash, grey hash)
+        const CASES: &[(u32, u32, &str, &str)] = &[
+            (1, 1, "8000000000000000", "0000000000000000"),
+            (1, 40, "8000000080808000", "8000000000000000"),
+            (40, 1, "b300000000000000", "8200000000000000"),
+            (1, 1000, "8000800080800000", "8080008080808000"),
+            (2, 2, "80ff00c500fc00fd", "b8b8f0b0f1b1e307"),
+            (5, 5, "8df336b8cb4d3442", "97973787f2780858"),
+            (10, 7, "da708e3e8ef3420d", "a6812e310cfc5a7f"),
+            (31, 33, "8e6888367a6d05fe", "93c20f3670e525be"),
+            (33, 31, "9f65853a692c46b9", "93c92e3af02037dd"),
+            (32, 32, "9e69853a7a6d04ba", "93ca0f3e726126b5"),
+            (32, 100, "ad56586f25f48915", "9993abea44ea251d"),
+            (100, 32, "882b50c51f5734f7", "e0b96605bb9524cf"),
+            (45, 13, "8b3a3758eda198d2", "807eb9e365a50bd2"),
+            (13, 45, "f461851c265dcbba", "999a85722c69d39b"),
+            (64, 65, "95932c5e22d61e1f", "83c2e4522b56de2f"),
+            (160, 95, "c1b5979a0b3296cd", "917487de5d351515"),
+            (17, 300, "b94a233d7a84cf23", "adac2e981dcc155e"),
+            (300, 17, "ccac84a65599bde4", "dd0ed1b273890eb4"),
+            (4000, 3, "d3fce74318f124a8", "aed5432ebcb06748"),
+            (3, 4000, "c9c96e26b06e38ec", "c96748b3b33264b3"),
+        ];
+        let mut hasher = PhashHasher::new();
+        for &(w, h, rgb_hex, grey_hex) in CASES {
+            let rgb = pattern(w, h, 3);
+            let grey = pattern(w, h, 1);
+            let got = hasher.hash(ImageView::rgb(w, h, &rgb));
+            assert_eq!(got.to_hex(), rgb_hex, "RGB {w}x{h}");
+            let got = hasher.hash(ImageView::gray(w, h, &grey));
+            assert_eq!(got.to_hex(), grey_hex, "grey {w}x{h}");
+            assert_eq!(
+                phash(ImageView::gray(w, h, &grey)).to_hex(),
+                grey_hex,
+                "fresh hasher, grey {w}x{h}"
+            );
+        }
+    }
+
+    #[test]
+    fn thumbnails_match_pillow_bytes() {
+        // 45×13: horizontal pass first (downsampling), then vertical (upsampling).
+        const HORIZONTAL_FIRST: [&str; 32] = [
+            "906a788fac566e93a2bf3340651f77a8763f7d718aaa8855b35a6677c896b872",
+            "88706f869b596e808aaf4a4c6e427398766284727a8b745cb86873759f87b589",
+            "7a7b617881606e62639271617d7c6e7d789b8f7661595469bd8088725a6fafb0",
+            "719655656a64664441719e7583b5605c71c495874f37377db99a996f2057a7cb",
+            "7dc05955725d4e3d4a62af736db746405ca489a7595a3991a19f93733457a2ad",
+            "91dc6854925238587469a0654c883844495173c67fa65a99829377777f6a9e75",
+            "94d37265af5b38878e7691683f6a54754d1a63d2a7c97e886a905b65a6779b6a",
+            "83a56f82ba7651ba89808d7f517294c2691b62c6c4ad9566609c4b448e76979b",
+            "64756594a9856ed77c7c869a6b80bae886416faccd819d5976a34e3b686e8dcd",
+            "43635c8e7d7079ce7c6675a875799dba8e6d8493c3779a7ead99605f606878cf",
+            "396f5776514d75ad864f64a179695b6984909881ac838ab2db837f9c736769b0",
+            "6682526048466b8e94545c7a90642f55799a9f7f947c71b9c970a8c4846a7a9a",
+            "b58f5458685f66849f766345b56d348d758b96868862598a7a64cbc78c72a39b",
+            "dc8a63658e766991929b7732b97c5ec27e7786838356465c415fc6b29681bda1",
+            "ac6c7e84986e75ac66ad9157888897b89470796781673b59595f9299a399b19f",
+            "524f9da1925b88c43baba9964d92c389ab7c724685893f7295595383a8a48798",
+            "2852b5a29a6397c8449bc0b845a3c36eb1936f3c93a352839e3d3d779b895b95",
+            "3d76be86ad829eb07989c8ac77b79872a5ac704da5a96b816d195a767e593e93",
+            "589aaf6ea78b97839b7fb38cb2bc6f8797af7068ae9e82795014856e664c3e93",
+            "52a48c6f7d6a844f85848171cfad699d92936b7ea78b8e70713ea0545f7d5995",
+            "3b9b687c504376305b914e5fcd9a74a5937767899b738d6fa680a43c65c57a8d",
+            "2e94577e4545813851953a53bc9a6c93958066859d5a887eb4ae934274e57e72",
+            "31905f715f6d9e646e8e4b4fa2ab536c90ac6b7aa54d829697be7a5f7fd1684d",
+            "43837b618598ad90988b705687ae455379cd8080a55e689479b9797873a55c44",
+            "5e6b9e55a0aea0a0b793946277974d5751c7a4a195893d6d70ad9f7d4b7c6f65",
+            "795aaf55a3a286a4bf95af69707f5f6837afb8bc73ae2b5175a3c96f2c628e87",
+            "84629a688d7775b6ae82bf606985676946a8a0ac45a755707ba4cc59395b9f7b",
+            "837a6b85654175cf8a64c44f62a1665b74ab6d7d1b7ea4b87bacaf476c6ba04e",
+            "87865292452e81c66b5cc05964af6f5695975b631e69cad46d9c9e4b9589954b",
+            "967c62883c4b909f6372bd7e6da08361926d7c73487eadaa5376ac6598a28980",
+            "a56b7c7841719c79688bbca1748c936d8149a68d739c7f743e54c27f8baf81b8",
+            "ac628d6e4689a3636b9abab579809c757636be9e8eae62533241ce8e83b77bd9",
+        ];
+        // 13×45: Pillow 13 runs the vertical pass first (the height shrinks far more than the width).
+        const VERTICAL_FIRST: [&str; 32] = [
+            "52698da9976545486282978e6e5e7aa3a2774f4a5c6c727474706a656a768187",
+            "5a739bc9ddc9a3785a556064595d80a29e734e4d5c5a463a3f5164717063564d",
+            "50545b6b879a88593f609baa84657aa4b29b76594d536a889eafcadec2814928",
+            "9f998d82858b7a523a4c717b634a4c5f6d706552454f6e8a96948c8586909aa0",
+            "787570675c5a6b8ca8afa392868897a8ab9a7f64596482abced6b9845c5a6871",
+            "373b445c86abb39f8786928d74697c969270575d768a908a7c6c605e6a7c8992",
+            "3e3c3d4c749caa997247324a84a78e573a496a889ba39c846450536a7d7d7570",
+            "8f83705c596980959c937f685b627e9da99d887a777c8999a3adbfd1caaf9585",
+            "858e9ba19171523f4c7daeae784033444e4c4540486998b3ad968f9689694d3e",
+            "a5a09792a0af9b65486eabaa6734488cc2d4c8aa86727376706c778a9797908c",
+            "a0947f69636f7c83847b7685a5af90676489b1c0ae865535334552555c676f73",
+            "af98724a405975868e918a78635b677d847a788ea18e615785b5a76636394f5d",
+            "878c969f9990a1c7deca97674b4243527191a19b7f583c3d5f8fb2bba6866c5c",
+            "516587a18d635f8ab1a884788d9a88654e4c586672746c5c4944587b8a7b6557",
+            "b3ab9e8e8688929a98876b574e4f52575a5e6574879aa7aaa38f73574542464b",
+            "6b6f757b7d7560453a4e71837b74838e69260b3e8692644d74a49b64404c6676",
+            "243d6794a58d66432c2a3f5d7a8f9a9685736f839ca4977d60536184a2aaa6a3",
+            "3f54769eb1a179472c3e66735b4e6c96987655536d95babe9c6f5e6c828c8e8f",
+            "dbb87d4344727b543e65aad4cea6744e455d7f9198a9b7a6724035527c96a0a6",
+            "566885a2a2897d85856947486a8376564651719ab8b99f8379776b5a5e748a97",
+            "7c838f9ba19a866b5f6c858f806c62605b54586a818f94918c90a6c2bc91674e",
+            "7d7d7c7d868b7b5a454b6d9dc7d1af817797b6b6a29187807b75695e6886a0af",
+            "55555657585858575962695f4945668f906a557498803e2760acbd9262545759",
+            "949ba7ac9e86787c8688899bb7bea37a656d83969e988262413244697d6d5648",
+            "9aa0aaac967a7fa5b3823d336dafc7b28c64463d495e707d817a706763666b6e",
+            "665943354465787660402f4072a5bab6b0ab987457597698acac9e8772696969",
+            "95928c81756d6a6b73838d7d5a485b809a9a7b47202a5e91a191785e4a45494c",
+            "a8a39a8c7f78757474736f63555568859ba09c988c6a464b83b9af724e658aa1",
+            "b4996d4b5e98c4cbb0865d4a546e869189746f89a9ab917f88999b8d82808385",
+            "88857e797d848275696973787987a9c4ba8c552e29467babc1c5d2e0ca996e55",
+            "9a8c74626e8b8f725c6c8e9a88736d7170675d555357606e7e7e5d302c5a8caa",
+            "5e5c5c5c5c657ea2bbb8a086756c68675f545a779baaa5a6bccdc19c735e5754",
+        ];
+        let mut hasher = PhashHasher::new();
+        for (w, h, expected) in [(45, 13, HORIZONTAL_FIRST), (13, 45, VERTICAL_FIRST)] {
+            let rgb = pattern(w, h, 3);
+            let img = ImageView::rgb(w, h, &rgb);
+            let thumb = hasher.thumbnail(img);
+            let expected = unhex(&expected);
+            for (y, (got, want)) in thumb.chunks(SIZE).zip(expected.chunks(SIZE)).enumerate() {
+                assert_eq!(got, want, "{w}x{h}, thumbnail row {y}");
+            }
+        }
+    }
+
+    /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` written out plainly, without the reuse of
+    /// repeated weight runs that [`Axis::prepare`] does.
+    fn reference_coeffs(in_size: usize) -> Vec<(usize, Vec<i32>)> {
+        let scale = in_size as f64 / 32.0;
+        let filterscale = scale.max(1.0);
+        let support = 3.0 * filterscale;
+        (0..32)
+            .map(|xx| {
+                let center = (xx as f64 + 0.5) * scale;
+                let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+                let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+                let w: Vec<f64> = (xmin..xmax)
+                    .map(|x| lanczos((x as f64 - center + 0.5) * (1.0 / filterscale)))
+                    .collect();
+                let ww: f64 = w.iter().fold(0.0, |a, b| a + b);
+                let k = w
+                    .iter()
+                    .map(|&w| {
+                        let w = if ww != 0.0 { w / ww } else { w };
+                        if w < 0.0 {
+                            (-0.5 + w * 4194304.0) as i32
+                        } else {
+                            (0.5 + w * 4194304.0) as i32
+                        }
+                    })
+                    .collect();
+                (xmin, k)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn coefficient_tables_match_reference() {
+        let sizes = (1..=200).chain([255, 256, 257, 640, 1000, 1023, 1024, 1080, 1920, 4032]);
+        let mut axis = Axis::default();
+        for in_size in sizes {
+            axis.prepare(in_size);
+            for (xx, (xmin, k)) in reference_coeffs(in_size).into_iter().enumerate() {
+                let (got_min, count) = axis.bounds[xx];
+                assert_eq!(
+                    (got_min, count),
+                    (xmin, k.len()),
+                    "size {in_size}, output {xx}: bounds"
+                );
+                let run = &axis.fixed[xx * axis.stride..(xx + 1) * axis.stride];
+                assert_eq!(
+                    &run[..count],
+                    &k[..],
+                    "size {in_size}, output {xx}: coefficients"
+                );
+                assert!(
+                    run[count..].iter().all(|&c| c == 0),
+                    "size {in_size}, output {xx}: padding"
+                );
+                let base = xx * axis.stride;
+                let hi = &axis.hi[base..base + axis.stride];
+                let lo = &axis.lo[base..base + axis.stride];
+                for ((&h, &l), &k) in hi.iter().zip(lo).zip(run) {
+                    let split = (i32::from(h) << SPLIT_BITS) + i32::from(l);
+                    assert_eq!(split, k, "size {in_size}, output {xx}: hi/lo split");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn portable_and_dispatched_resizers_agree() {
+        let mut hasher = PhashHasher::new();
+        for (w, h) in [
+            (1, 1),
+            (1, 90),
+            (90, 1),
+            (31, 33),
+            (33, 31),
+            (70, 200),
+            (200, 70),
+            (97, 61),
+            (513, 40),
+        ] {
+            for channels in [1, 3] {
+                let data = pattern(w, h, channels);
+                let img = if channels == 3 {
+                    ImageView::rgb(w, h, &data)
+                } else {
+                    ImageView::gray(w, h, &data)
+                };
+                let dispatched = hasher.thumbnail(img);
+                let (hi, vi) = (hasher.table(w as usize), hasher.table(h as usize));
+                let portable = resize_inline(
+                    img,
+                    &hasher.tables[hi],
+                    &hasher.tables[vi],
+                    &mut hasher.scratch,
+                );
+                assert_eq!(dispatched, portable, "{w}x{h}x{channels}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_reused_hasher_gives_the_same_hashes() {
+        // More sizes than the table cache holds, visited twice, interleaved with grey images.
+        let sizes: Vec<(u32, u32)> = (0..2 * TABLE_CACHE as u32)
+            .map(|i| (20 + 37 * i, 90 - 3 * i))
+            .collect();
+        let images: Vec<(u32, u32, Vec<u8>)> = sizes
+            .iter()
+            .map(|&(w, h)| (w, h, pattern(w, h, 3)))
+            .collect();
+        let fresh: Vec<Hash64> = images
+            .iter()
+            .map(|(w, h, d)| phash(ImageView::rgb(*w, *h, d)))
+            .collect();
+        let mut hasher = PhashHasher::new();
+        for _ in 0..2 {
+            for ((w, h, d), want) in images.iter().zip(&fresh) {
+                assert_eq!(hasher.hash(ImageView::rgb(*w, *h, d)), *want, "{w}x{h}");
+                let grey = pattern(*h, *w, 1);
+                assert_eq!(
+                    hasher.hash(ImageView::gray(*h, *w, &grey)),
+                    phash(ImageView::gray(*h, *w, &grey))
+                );
+            }
+        }
+        assert!(hasher.tables.len() <= TABLE_CACHE);
+    }
+
+    #[test]
+    fn zero_sized_images_do_not_panic() {
+        assert_eq!(phash(ImageView::gray(0, 5, &[])), Hash64(0));
+        assert_eq!(phash(ImageView::rgb(5, 0, &[])), Hash64(0));
+    }
+
+    #[test]
+    fn constant_images_hash_like_imagehash() {
+        // scipy returns exact zeros for every AC coefficient of a constant thumbnail, so the median is 0
+        // and only a positive DC bit is set (checked with imagehash on `Image.new("L", (w, h), level)`);
+        // `dct_low8` must produce the same exact zeros.
+        for (w, h) in [(1, 1), (7, 300), (300, 7), (64, 64)] {
+            let white = vec![255u8; (w * h) as usize];
+            assert_eq!(
+                phash(ImageView::gray(w, h, &white)),
+                Hash64(1 << 63),
+                "{w}x{h} white"
+            );
+            let black = vec![0u8; (w * h) as usize];
+            assert_eq!(
+                phash(ImageView::gray(w, h, &black)),
+                Hash64(0),
+                "{w}x{h} black"
+            );
+        }
+    }
 }
