@@ -143,7 +143,9 @@ fn exif_orientation_is_applied_only_when_asked() {
         assert_eq!((img.width, img.height), (plain.height, plain.width), "{}", row.get("path"));
         let got = hasher.hash(img.view());
         let want = Hash256::from_hex(row.get("pdq_hex_exif")).unwrap();
-        if sha256_hex(&plain.to_rgb()) == row.get("decoded_rgb_sha256") && row.get("pdq_hex") == row.get("pdq_hex_cpp") {
+        if sha256_hex(&plain.to_rgb()) == row.get("decoded_rgb_sha256")
+            && row.get("pdq_hex") == row.get("pdq_hex_cpp")
+        {
             assert_eq!(got.hash, want, "{}", row.get("path"));
         } else {
             assert!(got.hash.distance(&want) <= 10, "{}", row.get("path"));

@@ -43,11 +43,7 @@ impl Hash256 {
     /// Number of differing bits.
     #[inline]
     pub fn distance(&self, other: &Hash256) -> u32 {
-        self.limbs
-            .iter()
-            .zip(other.limbs.iter())
-            .map(|(a, b)| (a ^ b).count_ones())
-            .sum()
+        self.limbs.iter().zip(other.limbs.iter()).map(|(a, b)| (a ^ b).count_ones()).sum()
     }
 
     /// Number of set bits.
@@ -168,10 +164,7 @@ impl FromStr for Hash64 {
 fn parse_hex_u64(digits: &str, whole: &str) -> Result<u64> {
     // from_str_radix accepts a leading '+', which is not hex.
     if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::InvalidHash(format!(
-            "'{}': not hexadecimal",
-            truncate_for_message(whole)
-        )));
+        return Err(Error::InvalidHash(format!("'{}': not hexadecimal", truncate_for_message(whole))));
     }
     u64::from_str_radix(digits, 16).map_err(|e| Error::InvalidHash(format!("'{whole}': {e}")))
 }

@@ -102,12 +102,8 @@ impl PhashHasher {
                 self.tables.len() - 1
             }
             None => {
-                let (i, _) = self
-                    .tables
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, t)| t.last_used)
-                    .expect("TABLE_CACHE > 0");
+                let (i, _) =
+                    self.tables.iter().enumerate().min_by_key(|(_, t)| t.last_used).expect("TABLE_CACHE > 0");
                 i
             }
         };
@@ -202,8 +198,7 @@ impl Axis {
             let key = ((xmin as f64 - center).to_bits(), count);
             seen[xx] = key;
             if let Some(p) = seen[..xx].iter().position(|&k| k == key) {
-                self.fixed
-                    .copy_within(p * stride..p * stride + count, xx * stride);
+                self.fixed.copy_within(p * stride..p * stride + count, xx * stride);
                 continue;
             }
             let weights = &mut self.weights[..count];
@@ -218,22 +213,13 @@ impl Axis {
                     *w /= ww;
                 }
                 let scaled = *w * f64::from(1u32 << PRECISION_BITS);
-                *f = if *w < 0.0 {
-                    (-0.5 + scaled) as i32
-                } else {
-                    (0.5 + scaled) as i32
-                };
+                *f = if *w < 0.0 { (-0.5 + scaled) as i32 } else { (0.5 + scaled) as i32 };
             }
         }
         self.hi.clear();
-        self.hi
-            .extend(self.fixed.iter().map(|&k| (k >> SPLIT_BITS) as i16));
+        self.hi.extend(self.fixed.iter().map(|&k| (k >> SPLIT_BITS) as i16));
         self.lo.clear();
-        self.lo.extend(
-            self.fixed
-                .iter()
-                .map(|&k| (k & ((1 << SPLIT_BITS) - 1)) as i16),
-        );
+        self.lo.extend(self.fixed.iter().map(|&k| (k & ((1 << SPLIT_BITS) - 1)) as i16));
         self.in_size = in_size;
     }
 
@@ -268,12 +254,7 @@ fn lanczos(x: f64) -> f64 {
 /// The loops are plain Rust that LLVM vectorises. On x86-64 they are compiled twice, for the baseline
 /// (SSE2) and for AVX2, which has byte shuffles for taking RGB apart and twice the width; the AVX2 copy is
 /// picked at run time. Integer arithmetic gives the same bytes either way.
-fn resize(
-    img: ImageView<'_>,
-    horiz: &Axis,
-    vert: &Axis,
-    scratch: &mut Scratch,
-) -> [u8; SIZE * SIZE] {
+fn resize(img: ImageView<'_>, horiz: &Axis, vert: &Axis, scratch: &mut Scratch) -> [u8; SIZE * SIZE] {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, the only requirement of `resize_avx2`.
@@ -285,12 +266,7 @@ fn resize(
 /// [`resize_inline`] compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn resize_avx2(
-    img: ImageView<'_>,
-    horiz: &Axis,
-    vert: &Axis,
-    scratch: &mut Scratch,
-) -> [u8; SIZE * SIZE] {
+fn resize_avx2(img: ImageView<'_>, horiz: &Axis, vert: &Axis, scratch: &mut Scratch) -> [u8; SIZE * SIZE] {
     resize_inline(img, horiz, vert, scratch)
 }
 
@@ -299,12 +275,7 @@ fn resize_avx2(
 /// twice as many pixels as the width (`h - 32 > 0 && h - 32 > 2·(w - 32)`), otherwise the horizontal pass
 /// does. A pass whose dimension is already 32 is skipped (it would be the identity anyway).
 #[inline(always)]
-fn resize_inline(
-    img: ImageView<'_>,
-    horiz: &Axis,
-    vert: &Axis,
-    scratch: &mut Scratch,
-) -> [u8; SIZE * SIZE] {
+fn resize_inline(img: ImageView<'_>, horiz: &Axis, vert: &Axis, scratch: &mut Scratch) -> [u8; SIZE * SIZE] {
     let shrink_w = i64::from(img.width) - SIZE as i64;
     let shrink_h = i64::from(img.height) - SIZE as i64;
     if shrink_h > 0 && shrink_h > 2 * shrink_w {
@@ -379,16 +350,9 @@ fn horizontal_first(
 /// row whose window contains it; integer sums do not depend on the order of their terms, so this equals
 /// Pillow's output-row-at-a-time loop.
 #[inline(always)]
-fn vertical_first(
-    img: ImageView<'_>,
-    horiz: &Axis,
-    vert: &Axis,
-    scratch: &mut Scratch,
-) -> [u8; SIZE * SIZE] {
+fn vertical_first(img: ImageView<'_>, horiz: &Axis, vert: &Axis, scratch: &mut Scratch) -> [u8; SIZE * SIZE] {
     let width = img.width as usize;
-    let Scratch {
-        line, grey, acc, ..
-    } = scratch;
+    let Scratch { line, grey, acc, .. } = scratch;
     acc.clear();
     acc.resize(SIZE * width, 1 << (PRECISION_BITS - 1));
     for y in vert.span() {
@@ -444,9 +408,8 @@ fn horizontal_row(line: &[i16], axis: &Axis, out: &mut [u8; SIZE]) {
         let samples = &line[xmin..xmin + taps];
         let sum_hi = dot(samples, &axis.hi[base..base + taps]);
         let sum_lo = dot(samples, &axis.lo[base..base + taps]);
-        let acc = (1i32 << (PRECISION_BITS - 1))
-            .wrapping_add(sum_hi.wrapping_shl(SPLIT_BITS))
-            .wrapping_add(sum_lo);
+        let acc =
+            (1i32 << (PRECISION_BITS - 1)).wrapping_add(sum_hi.wrapping_shl(SPLIT_BITS)).wrapping_add(sum_lo);
         *o = clip8(acc);
     }
 }
@@ -455,10 +418,7 @@ fn horizontal_row(line: &[i16], axis: &Axis, out: &mut [u8; SIZE]) {
 /// into `pmaddwd`/`vpmaddwd` (two accumulations fused into one loop get plain 32-bit multiplies instead).
 #[inline(always)]
 fn dot(a: &[i16], b: &[i16]) -> i32 {
-    a.iter()
-        .zip(b)
-        .map(|(&a, &b)| i32::from(a) * i32::from(b))
-        .fold(0, i32::wrapping_add)
+    a.iter().zip(b).map(|(&a, &b)| i32::from(a) * i32::from(b)).fold(0, i32::wrapping_add)
 }
 
 /// Pillow's `ImagingResampleVertical_8bpc` on the horizontal pass's output (`temp`: 32 bytes per row,
@@ -569,9 +529,7 @@ fn hash_thumbnail(thumb: &[u8; SIZE * SIZE]) -> Hash64 {
     sorted.sort_unstable_by(f64::total_cmp);
     let half = HASH_SIZE * HASH_SIZE / 2;
     let median = (sorted[half - 1] + sorted[half]) / 2.0;
-    let bits = coeffs
-        .iter()
-        .fold(0u64, |acc, &c| (acc << 1) | u64::from(c > median));
+    let bits = coeffs.iter().fold(0u64, |acc, &c| (acc << 1) | u64::from(c > median));
     Hash64(bits)
 }
 
@@ -597,9 +555,8 @@ mod tests {
         for y in 0..h {
             for x in 0..w {
                 for c in 0..channels {
-                    let mixed = x.wrapping_mul(73856093)
-                        ^ y.wrapping_mul(19349663)
-                        ^ c.wrapping_mul(83492791);
+                    let mixed =
+                        x.wrapping_mul(73856093) ^ y.wrapping_mul(19349663) ^ c.wrapping_mul(83492791);
                     let noise = mixed.wrapping_mul(2654435761) >> 24;
                     out.push((noise + 2 * x + 3 * y + 50 * c) as u8);
                 }
@@ -611,9 +568,7 @@ mod tests {
     fn unhex(rows: &[&str]) -> Vec<u8> {
         rows.iter()
             .flat_map(|row| {
-                (0..row.len())
-                    .step_by(2)
-                    .map(move |i| u8::from_str_radix(&row[i..i + 2], 16).unwrap())
+                (0..row.len()).step_by(2).map(move |i| u8::from_str_radix(&row[i..i + 2], 16).unwrap())
             })
             .collect()
     }
@@ -651,11 +606,7 @@ mod tests {
             assert_eq!(got.to_hex(), rgb_hex, "RGB {w}x{h}");
             let got = hasher.hash(ImageView::gray(w, h, &grey));
             assert_eq!(got.to_hex(), grey_hex, "grey {w}x{h}");
-            assert_eq!(
-                phash(ImageView::gray(w, h, &grey)).to_hex(),
-                grey_hex,
-                "fresh hasher, grey {w}x{h}"
-            );
+            assert_eq!(phash(ImageView::gray(w, h, &grey)).to_hex(), grey_hex, "fresh hasher, grey {w}x{h}");
         }
     }
 
@@ -754,9 +705,8 @@ mod tests {
                 let center = (xx as f64 + 0.5) * scale;
                 let xmin = ((center - support + 0.5) as i64).max(0) as usize;
                 let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-                let w: Vec<f64> = (xmin..xmax)
-                    .map(|x| lanczos((x as f64 - center + 0.5) * (1.0 / filterscale)))
-                    .collect();
+                let w: Vec<f64> =
+                    (xmin..xmax).map(|x| lanczos((x as f64 - center + 0.5) * (1.0 / filterscale))).collect();
                 let ww: f64 = w.iter().fold(0.0, |a, b| a + b);
                 let k = w
                     .iter()
@@ -782,21 +732,10 @@ mod tests {
             axis.prepare(in_size);
             for (xx, (xmin, k)) in reference_coeffs(in_size).into_iter().enumerate() {
                 let (got_min, count) = axis.bounds[xx];
-                assert_eq!(
-                    (got_min, count),
-                    (xmin, k.len()),
-                    "size {in_size}, output {xx}: bounds"
-                );
+                assert_eq!((got_min, count), (xmin, k.len()), "size {in_size}, output {xx}: bounds");
                 let run = &axis.fixed[xx * axis.stride..(xx + 1) * axis.stride];
-                assert_eq!(
-                    &run[..count],
-                    &k[..],
-                    "size {in_size}, output {xx}: coefficients"
-                );
-                assert!(
-                    run[count..].iter().all(|&c| c == 0),
-                    "size {in_size}, output {xx}: padding"
-                );
+                assert_eq!(&run[..count], &k[..], "size {in_size}, output {xx}: coefficients");
+                assert!(run[count..].iter().all(|&c| c == 0), "size {in_size}, output {xx}: padding");
                 let base = xx * axis.stride;
                 let hi = &axis.hi[base..base + axis.stride];
                 let lo = &axis.lo[base..base + axis.stride];
@@ -811,32 +750,17 @@ mod tests {
     #[test]
     fn portable_and_dispatched_resizers_agree() {
         let mut hasher = PhashHasher::new();
-        for (w, h) in [
-            (1, 1),
-            (1, 90),
-            (90, 1),
-            (31, 33),
-            (33, 31),
-            (70, 200),
-            (200, 70),
-            (97, 61),
-            (513, 40),
-        ] {
+        for (w, h) in
+            [(1, 1), (1, 90), (90, 1), (31, 33), (33, 31), (70, 200), (200, 70), (97, 61), (513, 40)]
+        {
             for channels in [1, 3] {
                 let data = pattern(w, h, channels);
-                let img = if channels == 3 {
-                    ImageView::rgb(w, h, &data)
-                } else {
-                    ImageView::gray(w, h, &data)
-                };
+                let img =
+                    if channels == 3 { ImageView::rgb(w, h, &data) } else { ImageView::gray(w, h, &data) };
                 let dispatched = hasher.thumbnail(img);
                 let (hi, vi) = (hasher.table(w as usize), hasher.table(h as usize));
-                let portable = resize_inline(
-                    img,
-                    &hasher.tables[hi],
-                    &hasher.tables[vi],
-                    &mut hasher.scratch,
-                );
+                let portable =
+                    resize_inline(img, &hasher.tables[hi], &hasher.tables[vi], &mut hasher.scratch);
                 assert_eq!(dispatched, portable, "{w}x{h}x{channels}");
             }
         }
@@ -845,17 +769,9 @@ mod tests {
     #[test]
     fn a_reused_hasher_gives_the_same_hashes() {
         // More sizes than the table cache holds, visited twice, interleaved with grey images.
-        let sizes: Vec<(u32, u32)> = (0..2 * TABLE_CACHE as u32)
-            .map(|i| (20 + 37 * i, 90 - 3 * i))
-            .collect();
-        let images: Vec<(u32, u32, Vec<u8>)> = sizes
-            .iter()
-            .map(|&(w, h)| (w, h, pattern(w, h, 3)))
-            .collect();
-        let fresh: Vec<Hash64> = images
-            .iter()
-            .map(|(w, h, d)| phash(ImageView::rgb(*w, *h, d)))
-            .collect();
+        let sizes: Vec<(u32, u32)> = (0..2 * TABLE_CACHE as u32).map(|i| (20 + 37 * i, 90 - 3 * i)).collect();
+        let images: Vec<(u32, u32, Vec<u8>)> = sizes.iter().map(|&(w, h)| (w, h, pattern(w, h, 3))).collect();
+        let fresh: Vec<Hash64> = images.iter().map(|(w, h, d)| phash(ImageView::rgb(*w, *h, d))).collect();
         let mut hasher = PhashHasher::new();
         for _ in 0..2 {
             for ((w, h, d), want) in images.iter().zip(&fresh) {
@@ -883,17 +799,9 @@ mod tests {
         // `dct_low8` must produce the same exact zeros.
         for (w, h) in [(1, 1), (7, 300), (300, 7), (64, 64)] {
             let white = vec![255u8; (w * h) as usize];
-            assert_eq!(
-                phash(ImageView::gray(w, h, &white)),
-                Hash64(1 << 63),
-                "{w}x{h} white"
-            );
+            assert_eq!(phash(ImageView::gray(w, h, &white)), Hash64(1 << 63), "{w}x{h} white");
             let black = vec![0u8; (w * h) as usize];
-            assert_eq!(
-                phash(ImageView::gray(w, h, &black)),
-                Hash64(0),
-                "{w}x{h} black"
-            );
+            assert_eq!(phash(ImageView::gray(w, h, &black)), Hash64(0), "{w}x{h} black");
         }
     }
 }

@@ -223,9 +223,7 @@ fn detect(bytes: &[u8]) -> Result<Format> {
 fn describe_unknown(bytes: &[u8]) -> String {
     let hint = match bytes {
         [_, _, _, _, b'f', b't', b'y', b'p', b'a', b'v', b'i', b'f', ..] => " (AVIF is not supported)",
-        [_, _, _, _, b'f', b't', b'y', b'p', b'h', b'e', b'i', b'c' | b'x', ..] => {
-            " (HEIC is not supported)"
-        }
+        [_, _, _, _, b'f', b't', b'y', b'p', b'h', b'e', b'i', b'c' | b'x', ..] => " (HEIC is not supported)",
         [_, _, _, _, b'f', b't', b'y', b'p', ..] => " (ISO media / video is not supported)",
         [b'%', b'P', b'D', b'F', ..] => " (PDF is not an image)",
         [b'<', ..] => " (looks like text/HTML or SVG, not a raster image)",

@@ -13,11 +13,7 @@ pub(crate) fn corpus_dir() -> PathBuf {
     match std::env::var_os("PHAROS_CORPUS") {
         Some(dir) if !dir.is_empty() => {
             let p = PathBuf::from(dir);
-            assert!(
-                p.join("expected.tsv").is_file(),
-                "PHAROS_CORPUS={} has no expected.tsv",
-                p.display()
-            );
+            assert!(p.join("expected.tsv").is_file(), "PHAROS_CORPUS={} has no expected.tsv", p.display());
             p
         }
         _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
