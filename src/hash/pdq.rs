@@ -88,10 +88,24 @@ impl Dihedral {
 /// Reusable scratch space for PDQ; keep one per thread.
 #[derive(Default)]
 pub struct PdqHasher {
-    a: Vec<f32>,
-    b: Vec<f32>,
-    col_sums: Vec<f32>,
+    scratch: Scratch,
 }
+
+/// Buffers reused from image to image (they only grow).
+#[derive(Default)]
+struct Scratch {
+    /// h × w: output of the vertical passes.
+    a: Vec<f32>,
+    /// h × w: output of the horizontal passes.
+    b: Vec<f32>,
+    /// One running sum per column for the vertical passes.
+    col_sums: Vec<f32>,
+    /// For each input column, its slot among the 64 sampled ones (or none).
+    slot_of: Vec<Option<usize>>,
+}
+
+/// Rows filtered side by side by the horizontal pass (one AVX2 register of float32).
+const LANES: usize = 8;
 
 /// The 16×16 DCT output (`B` in the spec), row = vertical frequency.
 type Dct16 = [f32; 256];
@@ -124,37 +138,98 @@ impl PdqHasher {
             return None;
         }
         let (h, w) = (img.height as usize, img.width as usize);
-        let n = h * w;
-        if self.a.len() < n {
-            self.a.resize(n, 0.0);
-            self.b.resize(n, 0.0);
-        }
-        if self.col_sums.len() < w {
-            self.col_sums.resize(w, 0.0);
-        }
-        let (a, b) = (&mut self.a[..n], &mut self.b[..n]);
-        luma(img, a);
         let mut buf64 = [0f32; 64 * 64];
         if h == 64 && w == 64 {
             // The reference skips the filter for exactly 64×64 input (the running sum would otherwise
             // round even with a window of 1).
-            buf64.copy_from_slice(a);
+            luma(img, &mut buf64);
         } else {
-            let (win_rows, win_cols) = (window_size(w), window_size(h));
-            for _ in 0..JAROSZ_PASSES {
-                box_rows(a, b, h, w, win_rows);
-                box_cols(b, a, h, w, win_cols, &mut self.col_sums[..w]);
-            }
-            decimate(a, h, w, &mut buf64);
+            self.scratch.grow(h, w);
+            jarosz_decimate(img, &mut self.scratch, &mut buf64);
         }
         let q = quality(&buf64);
         Some((dct(&buf64), q))
     }
 }
 
+impl Scratch {
+    fn grow(&mut self, h: usize, w: usize) {
+        let n = h * w;
+        if self.a.len() < n {
+            self.a.resize(n, 0.0);
+            self.b.resize(n, 0.0);
+        }
+        if self.col_sums.len() < w.max(64) {
+            self.col_sums.resize(w.max(64), 0.0);
+        }
+        if self.slot_of.len() < w {
+            self.slot_of.resize(w, None);
+        }
+    }
+}
+
 /// PDQ hash and quality of `img` (allocates scratch space; use a [`PdqHasher`] in loops).
 pub fn pdq(img: ImageView<'_>) -> PdqHash {
     PdqHasher::new().hash(img)
+}
+
+/// The Jarosz filter (two rounds of horizontal then vertical box passes) and decimation to 64×64, the
+/// expensive part of PDQ. Compiled twice, for baseline x86-64 and for AVX2 (8-wide float vectors), and picked
+/// at run time; both are the same IEEE float32 operations in the same order, so the results are identical.
+fn jarosz_decimate(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, the only requirement of `jarosz_decimate_avx2`.
+        return unsafe { jarosz_decimate_avx2(img, s, out) };
+    }
+    jarosz_decimate_body(img, s, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn jarosz_decimate_avx2(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
+    jarosz_decimate_body(img, s, out)
+}
+
+/// Pixels → luma → filtered and decimated 64×64 in `out`.
+///
+/// The same values as [`luma`], then `JAROSZ_PASSES` rounds of [`box_rows`] + [`box_cols`], then
+/// [`decimate`], but the last round computes only what decimation reads: its horizontal pass still runs
+/// every running sum (the rounding sequence is the reference's) but divides and stores only at the 64
+/// sampled columns, and its vertical pass runs over those columns alone.
+#[inline(always)]
+fn jarosz_decimate_body(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
+    let (h, w) = (img.height as usize, img.width as usize);
+    let (win_rows, win_cols) = (window_size(w), window_size(h));
+    let (a, b) = (&mut s.a[..h * w], &mut s.b[..h * w]);
+    luma(img, a);
+    for _ in 0..JAROSZ_PASSES - 1 {
+        box_rows_blocked(a, b, h, w, win_rows, w, Some);
+        box_cols(b, a, h, w, win_cols, &mut s.col_sums[..w]);
+    }
+    // The sampled column of each of the 64 outputs; when w < 64 a column is sampled more than once, so
+    // each distinct column gets one slot.
+    let cols: [usize; 64] = std::array::from_fn(|c| ((c as f64 + 0.5) * w as f64 / 64.0) as usize);
+    let rows: [usize; 64] = std::array::from_fn(|r| ((r as f64 + 0.5) * h as f64 / 64.0) as usize);
+    let slot_of = &mut s.slot_of[..w];
+    slot_of.fill(None);
+    let mut distinct = 0;
+    for &c in &cols {
+        if slot_of[c].is_none() {
+            slot_of[c] = Some(distinct);
+            distinct += 1;
+        }
+    }
+    let slot_of = &*slot_of;
+    let narrow = &mut b[..h * distinct];
+    box_rows_blocked(a, narrow, h, w, win_rows, distinct, |p| slot_of[p]);
+    let filtered = &mut a[..h * distinct];
+    box_cols(narrow, filtered, h, distinct, win_cols, &mut s.col_sums[..distinct]);
+    for (r, &ini) in rows.iter().enumerate() {
+        for (c, &inj) in cols.iter().enumerate() {
+            out[r * 64 + c] = filtered[ini * distinct + slot_of[inj].expect("sampled column has a slot")];
+        }
+    }
 }
 
 /// Box-filter window for a side of `n` pixels: `ceil(n / 128)`, i.e. `(n + 2·64 − 1) / (2·64)`.
@@ -189,15 +264,21 @@ pub fn luma(img: ImageView<'_>, out: &mut [f32]) {
             }
         }
         Pixels::Gray(px) => {
-            let mut grey = [0f32; 256];
-            for (v, g) in grey.iter_mut().enumerate() {
-                *g = tr[v] + tg[v] + tb[v];
-            }
+            let grey = grey_luma_table();
             for (o, &g) in out.iter_mut().zip(px.iter()) {
                 *o = grey[g as usize];
             }
         }
     }
+}
+
+/// Luma of the grey pixel `(g, g, g)` for each `g`.
+fn grey_luma_table() -> &'static [f32; 256] {
+    static T: OnceLock<[f32; 256]> = OnceLock::new();
+    T.get_or_init(|| {
+        let [tr, tg, tb] = luma_tables();
+        std::array::from_fn(|v| tr[v] + tg[v] + tb[v])
+    })
 }
 
 /// The reference's 1-D box filter (`box1DFloat`), run on `L` independent vectors in lock-step.
@@ -211,6 +292,7 @@ fn box_1d_lanes<const L: usize>(
     n: usize,
     win: usize,
     load: impl Fn(usize) -> [f32; L],
+    slot: impl Fn(usize) -> Option<usize>,
     mut store: impl FnMut(usize, [f32; L]),
 ) {
     let half = (win + 2) / 2;
@@ -228,26 +310,26 @@ fn box_1d_lanes<const L: usize>(
     for _ in 0..(win + 1 - half) {
         let x = load(ri);
         count += 1;
-        let c = count as f32;
-        let mut o = [0f32; L];
         for l in 0..L {
             sum[l] += x[l];
-            o[l] = sum[l] / c;
         }
-        store(oi, o);
+        if let Some(slot) = slot(oi) {
+            let c = count as f32;
+            store(slot, std::array::from_fn(|l| sum[l] / c));
+        }
         ri += 1;
         oi += 1;
     }
     let c = count as f32;
     for _ in 0..n.saturating_sub(win) {
         let (x, y) = (load(ri), load(li));
-        let mut o = [0f32; L];
         for l in 0..L {
             sum[l] += x[l];
             sum[l] -= y[l];
-            o[l] = sum[l] / c;
         }
-        store(oi, o);
+        if let Some(slot) = slot(oi) {
+            store(slot, std::array::from_fn(|l| sum[l] / c));
+        }
         li += 1;
         ri += 1;
         oi += 1;
@@ -255,47 +337,64 @@ fn box_1d_lanes<const L: usize>(
     for _ in 0..half - 1 {
         let y = load(li);
         count -= 1;
-        let c = count as f32;
-        let mut o = [0f32; L];
         for l in 0..L {
             sum[l] -= y[l];
-            o[l] = sum[l] / c;
         }
-        store(oi, o);
+        if let Some(slot) = slot(oi) {
+            let c = count as f32;
+            store(slot, std::array::from_fn(|l| sum[l] / c));
+        }
         li += 1;
         oi += 1;
     }
 }
 
 /// Horizontal box pass (`boxAlongRowsFloat`): filters each row of `input` (h × w) into `out`.
-/// Eight rows advance together so eight independent sums are in flight.
 pub fn box_rows(input: &[f32], out: &mut [f32], h: usize, w: usize, win: usize) {
-    const L: usize = 8;
+    box_rows_blocked(input, out, h, w, win, w, Some)
+}
+
+/// The horizontal pass, eight rows side by side so eight independent running sums are in flight (one
+/// row's sum is a serial chain of dependent float additions). Output column `p` of row `r` goes to
+/// `out[r · out_w + slot(p)]`, or nowhere when `slot(p)` is `None`; the sums still visit every sample, so
+/// the kept values are bit-identical to the full pass.
+#[inline(always)]
+fn box_rows_blocked(
+    input: &[f32],
+    out: &mut [f32],
+    h: usize,
+    w: usize,
+    win: usize,
+    out_w: usize,
+    slot: impl Fn(usize) -> Option<usize> + Copy,
+) {
     let mut r = 0;
-    while r + L <= h {
-        let rows: [&[f32]; L] = std::array::from_fn(|l| &input[(r + l) * w..(r + l + 1) * w]);
-        let block = &mut out[r * w..(r + L) * w];
-        box_1d_lanes::<L>(
+    while r + LANES <= h {
+        let rows: [&[f32]; LANES] = std::array::from_fn(|l| &input[(r + l) * w..(r + l + 1) * w]);
+        let block = &mut out[r * out_w..(r + LANES) * out_w];
+        box_1d_lanes::<LANES>(
             w,
             win,
             |p| std::array::from_fn(|l| rows[l][p]),
+            slot,
             |p, v| {
                 for (l, x) in v.into_iter().enumerate() {
-                    block[l * w + p] = x;
+                    block[l * out_w + p] = x;
                 }
             },
         );
-        r += L;
+        r += LANES;
     }
     for r in r..h {
         let row = &input[r * w..(r + 1) * w];
-        let o = &mut out[r * w..(r + 1) * w];
-        box_1d_lanes::<1>(w, win, |p| [row[p]], |p, v| o[p] = v[0]);
+        let o = &mut out[r * out_w..(r + 1) * out_w];
+        box_1d_lanes::<1>(w, win, |p| [row[p]], slot, |p, v| o[p] = v[0]);
     }
 }
 
 /// Vertical box pass (`boxAlongColsFloat`): filters each column of `input` (h × w) into `out`.
 /// All columns advance together: every step is a whole-row vector operation on `sums` (length w).
+#[inline(always)]
 pub fn box_cols(input: &[f32], out: &mut [f32], h: usize, w: usize, win: usize, sums: &mut [f32]) {
     let half = (win + 2) / 2;
     let row = |i: usize| &input[i * w..(i + 1) * w];
