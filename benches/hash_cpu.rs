@@ -1,0 +1,49 @@
+//! Criterion micro-benchmarks of the CPU hashers, per image size, single thread.
+//!
+//! `cargo bench --bench hash_cpu`. Sizes: 256² (a thumbnail), 1 MP and 12 MP (a phone photo). The images
+//! are synthetic but photo-like in the only way that matters here (every stage's cost depends on the size
+//! alone: no stage is data-dependent apart from the median selection).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use pharos::hash::pdq::PdqHasher;
+use pharos::hash::phash::PhashHasher;
+use pharos::hash::ImageView;
+use std::hint::black_box;
+
+fn synthetic_rgb(w: usize, h: usize) -> Vec<u8> {
+    let mut px = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let v = ((x * 13 + y * 7) ^ (x * y / 97)) as u8;
+            px.extend_from_slice(&[v, v.wrapping_mul(3), (x / 3 + y) as u8]);
+        }
+    }
+    px
+}
+
+const SIZES: &[(&str, usize, usize)] = &[("256x256", 256, 256), ("1MP", 1280, 800), ("12MP", 4000, 3000)];
+
+fn bench_hashers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cpu");
+    group.sample_size(20);
+    let mut pdq = PdqHasher::new();
+    let mut phash = PhashHasher::new();
+    for &(name, w, h) in SIZES {
+        let px = synthetic_rgb(w, h);
+        let img = ImageView::rgb(w as u32, h as u32, &px);
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::new("pdq", name), &img, |b, img| {
+            b.iter(|| black_box(pdq.hash(black_box(*img))))
+        });
+        group.bench_with_input(BenchmarkId::new("pdq+dihedral", name), &img, |b, img| {
+            b.iter(|| black_box(pdq.hash_with_dihedral(black_box(*img))))
+        });
+        group.bench_with_input(BenchmarkId::new("phash", name), &img, |b, img| {
+            b.iter(|| black_box(phash.hash(black_box(*img))))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_hashers);
+criterion_main!(benches);

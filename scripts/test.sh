@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: system deps, formatting, lints, every test, benches compile.
+#
+# Uses the full reference corpus when PHAROS_CORPUS points at it (default: ../shared/testdata when that
+# exists), otherwise the fixtures carried in tests/fixtures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup-deps.sh
+
+if [ -z "${PHAROS_CORPUS:-}" ] && [ -f ../shared/testdata/expected.tsv ]; then
+    PHAROS_CORPUS="$(cd ../shared/testdata && pwd)"
+fi
+export PHAROS_CORPUS="${PHAROS_CORPUS:-}"
+echo "test.sh: corpus: ${PHAROS_CORPUS:-tests/fixtures (PHAROS_CORPUS not set)}"
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked --release -- --show-output
+cargo bench --locked --no-run
