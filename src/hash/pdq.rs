@@ -559,7 +559,7 @@ pub fn dihedral(b: &Dct16) -> Dihedral {
         }
         threshold(&out)
     };
-    let even = |x: usize| x % 2 == 0;
+    let even = |x: usize| x.is_multiple_of(2);
     Dihedral {
         rot90: variant(true, &|_, j| even(j)),
         rot180: variant(false, &|i, j| !even(i + j)),
