@@ -2,13 +2,16 @@
 //!
 //! libjpeg-turbo with its defaults (accurate integer IDCT, "fancy" chroma upsampling) is what Pillow uses, so
 //! decoding here gives the very pixels the reference hashes were computed on. The thin wrapper is ours rather
-//! than the `turbojpeg` crate's because we need the error *severity*: libjpeg reports benign damage
-//! ("extraneous bytes before marker") as warnings after which Pillow keeps the image, and truncation as the
-//! warning "Premature end of JPEG file", after which Pillow refuses it.
+//! than the `turbojpeg` crate's because we need to tell libjpeg's warnings from its errors, which TurboJPEG
+//! does not do reliably (its error code stays "warning" once any warning was raised, even when a fatal
+//! error follows; see [`is_benign_warning`]).
+//!
+//! Policy, matching Pillow: a stream with damaged entropy data still decodes (libjpeg warns and carries on,
+//! and so does Pillow), but a stream that ends early is refused ("image file is truncated"), since a hash
+//! of half an image is not the hash of the image.
 
 use super::{alloc_pixels, decode_error, Decoded, Format, Limits, PixelData};
 use crate::error::Result;
-use std::cell::RefCell;
 use std::ffi::CStr;
 use turbojpeg_sys as tj;
 
@@ -36,21 +39,20 @@ impl Handle {
         unsafe { tj::tj3Set(self.0, param as libc::c_int, value) };
     }
 
-    /// The last error's message and whether it was only a warning.
-    fn last_error(&self) -> (String, bool) {
+    /// The last error's message.
+    fn last_error(&self) -> String {
         // SAFETY: self.0 is a live handle; the returned string is owned by the handle and copied at once.
-        let msg = unsafe { CStr::from_ptr(tj::tj3GetErrorStr(self.0)) }.to_string_lossy().into_owned();
-        // SAFETY: as above.
-        let code = unsafe { tj::tj3GetErrorCode(self.0) };
-        (msg, code == tj::TJERR_TJERR_WARNING as libc::c_int)
+        unsafe { CStr::from_ptr(tj::tj3GetErrorStr(self.0)) }.to_string_lossy().into_owned()
     }
 
+    /// Reads the frame header. Must be called on a fresh handle: on a stream that ends before its frame
+    /// header TurboJPEG can return success and leave the previous image's dimensions in place.
     fn read_header(&self, bytes: &[u8]) -> Result<Header> {
         // SAFETY: the pointer and length describe a live slice; TurboJPEG only reads it.
         let rc = unsafe { tj::tj3DecompressHeader(self.0, bytes.as_ptr(), bytes.len() as tj::size_t) };
         if rc != 0 {
-            let (msg, warning) = self.last_error();
-            if !warning {
+            let msg = self.last_error();
+            if !is_benign_warning(&msg) {
                 return Err(decode_error(Format::Jpeg, msg));
             }
         }
@@ -82,18 +84,39 @@ struct Header {
     precision: libc::c_int,
 }
 
-thread_local! {
-    static HANDLE: RefCell<Option<Handle>> = const { RefCell::new(None) };
+/// A fresh handle per image: a reused one can leak the previous image's header into the next (see
+/// [`Handle::read_header`]), and creating one costs a few microseconds against milliseconds of decoding.
+fn with_handle<T>(f: impl FnOnce(&Handle) -> Result<T>) -> Result<T> {
+    f(&Handle::new()?)
 }
 
-fn with_handle<T>(f: impl FnOnce(&Handle) -> Result<T>) -> Result<T> {
-    HANDLE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(Handle::new()?);
-        }
-        f(slot.as_ref().expect("initialised above"))
-    })
+/// libjpeg's warnings about damaged but decodable data (`JWRN_*` in jerror.h), after which libjpeg and
+/// Pillow both carry on. Anything else reported by a failed call is fatal. Truncation is *not* here: it
+/// is detected from the stream structure by [`ends_properly`], because its warning can be followed by
+/// others that would hide it.
+fn is_benign_warning(msg: &str) -> bool {
+    const BENIGN: &[&str] = &[
+        "Corrupt JPEG data", // extraneous bytes, bad Huffman/arithmetic code, RST resync, bad ICC
+        "Inconsistent progression", // JWRN_BOGUS_PROGRESSION
+        "Invalid SOS parameters for sequential JPEG",
+        "Unknown Adobe color transform code",
+        "Warning: unknown JFIF revision number",
+        "Application transferred too many scanlines",
+    ];
+    BENIGN.iter().any(|b| msg.starts_with(b)) && !msg.contains("Premature end")
+}
+
+/// Whether the stream has an end-of-image marker after its last start-of-scan, i.e. was not cut short.
+/// Entropy-coded data cannot contain `FF D9` (a data byte `FF` is always followed by `00` or a restart
+/// marker), so a missing EOI after the last SOS means the file ends inside the image data. Data after the
+/// EOI (trailers some tools append) is allowed, as Pillow allows it. An EOI inside an EXIF thumbnail comes
+/// before the main image's SOS, so it does not count.
+fn ends_properly(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|m| m == [0xFF, 0xDA]);
+    match last_sos {
+        Some(i) => bytes[i..].windows(2).any(|m| m == [0xFF, 0xD9]),
+        None => false,
+    }
 }
 
 pub(super) fn probe(bytes: &[u8]) -> Result<(u32, u32)> {
@@ -104,6 +127,10 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded> {
     with_handle(|h| {
         let hd = h.read_header(bytes)?;
         limits.check_dimensions(hd.width, hd.height)?;
+        // libjpeg pads a stream that ends early with grey and only warns; Pillow refuses such a file.
+        if !ends_properly(bytes) {
+            return Err(decode_error(Format::Jpeg, "truncated: no end-of-image marker after the image data"));
+        }
         if hd.precision != 8 {
             return Err(decode_error(Format::Jpeg, format!("{}-bit JPEG is not supported", hd.precision)));
         }
@@ -133,12 +160,9 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded> {
             )
         };
         if rc != 0 {
-            let (msg, warning) = h.last_error();
-            // libjpeg pads a truncated stream with grey and calls it a warning; Pillow refuses such a file,
-            // and so do we: a hash of half an image is not the hash of the image.
-            if !warning || msg.contains("Premature end of JPEG file") {
-                let reason = if warning { format!("truncated ({msg})") } else { msg };
-                return Err(decode_error(Format::Jpeg, reason));
+            let msg = h.last_error();
+            if !is_benign_warning(&msg) {
+                return Err(decode_error(Format::Jpeg, msg));
             }
         }
         let data = match channels {

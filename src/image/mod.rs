@@ -262,10 +262,9 @@ fn image_rs_decoder<'a>(
     };
     let mut reader = ::image::ImageReader::with_format(Cursor::new(bytes), f);
     // Second line of defence: the image crate's own allocation cap, in case a decoder allocates
-    // something proportional to the declared size while reading the header.
+    // something proportional to the declared size while reading the header. (Its width/height caps are
+    // left off so that our own check, with its `TooLarge` error naming the limit, is the one that fires.)
     let mut l = ::image::Limits::default();
-    l.max_image_width = Some(limits.max_width);
-    l.max_image_height = Some(limits.max_height);
     l.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
     reader.limits(l);
     let decoder = reader.into_decoder().map_err(|e| image_rs_error(format, e))?;
@@ -353,23 +352,31 @@ fn gif_decoder(bytes: &[u8], memory_limit: usize) -> Result<gif::Decoder<Cursor<
 }
 
 /// First frame of a GIF, rebuilt from palette indices the way Pillow loads it: the canvas is the logical
-/// screen, filled with the frame's transparent index (or index 0) where the frame does not cover it; indices
-/// map through the local palette, else the global one, and indices past the palette are black. Transparency
-/// is dropped like any other alpha.
+/// screen, grown to cover the first frame if that frame extends past it, filled with the frame's
+/// transparent index (or index 0) where the frame does not cover it; indices map through the local palette,
+/// else the global one, and indices past the palette are black. Transparency is dropped like any other
+/// alpha. The frame's own size is checked against the limits before its pixels are read.
 fn decode_gif(bytes: &[u8], limits: &Limits) -> Result<Decoded> {
     let f = Format::Gif;
     let budget = usize::try_from(limits.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX).max(1);
     let mut decoder = gif_decoder(bytes, budget)?;
-    let (width, height) = (u32::from(decoder.width()), u32::from(decoder.height()));
+    let (screen_w, screen_h) = (u32::from(decoder.width()), u32::from(decoder.height()));
+    limits.check_dimensions(screen_w, screen_h)?;
+    let mut frame = decoder
+        .next_frame_info()
+        .map_err(|e| decode_error(f, e))?
+        .ok_or_else(|| decode_error(f, "no image frame"))?
+        .clone();
+    let width = screen_w.max(u32::from(frame.left) + u32::from(frame.width));
+    let height = screen_h.max(u32::from(frame.top) + u32::from(frame.height));
     limits.check_dimensions(width, height)?;
     if width == 0 || height == 0 {
         return Err(decode_error(f, "zero width or height"));
     }
+    let mut buffer = alloc_pixels(decoder.buffer_size(), f)?;
+    decoder.read_into_buffer(&mut buffer).map_err(|e| decode_error(f, e))?;
+    frame.buffer = std::borrow::Cow::Owned(buffer);
     let global = decoder.global_palette().map(<[u8]>::to_vec);
-    let frame = decoder
-        .read_next_frame()
-        .map_err(|e| decode_error(f, e))?
-        .ok_or_else(|| decode_error(f, "no image frame"))?;
     let palette = frame.palette.as_deref().or(global.as_deref()).unwrap_or(&[]);
     let fill = frame.transparent.unwrap_or(0);
     let (w, h) = (width as usize, height as usize);
