@@ -102,6 +102,10 @@ struct Scratch {
     col_sums: Vec<f32>,
     /// For each input column, its slot among the 64 sampled ones (or none).
     slot_of: Vec<Option<usize>>,
+    /// Eight rows transposed (`t[p][lane]`) for the horizontal pass, and its transposed output.
+    t: Vec<[f32; LANES]>,
+    /// See `t`.
+    o: Vec<[f32; LANES]>,
 }
 
 /// Rows filtered side by side by the horizontal pass (one AVX2 register of float32).
@@ -164,6 +168,8 @@ impl Scratch {
         }
         if self.slot_of.len() < w {
             self.slot_of.resize(w, None);
+            self.t.resize(w, [0.0; LANES]);
+            self.o.resize(w, [0.0; LANES]);
         }
     }
 }
@@ -204,7 +210,7 @@ fn jarosz_decimate_body(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 409
     let (a, b) = (&mut s.a[..h * w], &mut s.b[..h * w]);
     luma(img, a);
     for _ in 0..JAROSZ_PASSES - 1 {
-        box_rows_blocked(a, b, h, w, win_rows, w, Some);
+        box_rows_blocked(a, b, h, w, win_rows, w, None, &mut s.t, &mut s.o);
         box_cols(b, a, h, w, win_cols, &mut s.col_sums[..w]);
     }
     // The sampled column of each of the 64 outputs; when w < 64 a column is sampled more than once, so
@@ -222,7 +228,7 @@ fn jarosz_decimate_body(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 409
     }
     let slot_of = &*slot_of;
     let narrow = &mut b[..h * distinct];
-    box_rows_blocked(a, narrow, h, w, win_rows, distinct, |p| slot_of[p]);
+    box_rows_blocked(a, narrow, h, w, win_rows, distinct, Some(slot_of), &mut s.t, &mut s.o);
     let filtered = &mut a[..h * distinct];
     box_cols(narrow, filtered, h, distinct, win_cols, &mut s.col_sums[..distinct]);
     for (r, &ini) in rows.iter().enumerate() {
@@ -237,11 +243,18 @@ pub fn window_size(n: usize) -> usize {
     n.div_ceil(128)
 }
 
+/// The reference's luma weights (float32 literals in the C++).
+const LUMA_R: f32 = 0.299;
+/// Green weight.
+const LUMA_G: f32 = 0.587;
+/// Blue weight.
+const LUMA_B: f32 = 0.114;
+
 /// Per-channel products `c·v` for v in 0..=255, each rounded to float32 exactly as `0.299f * (float)v` is.
 fn luma_tables() -> &'static [[f32; 256]; 3] {
     static T: OnceLock<[[f32; 256]; 3]> = OnceLock::new();
     T.get_or_init(|| {
-        let coef = [0.299f32, 0.587f32, 0.114f32];
+        let coef = [LUMA_R, LUMA_G, LUMA_B];
         let mut t = [[0f32; 256]; 3];
         for (c, table) in t.iter_mut().enumerate() {
             for (v, e) in table.iter_mut().enumerate() {
@@ -255,12 +268,23 @@ fn luma_tables() -> &'static [[f32; 256]; 3] {
 /// Float32 luma `(0.299·R + 0.587·G) + 0.114·B` into `out` (row-major). A grey sample `g` gives the luma of
 /// `(g, g, g)` — what the reference computes after Pillow's `convert("RGB")` — which is not always `g` in
 /// float32.
+///
+/// Written as plain arithmetic over groups of 8 pixels so the compiler vectorises it (u8 → f32 conversion
+/// is exact, and each product and sum is the same single float32 rounding as in the C++).
+#[inline(always)]
 pub fn luma(img: ImageView<'_>, out: &mut [f32]) {
-    let [tr, tg, tb] = luma_tables();
+    let y = |p: &[u8]| -> f32 { LUMA_R * p[0] as f32 + LUMA_G * p[1] as f32 + LUMA_B * p[2] as f32 };
     match img.pixels {
         Pixels::Rgb(px) => {
-            for (o, p) in out.iter_mut().zip(px.chunks_exact(3)) {
-                *o = tr[p[0] as usize] + tg[p[1] as usize] + tb[p[2] as usize];
+            let mut o8 = out.chunks_exact_mut(8);
+            let mut p8 = px.chunks_exact(24);
+            for (o, p) in (&mut o8).zip(&mut p8) {
+                for k in 0..8 {
+                    o[k] = y(&p[3 * k..3 * k + 3]);
+                }
+            }
+            for (o, p) in o8.into_remainder().iter_mut().zip(p8.remainder().chunks_exact(3)) {
+                *o = y(p);
             }
         }
         Pixels::Gray(px) => {
@@ -351,13 +375,17 @@ fn box_1d_lanes<const L: usize>(
 
 /// Horizontal box pass (`boxAlongRowsFloat`): filters each row of `input` (h × w) into `out`.
 pub fn box_rows(input: &[f32], out: &mut [f32], h: usize, w: usize, win: usize) {
-    box_rows_blocked(input, out, h, w, win, w, Some)
+    let (mut t, mut o) = (vec![[0f32; LANES]; w], vec![[0f32; LANES]; w]);
+    box_rows_blocked(input, out, h, w, win, w, None, &mut t, &mut o)
 }
 
 /// The horizontal pass, eight rows side by side so eight independent running sums are in flight (one
-/// row's sum is a serial chain of dependent float additions). Output column `p` of row `r` goes to
-/// `out[r · out_w + slot(p)]`, or nowhere when `slot(p)` is `None`; the sums still visit every sample, so
-/// the kept values are bit-identical to the full pass.
+/// row's sum is a serial chain of dependent float additions). Each block of eight rows is first transposed
+/// into `t` (`t[p]` = sample `p` of the eight rows, one vector), so every filter step is a vector load;
+/// with `slot` the identity the outputs are collected the same way in `o` and transposed back.
+/// Otherwise output column `p` of row `r` goes to `out[r · out_w + slot(p)]`, or nowhere when `slot(p)` is
+/// `None`; the sums still visit every sample, so the kept values are bit-identical to the full pass.
+#[expect(clippy::too_many_arguments, reason = "an inlined kernel; a struct would only rename the arguments")]
 #[inline(always)]
 fn box_rows_blocked(
     input: &[f32],
@@ -366,29 +394,164 @@ fn box_rows_blocked(
     w: usize,
     win: usize,
     out_w: usize,
-    slot: impl Fn(usize) -> Option<usize> + Copy,
+    slot: Option<&[Option<usize>]>,
+    t: &mut [[f32; LANES]],
+    o: &mut [[f32; LANES]],
 ) {
+    let (t, o) = (&mut t[..w], &mut o[..w]);
     let mut r = 0;
     while r + LANES <= h {
         let rows: [&[f32]; LANES] = std::array::from_fn(|l| &input[(r + l) * w..(r + l + 1) * w]);
+        transpose_in(rows, t);
+        let tt = &*t;
         let block = &mut out[r * out_w..(r + LANES) * out_w];
-        box_1d_lanes::<LANES>(
-            w,
-            win,
-            |p| std::array::from_fn(|l| rows[l][p]),
-            slot,
-            |p, v| {
-                for (l, x) in v.into_iter().enumerate() {
-                    block[l * out_w + p] = x;
-                }
-            },
-        );
+        match slot {
+            None => {
+                box_1d_lanes::<LANES>(w, win, |p| tt[p], Some, |p, v| o[p] = v);
+                let mut rows_out: [&mut [f32]; LANES] = split_rows(block, w);
+                transpose_out(o, &mut rows_out);
+            }
+            Some(slots) => box_1d_lanes::<LANES>(
+                w,
+                win,
+                |p| tt[p],
+                |p| slots[p],
+                |s, v| {
+                    for (l, x) in v.into_iter().enumerate() {
+                        block[l * out_w + s] = x;
+                    }
+                },
+            ),
+        }
         r += LANES;
     }
     for r in r..h {
         let row = &input[r * w..(r + 1) * w];
         let o = &mut out[r * out_w..(r + 1) * out_w];
-        box_1d_lanes::<1>(w, win, |p| [row[p]], slot, |p, v| o[p] = v[0]);
+        match slot {
+            None => box_1d_lanes::<1>(w, win, |p| [row[p]], Some, |p, v| o[p] = v[0]),
+            Some(slots) => box_1d_lanes::<1>(w, win, |p| [row[p]], |p| slots[p], |p, v| o[p] = v[0]),
+        }
+    }
+}
+
+/// `LANES` consecutive rows of `block` (each `w` long) as separate mutable slices.
+#[inline(always)]
+fn split_rows(block: &mut [f32], w: usize) -> [&mut [f32]; LANES] {
+    let mut it = block.chunks_exact_mut(w);
+    std::array::from_fn(|_| it.next().expect("block holds LANES rows"))
+}
+
+/// `t[p][l] = rows[l][p]`: eight rows into per-column vectors.
+#[inline(always)]
+fn transpose_in(rows: [&[f32]; LANES], t: &mut [[f32; LANES]]) {
+    let w = t.len();
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available; every row holds at least `w` samples and `t` holds `w` vectors.
+        done = unsafe { x86::transpose_in_avx2(rows, t) };
+    }
+    for (p, tp) in t.iter_mut().enumerate().skip(done) {
+        *tp = std::array::from_fn(|l| rows[l][p]);
+    }
+    debug_assert!(rows.iter().all(|r| r.len() >= w));
+}
+
+/// `rows[l][p] = o[p][l]`, the inverse of [`transpose_in`].
+#[inline(always)]
+fn transpose_out(o: &[[f32; LANES]], rows: &mut [&mut [f32]; LANES]) {
+    let w = o.len();
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available; every row holds at least `w` samples.
+        done = unsafe { x86::transpose_out_avx2(o, rows) };
+    }
+    for p in done..w {
+        for (l, row) in rows.iter_mut().enumerate() {
+            row[p] = o[p][l];
+        }
+    }
+}
+
+/// 8 × 8 float transposes with AVX2 shuffles: pure data movement, so results are unaffected.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::LANES;
+    use std::arch::x86_64::*;
+
+    /// Transposes eight `__m256` rows in registers.
+    #[target_feature(enable = "avx2")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
+    }
+
+    /// Full 8-column tiles of `t[p][l] = rows[l][p]`; returns how many columns were done.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose_in_avx2(rows: [&[f32]; LANES], t: &mut [[f32; LANES]]) -> usize {
+        let w = t.len();
+        let full = w - w % 8;
+        for p0 in (0..full).step_by(8) {
+            let r: [__m256; 8] = std::array::from_fn(|l| {
+                let src: &[f32; 8] = rows[l][p0..p0 + 8].try_into().expect("8 samples");
+                // SAFETY: `src` is 8 readable floats; unaligned loads are allowed.
+                unsafe { _mm256_loadu_ps(src.as_ptr()) }
+            });
+            for (k, v) in transpose8(r).into_iter().enumerate() {
+                // SAFETY: `t[p0 + k]` is 8 writable floats.
+                unsafe { _mm256_storeu_ps(t[p0 + k].as_mut_ptr(), v) };
+            }
+        }
+        full
+    }
+
+    /// Full 8-column tiles of `rows[l][p] = o[p][l]`; returns how many columns were done.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose_out_avx2(o: &[[f32; LANES]], rows: &mut [&mut [f32]; LANES]) -> usize {
+        let w = o.len();
+        let full = w - w % 8;
+        for p0 in (0..full).step_by(8) {
+            // SAFETY: `o[p0 + k]` is 8 readable floats.
+            let r: [__m256; 8] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(o[p0 + k].as_ptr()) });
+            for (l, v) in transpose8(r).into_iter().enumerate() {
+                let dst: &mut [f32; 8] = (&mut rows[l][p0..p0 + 8]).try_into().expect("8 samples");
+                // SAFETY: `dst` is 8 writable floats.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
+            }
+        }
+        full
     }
 }
 
