@@ -10,7 +10,7 @@
 //! and so does Pillow), but a stream that ends early is refused ("image file is truncated"), since a hash
 //! of half an image is not the hash of the image.
 
-use super::{alloc_pixels, decode_error, Decoded, Format, Limits, PixelData};
+use super::{decode_error, reserve_pixels, Decoded, Format, Limits, PixelData};
 use crate::error::Result;
 use std::ffi::CStr;
 use turbojpeg_sys as tj;
@@ -146,9 +146,11 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded> {
         } else {
             (tj::TJPF_TJPF_RGB, 3)
         };
-        let mut buf = alloc_pixels(w * hgt * channels, Format::Jpeg)?;
-        // SAFETY: `buf` holds exactly height rows of `pitch` bytes for the requested pixel format, and the
-        // input slice is live for the call.
+        let len = w * hgt * channels;
+        let mut buf = reserve_pixels(len, Format::Jpeg)?;
+        // SAFETY: `buf` has capacity for exactly `hgt` rows of `pitch = w * channels` bytes in the requested
+        // pixel format, and the input slice is live for the call. TurboJPEG writes every byte of every row
+        // of a successful decode; on failure the buffer is dropped without being read.
         let rc = unsafe {
             tj::tj3Decompress8(
                 h.0,
@@ -165,6 +167,8 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded> {
                 return Err(decode_error(Format::Jpeg, msg));
             }
         }
+        // SAFETY: the decode above initialised all `len` bytes (see above).
+        unsafe { buf.set_len(len) };
         let data = match channels {
             1 => PixelData::Gray(buf),
             3 => PixelData::Rgb(buf),
