@@ -16,5 +16,5 @@ echo "test.sh: corpus: ${PHAROS_CORPUS:-tests/fixtures (PHAROS_CORPUS not set)}"
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked --release -- --show-output
 cargo bench --locked --no-run
+cargo test --locked --release -- --show-output

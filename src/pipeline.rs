@@ -2,6 +2,19 @@
 //!
 //! A [`Hashers`] owns the per-thread scratch space of all hashers, so hashing an image allocates only its
 //! decoded pixel buffer. Use one per worker thread (or [`hash_bytes`], which keeps one per thread).
+//!
+//! ```
+//! use pharos::pipeline::{hash_bytes, HashOptions};
+//! // Bad input is a typed error, never a panic:
+//! let err = hash_bytes(b"not an image", &HashOptions::default()).unwrap_err();
+//! assert!(err.to_string().contains("unsupported"));
+//! // A tiny valid GIF (1×1): below PDQ's 5-pixel minimum, so the reference's all-zero hash, quality 0.
+//! let gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+//! let rec = hash_bytes(gif, &HashOptions { dihedral: true, ..Default::default() })?;
+//! assert_eq!((rec.width, rec.height, rec.pdq.quality), (1, 1, 0));
+//! assert_eq!(rec.pdq.hash, pharos::hash::Hash256::ZERO);
+//! # Ok::<(), pharos::Error>(())
+//! ```
 
 use crate::error::Result;
 use crate::hash::pdq::{Dihedral, PdqHash, PdqHasher};

@@ -70,6 +70,17 @@ impl Hash256 {
     }
 
     /// Parses Meta's 64-hex-digit text form (either case).
+    ///
+    /// ```
+    /// use pharos::hash::Hash256;
+    /// // Meta's own test vector: bridge-1-original.jpg and its 90° rotation (PDQHasherTest.java).
+    /// let a = Hash256::from_hex("f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22")?;
+    /// let b: Hash256 = "30a10efd71cc3d429013d48d0ffffc52e34e0e17ada952a9d29685211ea9e5af".parse()?;
+    /// assert_eq!(a.to_hex(), "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22");
+    /// assert!(a.distance(&b) > 31); // a rotation is not a match without the dihedral variants
+    /// assert!(Hash256::from_hex("f8f8").is_err());
+    /// # Ok::<(), pharos::Error>(())
+    /// ```
     pub fn from_hex(s: &str) -> Result<Hash256> {
         if s.len() != 64 {
             return Err(Error::InvalidHash(format!(
