@@ -54,13 +54,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PEER_PACKAGES = ("pdqhash", "Pillow", "imagehash", "numpy", "scipy", "PyWavelets", "Cython")
 
 # The measurements, in report order: (key, what the peer does, what is inside the timed loop).
+# (row name, Pharos measurement, peer measurement, peer description, what is timed)
 MEASUREMENTS = (
-    ("pixels_to_pdq", "pdqhash",
+    ("pixels_to_pdq", "pixels_to_pdq", "pixels_to_pdq", "pdqhash",
      "PDQ from RGB pixels decoded beforehand"),
-    ("bytes_to_pdq", "Pillow + pdqhash",
+    ("bytes_to_pdq", "bytes_to_pdq", "bytes_to_pdq", "Pillow + pdqhash",
      "file bytes in memory -> decode -> RGB -> PDQ"),
-    ("bytes_to_pdq_phash", "Pillow + pdqhash + imagehash",
+    ("bytes_to_pdq_phash", "bytes_to_pdq_phash", "bytes_to_pdq_phash", "Pillow + pdqhash + imagehash",
      "file bytes in memory -> decode -> RGB -> PDQ + pHash"),
+    # DESIGN.md §5's target: Pharos computing PDQ *and* pHash against Pillow + pdqhash computing PDQ only.
+    ("design_target", "bytes_to_pdq_phash", "bytes_to_pdq", "Pillow + pdqhash (PDQ only)",
+     "Pharos bytes -> PDQ + pHash vs peer bytes -> PDQ"),
 )
 
 
@@ -211,6 +215,19 @@ def run_pharos(corpus, json_path):
     return read_pharos_json(json_path)
 
 
+def pool_pharos_runs(first, second):
+    """Merge two Pharos bench results: every measurement's runs pooled, the figure their median."""
+    if first is None or second is None:
+        return second if first is None else first
+    merged = dict(second)
+    for key, entry in second.items():
+        other = first.get(key)
+        if isinstance(entry, dict) and isinstance(other, dict) and entry.get("runs") and other.get("runs"):
+            runs = list(other["runs"]) + list(entry["runs"])
+            merged[key] = {"img_per_s": statistics.median(runs), "runs": runs}
+    return merged
+
+
 def read_pharos_json(path):
     try:
         with open(path, encoding="utf-8") as f:
@@ -299,7 +316,7 @@ def print_table(report):
     header = ("measurement", "peer", "peer img/s", "(min-max)", "Pharos img/s", "(min-max)",
               "Pharos/peer")
     lines = [header]
-    for key, peer_name, _ in MEASUREMENTS:
+    for key, _, _, peer_name, _ in MEASUREMENTS:
         m = report["measurements"][key]
         lines.append((key, peer_name, fmt_rate(m["peer"]), fmt_range(m["peer"]),
                       fmt_rate(m["pharos"]), fmt_range(m["pharos"]), fmt_ratio(m["ratio"])))
@@ -335,7 +352,7 @@ def markdown(report):
         "| Measurement | What is timed | Peer | Peer img/s | Pharos img/s | Pharos / peer |",
         "|---|---|---|--:|--:|--:|",
     ]
-    for key, peer_name, what in MEASUREMENTS:
+    for key, _, _, peer_name, what in MEASUREMENTS:
         e = report["measurements"][key]
         cells = []
         for entry in (e["peer"], e["pharos"]):
@@ -422,7 +439,15 @@ def main():
         log(f"!! load average is {load_before[0]:.2f}: other processes are busy,"
             " figures may be low")
 
-    # 4. Time the peers.
+    # 4. Time Pharos once before the peers and once after (step 5), pooling the runs, so that a change
+    #    in background load during the run affects both sides alike.
+    pharos_before = None
+    if args.pharos_json is None and pharos_problem is None:
+        log("== Pharos (before the peers)")
+        with tempfile.TemporaryDirectory() as tmp:
+            pharos_before, pharos_problem = run_pharos(corpus, Path(tmp) / "pharos.json")
+
+    # 4b. Time the peers.
     log(f"== peers: {args.warmup} warm-up + {args.reps} timed passes per measurement")
     peers, results = measure_peers({"pixels": pixels, "bytes": blobs}, args.reps, args.warmup)
     load_after = os.getloadavg()
@@ -437,17 +462,18 @@ def main():
         log("== Pharos")
         with tempfile.TemporaryDirectory() as tmp:
             pharos, pharos_problem = run_pharos(corpus, Path(tmp) / "pharos.json")
+        pharos = pool_pharos_runs(pharos_before, pharos)
     if pharos is not None and pharos.get("images") not in (None, len(rows)):
         log(f"!! Pharos hashed {pharos.get('images')} images, the peers {len(rows)}")
 
     # 6. Combine, print and save.
     measurements = {}
-    for key, _, _ in MEASUREMENTS:
-        mine = pharos_entry(pharos, key)
+    for key, mine_key, peer_key, _, _ in MEASUREMENTS:
+        mine = pharos_entry(pharos, mine_key)
         measurements[key] = {
-            "peer": peers[key],
+            "peer": peers[peer_key],
             "pharos": mine,
-            "ratio": mine["img_per_s"] / peers[key]["img_per_s"] if mine else None,
+            "ratio": mine["img_per_s"] / peers[peer_key]["img_per_s"] if mine else None,
         }
     if pharos is not None and all(m["pharos"] is None for m in measurements.values()):
         pharos_problem = "the Pharos JSON has none of the expected measurements"
