@@ -12,14 +12,16 @@
 //! Decoders: JPEG goes through libjpeg-turbo (vendored, built statically) because that is the decoder behind
 //! Pillow, ImageMagick, browsers and most crawlers: with the same IDCT and chroma upsampling the pixels, and
 //! therefore the hashes, are bit-identical to the ones partners computed. The pure-Rust zune-jpeg was measured
-//! against it (`benches/decode.rs`, figures in `BENCHMARKS.md`). PNG, WebP, BMP and TIFF use the `image`
-//! crate's pure-Rust decoders; GIF uses the `gif` crate directly so the first frame can be rebuilt from its
-//! palette indices the way Pillow does.
+//! against it (`benches/decode.rs`, figures in `BENCHMARKS.md`). Still WebP goes through libwebp, Pillow's
+//! decoder, for the same reason and for speed. PNG, BMP, TIFF and animated WebP use the `image` crate's
+//! pure-Rust decoders; GIF uses the `gif` crate directly so the first frame can be rebuilt from its palette
+//! indices the way Pillow does.
 //!
 //! Never log or persist the bytes or pixels handled here.
 
 mod exif;
 mod jpeg;
+mod webp;
 
 use crate::error::{Error, Limit, Result};
 use crate::hash::{ImageView, Pixels};
@@ -187,6 +189,10 @@ pub fn probe(bytes: &[u8]) -> Result<(Format, u32, u32)> {
             let d = gif_decoder(bytes, u32::MAX as usize)?;
             (u32::from(d.width()), u32::from(d.height()))
         }
+        Format::WebP => {
+            let f = webp::features(bytes)?;
+            (f.width, f.height)
+        }
         _ => {
             use ::image::ImageDecoder;
             image_rs_decoder(bytes, format, &Limits::default())?.dimensions()
@@ -202,6 +208,10 @@ pub fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded> {
     let decoded = match format {
         Format::Jpeg => jpeg::decode(bytes, &opts.limits)?,
         Format::Gif => decode_gif(bytes, &opts.limits)?,
+        Format::WebP => match webp::decode(bytes, &opts.limits)? {
+            Some(still) => still,
+            None => decode_image_rs(bytes, format, &opts.limits)?,
+        },
         _ => decode_image_rs(bytes, format, &opts.limits)?,
     };
     if opts.exif_orientation {
