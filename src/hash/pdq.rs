@@ -276,6 +276,13 @@ pub fn luma(img: ImageView<'_>, out: &mut [f32]) {
     let y = |p: &[u8]| -> f32 { LUMA_R * p[0] as f32 + LUMA_G * p[1] as f32 + LUMA_B * p[2] as f32 };
     match img.pixels {
         Pixels::Rgb(px) => {
+            let mut done = 0;
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is available.
+                done = unsafe { x86::luma_rgb_avx2(px, out) };
+            }
+            let (out, px) = (&mut out[done..], &px[3 * done..]);
             let mut o8 = out.chunks_exact_mut(8);
             let mut p8 = px.chunks_exact(24);
             for (o, p) in (&mut o8).zip(&mut p8) {
@@ -475,11 +482,54 @@ fn transpose_out(o: &[[f32; LANES]], rows: &mut [&mut [f32]; LANES]) {
     }
 }
 
-/// 8 × 8 float transposes with AVX2 shuffles: pure data movement, so results are unaffected.
+/// AVX2 kernels: 8 × 8 float transposes (pure data movement) and the luma of 8 pixels at a time (the
+/// same float32 products and sums, in the same order, as the scalar code), so results are unaffected.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::LANES;
+    use super::{LANES, LUMA_B, LUMA_G, LUMA_R};
     use std::arch::x86_64::*;
+
+    /// Luma of the first multiple-of-8 pixels of interleaved RGB `px` into `out`; returns how many pixels.
+    /// Bytes of 8 pixels (24) are loaded as two overlapping 16-byte halves and split into R, G and B with
+    /// byte shuffles; each channel is widened to float32 exactly.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn luma_rgb_avx2(px: &[u8], out: &mut [f32]) -> usize {
+        let n = out.len().min(px.len() / 3) / 8 * 8;
+        let m = |idx: [i8; 8]| {
+            let mut b = [-1i8; 16];
+            b[..8].copy_from_slice(&idx);
+            // SAFETY: 16 readable bytes.
+            unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+        };
+        // Pixels 0–2 come from the low half (bytes 0..16), pixels 3–7 from the high half (bytes 8..24).
+        let (r_lo, r_hi) = (m([0, 3, 6, -1, -1, -1, -1, -1]), m([-1, -1, -1, 1, 4, 7, 10, 13]));
+        let (g_lo, g_hi) = (m([1, 4, 7, -1, -1, -1, -1, -1]), m([-1, -1, -1, 2, 5, 8, 11, 14]));
+        let (b_lo, b_hi) = (m([2, 5, 8, -1, -1, -1, -1, -1]), m([-1, -1, -1, 3, 6, 9, 12, 15]));
+        let (cr, cg, cb) = (_mm256_set1_ps(LUMA_R), _mm256_set1_ps(LUMA_G), _mm256_set1_ps(LUMA_B));
+        let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+        for i in (0..n).step_by(8) {
+            let group: &[u8; 24] = px[3 * i..3 * i + 24].try_into().expect("24 bytes");
+            // SAFETY: both 16-byte loads lie within the 24-byte group.
+            let (lo, hi) = unsafe {
+                (_mm_loadu_si128(group.as_ptr().cast()), _mm_loadu_si128(group[8..].as_ptr().cast()))
+            };
+            let r = widen(_mm_or_si128(_mm_shuffle_epi8(lo, r_lo), _mm_shuffle_epi8(hi, r_hi)));
+            let g = widen(_mm_or_si128(_mm_shuffle_epi8(lo, g_lo), _mm_shuffle_epi8(hi, g_hi)));
+            let b = widen(_mm_or_si128(_mm_shuffle_epi8(lo, b_lo), _mm_shuffle_epi8(hi, b_hi)));
+            // (0.299·R + 0.587·G) + 0.114·B, as the reference evaluates it.
+            let y = _mm256_add_ps(
+                _mm256_add_ps(_mm256_mul_ps(cr, r), _mm256_mul_ps(cg, g)),
+                _mm256_mul_ps(cb, b),
+            );
+            let dst: &mut [f32; 8] = (&mut out[i..i + 8]).try_into().expect("8 floats");
+            // SAFETY: `dst` is 8 writable floats.
+            unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), y) };
+        }
+        n
+    }
 
     /// Transposes eight `__m256` rows in registers.
     #[target_feature(enable = "avx2")]
@@ -806,6 +856,20 @@ mod tests {
                     let got: Vec<f32> = (0..h).map(|r| out[r * w + c]).collect();
                     assert_eq!(got, expect, "cols h={h} w={w} win={win} c={c}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn luma_equals_the_reference_formula_pixel_by_pixel() {
+        // Odd sizes exercise the vector groups of 8 and the scalar tail.
+        for (w, h) in [(13usize, 7usize), (64, 3), (5, 5), (101, 9)] {
+            let px: Vec<u8> = (0..w * h * 3).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+            let mut out = vec![0f32; w * h];
+            luma(ImageView::rgb(w as u32, h as u32, &px), &mut out);
+            for (i, p) in px.chunks_exact(3).enumerate() {
+                let want = 0.299f32 * p[0] as f32 + 0.587f32 * p[1] as f32 + 0.114f32 * p[2] as f32;
+                assert_eq!(out[i].to_bits(), want.to_bits(), "pixel {i} of {w}x{h}");
             }
         }
     }
