@@ -24,14 +24,18 @@ fn scan_generic<const L: usize>(
     radius: u32,
     out: &mut Vec<Hit>,
 ) {
-    // Blocks of 64 rows share one word of the tombstone bitset.
+    // Blocks of 64 rows: a branch-free pass builds a bit mask of the rows within the radius, the block's
+    // tombstone word clears the removed ones, and only the (rare) survivors are visited.
     for (block, chunk) in rows.chunks(64).enumerate() {
-        let dead_word = dead.get(block).copied().unwrap_or(0);
+        let mut mask = 0u64;
         for (i, row) in chunk.iter().enumerate() {
-            let d = distance(row, q);
-            if d <= radius && (dead_word >> i) & 1 == 0 {
-                out.push(Hit { row: (block * 64 + i) as u32, distance: d });
-            }
+            mask |= ((distance(row, q) <= radius) as u64) << i;
+        }
+        mask &= !dead.get(block).copied().unwrap_or(0);
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            out.push(Hit { row: (block * 64 + i) as u32, distance: distance(&chunk[i], q) });
         }
     }
 }

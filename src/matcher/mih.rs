@@ -128,6 +128,21 @@ impl Table {
     }
 }
 
+/// How many postings ahead the probe loop prefetches the hash it will compare.
+const PREFETCH_AHEAD: usize = 12;
+
+/// A hint that `x` will be read soon (no effect on the result).
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and the pointer comes from a live reference.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((x as *const T).cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
 /// Substring `t` (16 bits) of a hash.
 #[inline(always)]
 fn substring<const L: usize>(h: &[u64; L], t: usize) -> u16 {
@@ -281,7 +296,13 @@ impl<const L: usize> MihIndex<L> {
         for (t, table) in self.tables.iter().enumerate() {
             let qs = substring(q, t) as usize;
             for &m in masks {
-                for &row in table.bucket(qs ^ m as usize) {
+                let bucket = table.bucket(qs ^ m as usize);
+                for (j, &row) in bucket.iter().enumerate() {
+                    // The rows a bucket names are scattered over the whole bank: ask for the one a few
+                    // postings ahead now, so that several cache misses are in flight at once.
+                    if let Some(&ahead) = bucket.get(j + PREFETCH_AHEAD) {
+                        prefetch(&self.rows[ahead as usize]);
+                    }
                     let d = distance(&self.rows[row as usize], q);
                     if d <= radius {
                         out.push(Hit { row, distance: d });
