@@ -242,3 +242,25 @@ fn sigkill_during_import_keeps_acknowledged_batches() {
     // The store still takes writes after the crash.
     store.add("big", &[NewEntry { hash: AnyHash::Pdq(pdq(N + 1)), label: None }]).unwrap();
 }
+
+#[test]
+fn cli_export_import_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pharos(d, &["bank", "create", "a"], "");
+    let input: String = (0..50).map(|i| format!("{},\"label, {i}\"\n", pdq(i))).collect();
+    assert_eq!(pharos(d, &["bank", "add", "a"], &input).0, 0);
+    assert_eq!(pharos(d, &["bank", "remove", "a", "3", "4"], "").0, 0);
+    let (code, csv, _) = pharos(d, &["bank", "export", "a"], "");
+    assert_eq!(code, 0);
+    assert!(csv.starts_with("hash,label\n"), "{csv}");
+    let (code, _, err) = pharos(d, &["bank", "import", "b", "--create", "pdq"], &csv);
+    assert_eq!(code, 0, "{err}");
+    let (_, a, _) = pharos(d, &["bank", "export", "a", "--format", "hex"], "");
+    let (_, b, _) = pharos(d, &["bank", "export", "b", "--format", "hex"], "");
+    assert_eq!(a, b);
+    assert_eq!(a.lines().count(), 48);
+    let (_, jb, _) = pharos(d, &["bank", "export", "b", "--format", "jsonl"], "");
+    let first: serde_json::Value = serde_json::from_str(jb.lines().next().unwrap()).unwrap();
+    assert_eq!(first["label"], "label, 0");
+}
