@@ -176,6 +176,16 @@ fn answer_block(
             results[i].extend(hits.into_iter().map(|h| (b, h)));
         }
     }
+    // Labels stay in the store: one read per bank and block, for the hits only.
+    let mut labels: Vec<std::collections::HashMap<u32, String>> = Vec::with_capacity(banks.len());
+    for (b, bank) in banks.iter().enumerate() {
+        let mut ids: Vec<u64> =
+            results.iter().flatten().filter(|(hb, _)| *hb == b).map(|(_, h)| h.row as u64).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found = store.labels(&bank.info.name, &ids)?;
+        labels.push(ids.iter().zip(found).filter_map(|(&id, l)| Some((id as u32, l?))).collect());
+    }
     let mut failed = 0;
     for (i, (line, q)) in block.iter().enumerate() {
         if let Some(e) = &errors[i] {
@@ -190,7 +200,7 @@ fn answer_block(
         let mut matches = Vec::with_capacity(hits.len());
         for (b, h) in hits {
             let bank = &banks[b];
-            let label = store.labels(&bank.info.name, &[h.row as u64])?.pop().flatten();
+            let label = labels[b].get(&h.row).cloned();
             matches.push(MatchOut {
                 bank: &bank.info.name,
                 id: h.row,
