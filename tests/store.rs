@@ -264,3 +264,34 @@ fn cli_export_import_round_trip() {
     let first: serde_json::Value = serde_json::from_str(jb.lines().next().unwrap()).unwrap();
     assert_eq!(first["label"], "label, 0");
 }
+
+#[test]
+fn cli_dihedral_match_reports_best_variant_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pharos(d, &["bank", "create", "b"], "");
+    let stored = pdq(9);
+    pharos(d, &["bank", "add", "b"], &format!("{stored}\n"));
+    let (mut rot90, mut flipx) = (stored, stored);
+    rot90.limbs[1] ^= 0b11; // distance 2
+    flipx.limbs[2] ^= 0b1; // distance 1
+    let others: Vec<String> = ["rot180", "rot270", "flipy", "flipplus1", "flipminus1"]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("\"{k}\":\"{}\"", pdq(100 + i as u64)))
+        .collect();
+    let line = format!(
+        "{{\"path\":\"r.jpg\",\"pdq\":\"{}\",\"quality\":100,\"phash\":\"0000000000000000\",\"dihedral\":{{\"rot90\":\"{rot90}\",\"flipx\":\"{flipx}\",{}}}}}\n",
+        pdq(200),
+        others.join(",")
+    );
+    let (code, out, _) = pharos(d, &["match", "--bank", "b"], &line);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"matches\":[]"), "without --dihedral the rotated image does not match: {out}");
+    let (code, out, _) = pharos(d, &["match", "--bank", "b", "--dihedral"], &line);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let m = v["matches"].as_array().unwrap();
+    assert_eq!(m.len(), 1, "{out}");
+    assert_eq!(m[0]["distance"], 1, "the best variant's distance: {out}");
+}
