@@ -70,4 +70,35 @@ pub enum Error {
     /// Reading an input failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// An input line or argument that is not what was expected (the message says what and where).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// No bank has this name.
+    #[error("unknown bank '{0}'")]
+    UnknownBank(String),
+    /// A bank with this name already exists.
+    #[error("bank '{0}' already exists")]
+    BankExists(String),
+    /// A bank name that is empty, too long or has characters outside `[A-Za-z0-9_.-]`.
+    #[error("invalid bank name '{0}': use 1 to 64 characters from A-Z a-z 0-9 _ . -")]
+    InvalidBankName(String),
+    /// A hash of one kind offered to a bank or index of the other kind.
+    #[error("a {found} hash cannot go in a {expected} bank")]
+    KindMismatch {
+        /// The bank's kind.
+        expected: &'static str,
+        /// The hash's kind.
+        found: &'static str,
+    },
+    /// An entry id that the bank does not hold (never added, or already removed).
+    #[error("bank '{bank}' has no entry {id}")]
+    UnknownEntry {
+        /// The bank.
+        bank: String,
+        /// The id asked for.
+        id: u64,
+    },
+    /// The embedded bank store failed (I/O, corruption, or the database is open in another process).
+    #[error("bank store: {0}")]
+    Store(String),
 }

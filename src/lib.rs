@@ -9,6 +9,9 @@
 //!   tested against.
 //! - [`pipeline`]: file bytes → a [`pipeline::HashRecord`] (decode + every hash), the unit the CLI, the
 //!   benchmarks and later the daemon share.
+//! - [`matcher`]: exact Hamming range search over banks (multi-index hash + brute-force scan), in parallel.
+//! - [`store`]: banks persisted in an embedded, crash-safe database (redb), and the text formats banks are
+//!   imported from and exported to.
 //! - [`error`]: the crate's error type; every failure a caller can see is one of its variants.
 //!
 //! The binary (`src/main.rs`) is a thin clap front end over these modules.
@@ -16,6 +19,8 @@
 pub mod error;
 pub mod hash;
 pub mod image;
+pub mod matcher;
 pub mod pipeline;
+pub mod store;
 
 pub use error::{Error, Result};

@@ -1,6 +1,8 @@
 //! Command-line definitions (clap) and dispatch to the subcommands.
 
+mod bank;
 mod hash;
+mod matching;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -17,11 +19,17 @@ pub(crate) struct Cli {
 enum Command {
     /// Hash image files or directories: one JSON object per input on stdout.
     Hash(hash::HashArgs),
+    /// Manage banks of hashes: create, list, add, import, remove, delete, export.
+    Bank(bank::BankArgs),
+    /// Match hashes (hex or `pharos hash` JSON lines) against banks: one JSON object per query.
+    Match(matching::MatchArgs),
 }
 
 /// Runs the parsed command; `Err` is a fatal error (exit status 1).
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Hash(args) => hash::run(args),
+        Command::Bank(args) => bank::run(args),
+        Command::Match(args) => matching::run(args),
     }
 }

@@ -1,0 +1,297 @@
+//! The bank store and the `bank`/`match` CLI: persistence, crash safety under SIGKILL, and bad input
+//! (each a clear error, nothing partially written).
+
+use pharos::hash::{Hash256, Hash64};
+use pharos::matcher::{AnyHash, Hit, Kind, Method, SearchOptions};
+use pharos::store::{NewEntry, Store};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pharos");
+
+fn pdq(i: u64) -> Hash256 {
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x1234_5678;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    Hash256 { limbs: [next(), next(), next(), next()] }
+}
+
+fn pharos(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("PHAROS_DATA_DIR", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn store_round_trip_and_reload_matches_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids;
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.create_bank("a", Kind::Pdq).unwrap();
+        store.create_bank("p", Kind::Phash).unwrap();
+        let entries: Vec<NewEntry> = (0..3000)
+            .map(|i| NewEntry { hash: AnyHash::Pdq(pdq(i)), label: (i % 2 == 0).then(|| format!("l{i}")) })
+            .collect();
+        assert_eq!(store.add("a", &entries[..1000]).unwrap(), 0);
+        assert_eq!(store.add("a", &entries[1000..]).unwrap(), 1000);
+        store.add("p", &[NewEntry { hash: AnyHash::Phash(Hash64(42)), label: None }]).unwrap();
+        ids = vec![3, 999, 1000, 2500];
+        store.remove("a", &ids).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let banks = store.list_banks().unwrap();
+    assert_eq!(
+        banks.iter().map(|b| (b.name.as_str(), b.live())).collect::<Vec<_>>(),
+        [("a", 2996), ("p", 1)]
+    );
+    let bank = store.load("a").unwrap();
+    assert_eq!(bank.index.len(), 2996);
+    let opts = SearchOptions { radius: 0, method: Method::Index };
+    let mut out = Vec::new();
+    bank.index.search(&[AnyHash::Pdq(pdq(999))], opts, &mut out);
+    assert!(out.is_empty(), "removed entries are not found after reload");
+    bank.index.search(&[AnyHash::Pdq(pdq(998))], opts, &mut out);
+    assert_eq!(out, [Hit { row: 998, distance: 0 }]);
+    assert_eq!(store.labels("a", &[998, 997]).unwrap(), [Some("l998".to_string()), None]);
+    let mut n = 0;
+    store
+        .for_each_entry("a", |e| {
+            assert!(!ids.contains(&e.id));
+            assert_eq!(e.hash, AnyHash::Pdq(pdq(e.id)));
+            assert_eq!(e.label, (e.id % 2 == 0).then(|| format!("l{}", e.id)));
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(n, 2996);
+    store.delete_bank("a").unwrap();
+    assert!(matches!(store.load("a"), Err(pharos::Error::UnknownBank(_))));
+}
+
+#[test]
+fn library_errors_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.create_bank("p", Kind::Phash).unwrap();
+    assert!(matches!(store.create_bank("p", Kind::Pdq), Err(pharos::Error::BankExists(_))));
+    assert!(matches!(store.create_bank("a b", Kind::Pdq), Err(pharos::Error::InvalidBankName(_))));
+    assert!(matches!(store.create_bank("", Kind::Pdq), Err(pharos::Error::InvalidBankName(_))));
+    let mixed = [
+        NewEntry { hash: AnyHash::Phash(Hash64(1)), label: None },
+        NewEntry { hash: AnyHash::Pdq(pdq(1)), label: None },
+    ];
+    assert!(matches!(store.add("p", &mixed), Err(pharos::Error::KindMismatch { .. })));
+    assert!(matches!(store.add("nope", &mixed[..1]), Err(pharos::Error::UnknownBank(_))));
+    assert_eq!(store.bank("p").unwrap().next_id, 0);
+    store.add("p", &mixed[..1]).unwrap();
+    assert!(matches!(store.remove("p", &[0, 7]), Err(pharos::Error::UnknownEntry { id: 7, .. })));
+    assert_eq!(store.bank("p").unwrap().live(), 1, "the valid id in a failed remove stays");
+}
+
+#[test]
+fn cli_bad_input_is_a_clear_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let h = pdq(1).to_hex();
+    assert_eq!(pharos(d, &["bank", "create", "b"], "").0, 0);
+    assert_eq!(pharos(d, &["bank", "create", "ph", "--kind", "phash"], "").0, 0);
+
+    let (code, _, err) = pharos(d, &["bank", "create", "b"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("bank 'b' already exists"), "{err}");
+
+    let input = format!("{h},ok\n{}\nnot-hex-at-all\n{}zz\n", &h[..40], &h[..62]);
+    let (code, _, err) = pharos(d, &["bank", "add", "b"], &input);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("<stdin>:line 2: invalid hash"), "{err}");
+    assert!(err.contains("found 40"), "wrong length is named: {err}");
+    assert!(err.contains("line 3:"), "{err}");
+    assert!(err.contains("line 4:") && err.contains("not hexadecimal"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+
+    let (code, _, err) = pharos(d, &["bank", "import", "ph"], &format!("{h}\n"));
+    assert_eq!(code, 1);
+    assert!(err.contains("line 1: a pdq hash cannot go in a phash bank"), "{err}");
+
+    let (code, _, err) = pharos(d, &["bank", "add", "missing"], &format!("{h}\n"));
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown bank 'missing'"), "{err}");
+    let (code, _, err) = pharos(d, &["match", "--bank", "missing"], &format!("{h}\n"));
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown bank 'missing'"), "{err}");
+
+    let (_, list, _) = pharos(d, &["bank", "list"], "");
+    assert!(list.contains("\"name\":\"b\",\"kind\":\"pdq\",\"entries\":0"), "{list}");
+    assert!(list.contains("\"name\":\"ph\",\"kind\":\"phash\",\"entries\":0"), "{list}");
+
+    // --skip-invalid writes the good lines and says some failed.
+    let (code, _, _) = pharos(d, &["bank", "add", "b", "--skip-invalid"], &input);
+    assert_eq!(code, 2);
+    let (_, list, _) = pharos(d, &["bank", "list"], "");
+    assert!(list.contains("\"name\":\"b\",\"kind\":\"pdq\",\"entries\":1"), "{list}");
+}
+
+#[test]
+fn cli_match_output_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let h = pdq(5);
+    let mut near = h;
+    near.limbs[0] ^= 0b111; // distance 3
+    pharos(d, &["bank", "create", "b"], "");
+    let (code, _, err) = pharos(d, &["bank", "add", "b"], &format!("{h},case \"7\"\n{}\n", pdq(6).to_hex()));
+    assert_eq!(code, 0, "{err}");
+    let json = format!(
+        "{{\"path\":\"x.jpg\",\"width\":1,\"height\":1,\"pdq\":\"{}\",\"quality\":90,\"phash\":\"0000000000000000\"}}\n",
+        near.to_hex()
+    );
+    let (code, out, _) = pharos(d, &["match", "--bank", "b"], &format!("{}\n{json}bad\n", near.to_hex()));
+    assert_eq!(code, 2, "a bad line makes the exit status 2");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    let m = &lines[0]["matches"][0];
+    assert_eq!(lines[0]["query"], near.to_hex());
+    assert_eq!((m["bank"].as_str(), m["id"].as_u64(), m["distance"].as_u64()), (Some("b"), Some(0), Some(3)));
+    assert_eq!(m["hash"], h.to_hex());
+    assert_eq!(m["label"], "case \"7\"");
+    assert_eq!(lines[1]["path"], "x.jpg");
+    assert_eq!(lines[1]["matches"].as_array().unwrap().len(), 1);
+    assert_eq!(lines[2]["line"], 3);
+    let (code, out, _) = pharos(d, &["match", "--bank", "b", "--radius", "2", "--min-quality", "95"], &json);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"matches\":[]") && out.contains("skipped"), "{out}");
+}
+
+/// Acceptance 2: an import killed with SIGKILL keeps every batch it acknowledged, and the store opens
+/// consistent.
+#[test]
+fn sigkill_during_import_keeps_acknowledged_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    const N: u64 = 200_000;
+    const BATCH: u64 = 500;
+    let file = d.join("hashes.txt");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        for i in 0..N {
+            writeln!(w, "{},label {i}", pdq(i)).unwrap();
+        }
+    }
+    let mut child = Command::new(BIN)
+        .args(["bank", "import", "big", "--create", "pdq", "--batch", &BATCH.to_string()])
+        .arg(&file)
+        .env("PHAROS_DATA_DIR", d.join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut acked = 0u64;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("committed ") {
+            acked = n.parse().unwrap();
+            if acked >= 20 * BATCH {
+                // SAFETY: kill(2) on our own child's pid.
+                let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+                assert_eq!(rc, 0);
+                break;
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(acked >= 20 * BATCH, "the import acknowledged {acked} before ending ({status:?})");
+    eprintln!("killed after {acked} acknowledged entries ({status:?})");
+
+    let store = Store::open(&d.join("data")).unwrap();
+    let info = store.bank("big").unwrap();
+    assert!(info.next_id >= acked, "acknowledged {acked}, found {}", info.next_id);
+    assert!(info.next_id <= N);
+    assert_eq!(info.next_id % BATCH, 0, "batches are atomic");
+    let bank = store.load("big").unwrap();
+    assert_eq!(bank.index.len() as u64, info.next_id);
+    let mut n = 0u64;
+    store
+        .for_each_entry("big", |e| {
+            assert_eq!(e.id, n);
+            assert_eq!(e.hash, AnyHash::Pdq(pdq(n)));
+            assert_eq!(e.label.as_deref(), Some(format!("label {n}").as_str()));
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(n, info.next_id);
+    // The store still takes writes after the crash.
+    store.add("big", &[NewEntry { hash: AnyHash::Pdq(pdq(N + 1)), label: None }]).unwrap();
+}
+
+#[test]
+fn cli_export_import_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pharos(d, &["bank", "create", "a"], "");
+    let input: String = (0..50).map(|i| format!("{},\"label, {i}\"\n", pdq(i))).collect();
+    assert_eq!(pharos(d, &["bank", "add", "a"], &input).0, 0);
+    assert_eq!(pharos(d, &["bank", "remove", "a", "3", "4"], "").0, 0);
+    let (code, csv, _) = pharos(d, &["bank", "export", "a"], "");
+    assert_eq!(code, 0);
+    assert!(csv.starts_with("hash,label\n"), "{csv}");
+    let (code, _, err) = pharos(d, &["bank", "import", "b", "--create", "pdq"], &csv);
+    assert_eq!(code, 0, "{err}");
+    let (_, a, _) = pharos(d, &["bank", "export", "a", "--format", "hex"], "");
+    let (_, b, _) = pharos(d, &["bank", "export", "b", "--format", "hex"], "");
+    assert_eq!(a, b);
+    assert_eq!(a.lines().count(), 48);
+    let (_, jb, _) = pharos(d, &["bank", "export", "b", "--format", "jsonl"], "");
+    let first: serde_json::Value = serde_json::from_str(jb.lines().next().unwrap()).unwrap();
+    assert_eq!(first["label"], "label, 0");
+}
+
+#[test]
+fn cli_dihedral_match_reports_best_variant_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pharos(d, &["bank", "create", "b"], "");
+    let stored = pdq(9);
+    pharos(d, &["bank", "add", "b"], &format!("{stored}\n"));
+    let (mut rot90, mut flipx) = (stored, stored);
+    rot90.limbs[1] ^= 0b11; // distance 2
+    flipx.limbs[2] ^= 0b1; // distance 1
+    let others: Vec<String> = ["rot180", "rot270", "flipy", "flipplus1", "flipminus1"]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("\"{k}\":\"{}\"", pdq(100 + i as u64)))
+        .collect();
+    let line = format!(
+        "{{\"path\":\"r.jpg\",\"pdq\":\"{}\",\"quality\":100,\"phash\":\"0000000000000000\",\"dihedral\":{{\"rot90\":\"{rot90}\",\"flipx\":\"{flipx}\",{}}}}}\n",
+        pdq(200),
+        others.join(",")
+    );
+    let (code, out, _) = pharos(d, &["match", "--bank", "b"], &line);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"matches\":[]"), "without --dihedral the rotated image does not match: {out}");
+    let (code, out, _) = pharos(d, &["match", "--bank", "b", "--dihedral"], &line);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let m = v["matches"].as_array().unwrap();
+    assert_eq!(m.len(), 1, "{out}");
+    assert_eq!(m[0]["distance"], 1, "the best variant's distance: {out}");
+}
