@@ -10,6 +10,8 @@
 //! directly. The JPEG pixel buffer itself is allocated on the Rust side, which is what matters here; the
 //! limit check happens after `tj3DecompressHeader`, which only allocates libjpeg's small marker tables.
 
+mod common;
+use common::crc32;
 use pharos::image::{decode, DecodeOptions};
 use pharos::pipeline::{HashOptions, Hashers};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -122,17 +124,6 @@ fn refused_cheaply(bytes: &[u8], what: &str) {
 
 fn small_rgb(w: u32, h: u32) -> Vec<u8> {
     (0..w * h).flat_map(|i| [(i * 7) as u8, (i / w * 5) as u8, (i % w * 3) as u8]).collect()
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 /// A real 16x16 PNG whose IHDR is rewritten to `w`x`h` with a valid CRC.

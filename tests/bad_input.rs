@@ -5,6 +5,8 @@
 //! synthetic pixels (the `image` crate's encoders, the `gif` crate's encoder, hand-built headers), so nothing
 //! depends on the corpus and nothing is written to disk.
 
+mod common;
+use common::crc32;
 use pharos::error::Limit;
 use pharos::hash::pdq::PdqHasher;
 use pharos::hash::phash::PhashHasher;
@@ -115,18 +117,6 @@ fn grey_pattern(w: u16, h: u16, vertical: bool) -> Vec<u8> {
         }
     }
     out
-}
-
-/// CRC-32 (IEEE 802.3, reflected, as PNG uses), bit by bit.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 /// Rewrites the IHDR dimensions of a PNG and its CRC. Checks first that our CRC reproduces the encoder's,

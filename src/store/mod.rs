@@ -123,6 +123,12 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// The metadata of bank `name` from the `banks` table of any transaction; `UnknownBank` when absent.
+fn read_info(banks: &impl ReadableTable<&'static str, &'static [u8]>, name: &str) -> Result<BankInfo> {
+    let v = banks.get(name).map_err(store_err)?.ok_or_else(|| Error::UnknownBank(name.to_string()))?;
+    BankInfo::decode(name, v.value())
+}
+
 fn store_err(e: impl std::fmt::Display) -> Error {
     Error::Store(e.to_string())
 }
@@ -243,9 +249,7 @@ impl Store {
     /// One bank's metadata.
     pub fn bank(&self, name: &str) -> Result<BankInfo> {
         let txn = self.db.begin_read().map_err(store_err)?;
-        let banks = txn.open_table(BANKS).map_err(store_err)?;
-        let v = banks.get(name).map_err(store_err)?.ok_or_else(|| Error::UnknownBank(name.to_string()))?;
-        BankInfo::decode(name, v.value())
+        read_info(&txn.open_table(BANKS).map_err(store_err)?, name)
     }
 
     /// Adds entries in one durable transaction: when this returns `Ok`, all of them survive a crash; on
@@ -255,13 +259,7 @@ impl Store {
         let first;
         {
             let mut banks = txn.open_table(BANKS).map_err(store_err)?;
-            let mut info = {
-                let v = banks
-                    .get(name)
-                    .map_err(store_err)?
-                    .ok_or_else(|| Error::UnknownBank(name.to_string()))?;
-                BankInfo::decode(name, v.value())?
-            };
+            let mut info = read_info(&banks, name)?;
             if let Some(e) = entries.iter().find(|e| e.hash.kind() != info.kind) {
                 return Err(Error::KindMismatch { expected: info.kind.name(), found: e.hash.kind().name() });
             }
@@ -297,13 +295,7 @@ impl Store {
         let txn = self.db.begin_write().map_err(store_err)?;
         {
             let mut banks = txn.open_table(BANKS).map_err(store_err)?;
-            let mut info = {
-                let v = banks
-                    .get(name)
-                    .map_err(store_err)?
-                    .ok_or_else(|| Error::UnknownBank(name.to_string()))?;
-                BankInfo::decode(name, v.value())?
-            };
+            let mut info = read_info(&banks, name)?;
             let mut removed = txn.open_table(REMOVED).map_err(store_err)?;
             let now = now_ms();
             for &id in ids {
@@ -320,12 +312,7 @@ impl Store {
     /// Reads a bank and builds its index: the time from store to ready-to-query.
     pub fn load(&self, name: &str) -> Result<LoadedBank> {
         let txn = self.db.begin_read().map_err(store_err)?;
-        let info = {
-            let banks = txn.open_table(BANKS).map_err(store_err)?;
-            let v =
-                banks.get(name).map_err(store_err)?.ok_or_else(|| Error::UnknownBank(name.to_string()))?;
-            BankInfo::decode(name, v.value())?
-        };
+        let info = read_info(&txn.open_table(BANKS).map_err(store_err)?, name)?;
         let removed: Vec<u64> = {
             let t = txn.open_table(REMOVED).map_err(store_err)?;
             let mut v = Vec::with_capacity(info.removed as usize);
@@ -392,12 +379,7 @@ impl Store {
     /// Calls `f` on every live entry of a bank, in id order (what `bank export` writes).
     pub fn for_each_entry(&self, name: &str, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
         let txn = self.db.begin_read().map_err(store_err)?;
-        let info = {
-            let banks = txn.open_table(BANKS).map_err(store_err)?;
-            let v =
-                banks.get(name).map_err(store_err)?.ok_or_else(|| Error::UnknownBank(name.to_string()))?;
-            BankInfo::decode(name, v.value())?
-        };
+        let info = read_info(&txn.open_table(BANKS).map_err(store_err)?, name)?;
         let range = (name, 0u64)..=(name, u64::MAX);
         let removed_t = txn.open_table(REMOVED).map_err(store_err)?;
         let labels_t = txn.open_table(LABELS).map_err(store_err)?;

@@ -58,3 +58,15 @@ pub(crate) fn histogram(values: &[u32]) -> String {
     }
     counts.iter().map(|(v, c)| format!("{v}:{c}")).collect::<Vec<_>>().join(" ")
 }
+
+/// CRC-32 (IEEE 802.3, reflected, as PNG uses), bit by bit: to patch PNG headers in tests.
+pub(crate) fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
