@@ -238,7 +238,7 @@ pub fn window_size(n: usize) -> usize {
 }
 
 /// Per-channel products `c·v` for v in 0..=255, each rounded to float32 exactly as `0.299f * (float)v` is.
-fn luma_tables() -> &'static [[f32; 256]; 3] {
+pub(crate) fn luma_tables() -> &'static [[f32; 256]; 3] {
     static T: OnceLock<[[f32; 256]; 3]> = OnceLock::new();
     T.get_or_init(|| {
         let coef = [0.299f32, 0.587f32, 0.114f32];

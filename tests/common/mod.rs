@@ -58,3 +58,25 @@ pub(crate) fn histogram(values: &[u32]) -> String {
     }
     counts.iter().map(|(v, c)| format!("{v}:{c}")).collect::<Vec<_>>().join(" ")
 }
+
+/// The GPU hasher the GPU tests share, on any adapter (lavapipe included), or `None` when this machine has
+/// none: then the test says loudly that it was skipped, unless `PHAROS_REQUIRE_GPU=1` (set by `.ci/run`),
+/// which turns a missing adapter into a failure.
+pub(crate) fn gpu() -> Option<&'static pharos::gpu::GpuHasher> {
+    use std::sync::OnceLock;
+    static GPU: OnceLock<Option<pharos::gpu::GpuHasher>> = OnceLock::new();
+    GPU.get_or_init(|| match pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware) {
+        Ok(g) => {
+            eprintln!("GPU tests run on {}", g.adapter());
+            Some(g)
+        }
+        Err(e) => {
+            if std::env::var("PHAROS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("PHAROS_REQUIRE_GPU=1 but no GPU adapter: {e}");
+            }
+            eprintln!("\n*** SKIPPED: GPU tests need a GPU adapter ({e}); install mesa-vulkan-drivers ***\n");
+            None
+        }
+    })
+    .as_ref()
+}
