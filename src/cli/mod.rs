@@ -1,5 +1,6 @@
 //! Command-line definitions (clap) and dispatch to the subcommands.
 
+mod bench;
 mod hash;
 
 use clap::{Parser, Subcommand};
@@ -17,11 +18,14 @@ pub(crate) struct Cli {
 enum Command {
     /// Hash image files or directories: one JSON object per input on stdout.
     Hash(hash::HashArgs),
+    /// Capacity benchmarks: `pharos bench hash --backend cpu|gpu --batch N --size WxH [--json FILE]`.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command; `Err` is a fatal error (exit status 1).
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Hash(args) => hash::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
