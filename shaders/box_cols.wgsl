@@ -4,11 +4,10 @@
 // One invocation walks one column sequentially with a running float32 sum — add the entering sample, then
 // subtract the leaving one, then divide by the window count — which is the reference's exact sequence of
 // roundings (a parallel prefix sum would round differently). There is no multiply to fuse. The one
-// operation WGSL does not pin down is the division: it allows 2.5 ULP; Vulkan drivers built on LLVM
-// (lavapipe) divide exactly, others may not, and a last-bit difference in a filtered value can move a DCT
-// coefficient across the median. tests/backends.rs measures the agreement.
+// operation WGSL does not pin down is the division (2.5 ULP allowed): `div_rn` (common.wgsl) corrects the
+// driver's quotient to the exactly rounded one, since a last-bit difference in a filtered value can move a
+// DCT coefficient across the median.
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(4) var<storage, read_write> plane_a: array<f32>;
 @group(0) @binding(5) var<storage, read_write> plane_b: array<f32>;
@@ -39,7 +38,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var k = 0u; k < win + 1u - half; k++) {
             sum += plane_b[base + ri * w];
             count += 1u;
-            plane_a[base + oi * w] = sum / f32(count);
+            plane_a[base + oi * w] = div_rn(sum, f32(count));
             ri += 1u;
             oi += 1u;
         }
@@ -47,7 +46,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var k = win; k < n; k++) {
             sum += plane_b[base + ri * w];
             sum -= plane_b[base + li * w];
-            plane_a[base + oi * w] = sum / c;
+            plane_a[base + oi * w] = div_rn(sum, c);
             li += 1u;
             ri += 1u;
             oi += 1u;
@@ -55,7 +54,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var k = 0u; k + 1u < half; k++) {
             sum -= plane_b[base + li * w];
             count -= 1u;
-            plane_a[base + oi * w] = sum / f32(count);
+            plane_a[base + oi * w] = div_rn(sum, f32(count));
             li += 1u;
             oi += 1u;
         }

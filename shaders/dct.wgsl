@@ -8,7 +8,6 @@
 // the multiply's only use is that addition (if fused, fma(d, a, 0) is still the rounded product) and the
 // accumulation is a plain addition of an opaque value.
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(3) var<storage, read> consts: array<f32>;
 @group(0) @binding(6) var<storage, read_write> buf64: array<f32>;

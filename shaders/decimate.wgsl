@@ -3,7 +3,6 @@
 // The reference computes row floor((r + 0.5)·h / 64) in double; (r + 0.5)·h and the division by 64 are
 // exact in double, so the integer floor((2r + 1)·h / 128) is the same number.
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(4) var<storage, read_write> plane_a: array<f32>;
 @group(0) @binding(6) var<storage, read_write> buf64: array<f32>;

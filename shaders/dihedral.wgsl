@@ -3,7 +3,6 @@
 // negates the coefficients with an even index on that axis (frequency index + 1 is odd); a transposition
 // swaps the indices. Sign changes and moves only: exact. threshold.wgsl then hashes every slot.
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(8) var<storage, read_write> dct16: array<f32>;
 

@@ -4,7 +4,6 @@
 // byte value v), so only the two additions happen here, in the reference's order: no multiply is left for
 // a driver to fuse with them. A grey byte g is the pixel (g, g, g).
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(2) var<storage, read> pixels: array<u32>;
 @group(0) @binding(3) var<storage, read> consts: array<f32>;

@@ -11,7 +11,6 @@
 // `second` the other one into `thumbs` (one byte per u32). The DCT and median that follow are float64 in
 // imagehash; WGSL has no f64, so they run on the CPU (`phash::hash_thumbnail`) from these thumbnails.
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(2) var<storage, read> pixels: array<u32>;
 @group(0) @binding(3) var<storage, read> coeffs: array<i32>;

@@ -2,11 +2,9 @@
 // the 64 × 64 buffer, divided by 90 and capped at 100. One workgroup per image.
 //
 // Each term is float32 (a subtraction, a multiply, a division: nothing to fuse) truncated toward zero, as
-// in the reference; the sum is integer, so the order in which the workgroup adds the terms cannot matter.
-// Only the division's precision is left to the driver (see box_rows.wgsl), and a term changes only if the
-// quotient lands within an ULP of an integer.
+// in the reference, the division corrected to exact rounding by `div_rn` (common.wgsl); the sum is integer,
+// so the order in which the workgroup adds the terms cannot matter.
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(6) var<storage, read_write> buf64: array<f32>;
 @group(0) @binding(7) var<storage, read_write> hashes: array<u32>;
@@ -14,7 +12,7 @@
 var<workgroup> partial: array<u32, 256>;
 
 fn term(u: f32, v: f32) -> u32 {
-    return u32(abs(i32(((u - v) * 100.0) / 255.0)));
+    return u32(abs(i32(div_rn((u - v) * 100.0, 255.0))));
 }
 
 @compute @workgroup_size(256)

@@ -5,7 +5,6 @@
 // The median is found by ranking, not sorting: the value with fewer than 128 values below it and at least
 // 128 at or below it. Comparisons only, so the result is exact; ties all name the same value.
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(7) var<storage, read_write> hashes: array<u32>;
 @group(0) @binding(8) var<storage, read_write> dct16: array<f32>;

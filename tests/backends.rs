@@ -217,6 +217,36 @@ fn an_injected_gpu_failure_falls_back_to_exact_cpu_hashes() {
 }
 
 #[test]
+fn the_division_correction_recovers_exact_quotients() {
+    if gpu().is_none() {
+        return;
+    }
+    // Every quotient in the box filter and the quality starts up to 2 ULP off, as a driver's division may
+    // (WGSL allows 2.5 ULP); `div_rn` must still produce the CPU's exactly rounded values.
+    let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
+    let images = corpus(1).into_iter().take(8).collect::<Vec<_>>();
+    let px = pattern(129, 257, 3, 3);
+    let mut views: Vec<ImageView<'_>> = images.iter().map(|(_, d)| d.view()).collect();
+    views.push(ImageView::rgb(129, 257, &px));
+    let names: Vec<&str> = images.iter().map(|(p, _)| p.as_str()).chain(["synthetic 129×257"]).collect();
+    let want = cpu(&views, true);
+    for ulps in [-2, -1, 1, 2] {
+        gpu.perturb_divisions(ulps);
+        let got = gpu.try_hash_batch(&views, true).expect("GPU");
+        for ((g, w), name) in got.iter().zip(&want).zip(&names) {
+            assert_eq!(g, w, "{name}, quotients perturbed by {ulps} ULP");
+        }
+    }
+    // Control: beyond the correction's reach (8 ULP) the box filter's outputs do change, so the hook bites.
+    gpu.perturb_divisions(8);
+    let (h, w) = (views[0].height as usize, views[0].width as usize);
+    let dump = gpu.debug_stages(views[0]).expect("GPU");
+    let mut rows = vec![0f32; h * w];
+    pdq::box_rows(&dump.luma, &mut rows, h, w, pdq::window_size(w));
+    assert_ne!(dump.passes[0], rows, "an 8-ULP perturbation must show");
+}
+
+#[test]
 fn auto_never_picks_a_software_adapter() {
     let hardware = pharos::gpu::probe(pharos::gpu::AdapterPolicy::HardwareOnly);
     if let Some(a) = &hardware {

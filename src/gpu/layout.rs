@@ -15,8 +15,8 @@ pub(crate) struct Params {
     pub(crate) dihedral: u32,
     /// Always 0.0; see `dct.wgsl` (it keeps drivers from fusing the DCT's multiply-adds).
     pub(crate) zero: f32,
-    /// Uniform buffers are sized in 16-byte units.
-    pub(crate) _pad: u32,
+    /// Test hook, 0 in production: ULPs added to every quotient before `div_rn` (common.wgsl) corrects it.
+    pub(crate) div_perturb: i32,
 }
 
 /// One image of a submission (`ImageMeta` in common.wgsl), an element of a storage array.

@@ -42,7 +42,7 @@ use buffers::{Sizes, Slot};
 use layout::*;
 use pipelines::Pipelines;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 /// Why the GPU could not produce a batch's hashes.
@@ -97,6 +97,7 @@ pub struct GpuHasher {
     uncaptured: Arc<Mutex<Option<String>>>,
     lost: Arc<AtomicBool>,
     inject: AtomicU32,
+    div_perturb: AtomicI32,
     fallbacks: AtomicU64,
 }
 
@@ -213,6 +214,7 @@ impl GpuHasher {
             uncaptured,
             lost,
             inject: AtomicU32::new(0),
+            div_perturb: AtomicI32::new(0),
             fallbacks: AtomicU64::new(0),
         };
         // Surface compilation or validation errors now rather than on the first batch.
@@ -239,6 +241,13 @@ impl GpuHasher {
     #[doc(hidden)]
     pub fn inject_failures(&self, n: u32) {
         self.inject.store(n, Ordering::SeqCst);
+    }
+
+    /// Test hook: every division in the shaders starts `ulps` ULPs away from the driver's quotient, as on a
+    /// driver with an inexact division; the shaders' correction (`div_rn`) must still give the CPU's values.
+    #[doc(hidden)]
+    pub fn perturb_divisions(&self, ulps: i32) {
+        self.div_perturb.store(ulps, Ordering::SeqCst);
     }
 
     /// Hashes `images` (PDQ with quality, pHash, and the dihedral variants when asked). On any GPU failure
@@ -556,8 +565,12 @@ impl GpuHasher {
         sizes: &Sizes,
         dihedral: bool,
     ) {
-        let params =
-            Params { n_images: images.len() as u32, dihedral: u32::from(dihedral), zero: 0.0, _pad: 0 };
+        let params = Params {
+            n_images: images.len() as u32,
+            dihedral: u32::from(dihedral),
+            zero: 0.0,
+            div_perturb: self.div_perturb.load(Ordering::Relaxed),
+        };
         self.queue.write_buffer(&slot.params, 0, bytemuck::bytes_of(&params));
         self.queue.write_buffer(&slot.metas, 0, bytemuck::cast_slice(metas));
         if !coeffs.is_empty() {
