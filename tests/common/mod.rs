@@ -74,7 +74,7 @@ pub(crate) fn gpu() -> Option<&'static pharos::gpu::GpuHasher> {
             if std::env::var("PHAROS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
                 panic!("PHAROS_REQUIRE_GPU=1 but no GPU adapter: {e}");
             }
-            eprintln!("\n*** SKIPPED: GPU tests need a GPU adapter ({e}); install mesa-vulkan-drivers ***\n");
+            eprintln!("\n*** SKIPPED: this GPU test needs a GPU adapter: {e} ***\n");
             None
         }
     })
