@@ -214,12 +214,12 @@ fn gpu_batcher(
     dihedral: bool,
 ) {
     while let Ok(first) = decoded.recv() {
-        let mut bytes = first.1.view_bytes();
+        let mut bytes = decoded_bytes(&first.1);
         let mut batch = vec![first];
         while batch.len() < GPU_BATCH && bytes < GPU_BATCH_BYTES {
             match decoded.try_recv() {
                 Ok(next) => {
-                    bytes += next.1.view_bytes();
+                    bytes += decoded_bytes(&next.1);
                     batch.push(next);
                 }
                 Err(_) => break,
@@ -235,15 +235,9 @@ fn gpu_batcher(
 }
 
 /// Size of a decoded image's pixel buffer.
-trait ViewBytes {
-    fn view_bytes(&self) -> usize;
-}
-
-impl ViewBytes for Decoded {
-    fn view_bytes(&self) -> usize {
-        match self.view().pixels {
-            pharos::hash::Pixels::Rgb(p) | pharos::hash::Pixels::Gray(p) => p.len(),
-        }
+fn decoded_bytes(img: &Decoded) -> usize {
+    match img.view().pixels {
+        pharos::hash::Pixels::Rgb(p) | pharos::hash::Pixels::Gray(p) => p.len(),
     }
 }
 
