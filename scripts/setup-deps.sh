@@ -4,12 +4,17 @@
 #   cmake, nasm   libjpeg-turbo is built from source by the turbojpeg-sys crate (static, with SIMD), so
 #                 JPEG pixels are the ones Pillow/libjpeg-turbo produce everywhere.
 #   a C compiler  the same build (Debian's gcc; usually present wherever Rust is).
+#   mesa-vulkan-drivers  (Linux) lavapipe, Mesa's software Vulkan driver: the GPU backend's tests run the
+#                 real shaders on it when the machine has no GPU (CI). Brings libvulkan1 with it.
 set -euo pipefail
 
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v nasm >/dev/null 2>&1 || need+=(nasm)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+if [ "$(uname -s)" = Linux ] && ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+    need+=(mesa-vulkan-drivers)
+fi
 command -v cargo >/dev/null 2>&1 || {
     echo "setup-deps: cargo not found; install Rust first (https://rustup.rs)" >&2
     exit 1

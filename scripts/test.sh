@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 
 scripts/setup-deps.sh
 
+# Mesa's Vulkan driver complains on stderr for every adapter probe when this is unset (containers, CI).
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+    XDG_RUNTIME_DIR="$(mktemp -d)"
+    export XDG_RUNTIME_DIR
+fi
+
 if [ -z "${PHAROS_CORPUS:-}" ] && [ -f ../shared/testdata/expected.tsv ]; then
     PHAROS_CORPUS="$(cd ../shared/testdata && pwd)"
 fi

@@ -7,6 +7,7 @@
 //! - [`hash`]: pixels → hashes. [`hash::pdq`] is Meta's C++ reference bit for bit; [`hash::phash`] is
 //!   imagehash 4.3.2's `phash` bit for bit. These CPU functions are the oracle every other backend is
 //!   tested against.
+//! - [`gpu`]: the same hashes from wgpu compute shaders (`shaders/`), batched, with the CPU as fallback.
 //! - [`pipeline`]: file bytes → a [`pipeline::HashRecord`] (decode + every hash), the unit the CLI, the
 //!   benchmarks and later the daemon share.
 //! - [`matcher`]: exact Hamming range search over banks (multi-index hash + brute-force scan), in parallel.
@@ -17,6 +18,7 @@
 //! The binary (`src/main.rs`) is a thin clap front end over these modules.
 
 pub mod error;
+pub mod gpu;
 pub mod hash;
 pub mod image;
 pub mod matcher;

@@ -17,6 +17,10 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
         }
     };
+    // Logs (the backend in use, GPU fallbacks) go to stderr; PHAROS_LOG takes env_logger filters.
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("PHAROS_LOG", "pharos=info"))
+        .format_timestamp(None)
+        .init();
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

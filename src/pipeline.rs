@@ -16,12 +16,14 @@
 //! # Ok::<(), pharos::Error>(())
 //! ```
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::gpu::{AdapterPolicy, GpuHasher};
 use crate::hash::pdq::{Dihedral, PdqHash, PdqHasher};
 use crate::hash::phash::PhashHasher;
-use crate::hash::{Hash64, ImageView};
+use crate::hash::{Backend, Hash64, ImageView};
 use crate::image::{decode, DecodeOptions};
 use std::cell::RefCell;
+use std::sync::Arc;
 
 /// What to compute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,4 +87,61 @@ thread_local! {
 /// [`Hashers::hash_bytes`] with this thread's scratch space.
 pub fn hash_bytes(bytes: &[u8], opts: &HashOptions) -> Result<HashRecord> {
     HASHERS.with(|h| h.borrow_mut().hash_bytes(bytes, opts))
+}
+
+/// A resolved hashing backend, opened: what batches of decoded images are hashed with.
+#[derive(Clone)]
+pub enum Engine {
+    /// The CPU reference, on rayon's thread pool.
+    Cpu,
+    /// The GPU backend (which itself falls back to the CPU for a batch the GPU fails).
+    Gpu(Arc<GpuHasher>),
+}
+
+impl Engine {
+    /// Opens `backend` (see [`Backend::resolve`] for the choice `auto` makes) and logs the backend in use.
+    pub fn new(backend: Backend) -> Result<Engine> {
+        let engine = match backend {
+            Backend::Cpu => Engine::Cpu,
+            Backend::Auto => match GpuHasher::new(AdapterPolicy::HardwareOnly) {
+                Ok(gpu) => Engine::Gpu(Arc::new(gpu)),
+                Err(e) => {
+                    log::info!("backend auto: {e}; using the CPU");
+                    Engine::Cpu
+                }
+            },
+            Backend::Gpu => GpuHasher::new(AdapterPolicy::AllowSoftware)
+                .map(|gpu| Engine::Gpu(Arc::new(gpu)))
+                .map_err(|e| Error::BackendUnavailable(e.to_string()))?,
+        };
+        log::info!("hashing backend: {}", engine.describe());
+        Ok(engine)
+    }
+
+    /// The backend this engine runs (never `auto`).
+    pub fn backend(&self) -> Backend {
+        match self {
+            Engine::Cpu => Backend::Cpu,
+            Engine::Gpu(_) => Backend::Gpu,
+        }
+    }
+
+    /// "cpu", or "gpu: <adapter>", for logs and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Engine::Cpu => "cpu".into(),
+            Engine::Gpu(g) => format!("gpu: {}", g.adapter()),
+        }
+    }
+
+    /// Hashes a batch of decoded images (results in input order). Blocks; call it from a worker thread.
+    pub fn hash_batch(&self, images: &[ImageView<'_>], dihedral: bool) -> Vec<HashRecord> {
+        match self {
+            Engine::Cpu => {
+                use rayon::prelude::*;
+                images.par_iter().map_init(Hashers::new, |h, img| h.hash_pixels(*img, dihedral)).collect()
+            }
+            Engine::Gpu(g) => g.hash_batch(images, dihedral),
+        }
+    }
 }

@@ -8,8 +8,9 @@ use anyhow::Context as _;
 use clap::Args;
 use pharos::hash::pdq::Dihedral;
 use pharos::hash::Backend;
+use pharos::image::Decoded;
 use pharos::image::{DecodeOptions, Limits};
-use pharos::pipeline::{HashOptions, HashRecord, Hashers};
+use pharos::pipeline::{Engine, HashOptions, HashRecord, Hashers};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -24,7 +25,7 @@ const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "jpe", "jfif", "png", "webp",
 
 #[derive(Args, Debug)]
 pub(crate) struct HashArgs {
-    /// Hashing backend: auto (a real GPU if present, else CPU), cpu, or gpu.
+    /// Hashing backend: auto (a real GPU if present, else CPU), cpu, or gpu (any adapter, software included).
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: Backend,
     /// Also output the seven PDQ dihedral variants (rotations and mirrors).
@@ -87,8 +88,7 @@ struct ErrorLine<'a> {
 }
 
 pub(crate) fn run(args: HashArgs) -> anyhow::Result<ExitCode> {
-    let backend = args.backend.resolve()?;
-    log::debug!("hashing on the {} backend", backend.name());
+    let engine = Engine::new(args.backend)?;
     let opts = HashOptions {
         decode: DecodeOptions {
             limits: Limits {
@@ -123,17 +123,36 @@ pub(crate) fn run(args: HashArgs) -> anyhow::Result<ExitCode> {
     let (task_tx, task_rx) = mpsc::sync_channel::<usize>(jobs * 4);
     let task_rx = std::sync::Mutex::new(task_rx);
     let (result_tx, result_rx) = mpsc::channel::<(usize, Result<HashRecord, String>)>();
+    // GPU: the workers only decode; one batcher thread hashes what they decoded, many images per submission.
+    let (decoded_tx, decoded_rx) = mpsc::sync_channel::<(usize, Decoded)>(GPU_BATCH * 2);
+    let decoded_tx = matches!(engine, Engine::Gpu(_)).then_some(decoded_tx);
     std::thread::scope(|scope| -> anyhow::Result<()> {
+        if let Engine::Gpu(gpu) = &engine {
+            let (result_tx, dihedral) = (result_tx.clone(), opts.dihedral);
+            scope.spawn(move || gpu_batcher(gpu, decoded_rx, result_tx, dihedral));
+        } else {
+            drop(decoded_rx);
+        }
         for _ in 0..jobs {
             let (task_rx, result_tx, inputs, opts) = (&task_rx, result_tx.clone(), &inputs, &opts);
+            let decoded_tx = decoded_tx.clone();
             scope.spawn(move || {
                 let mut hashers = Hashers::new();
                 loop {
                     let next = task_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok(i)) = next else { break };
-                    let result = match &inputs[i] {
-                        Input::File(path) => hash_file(&mut hashers, path, opts),
-                        Input::Unreadable(_, msg) => Err(msg.clone()),
+                    let result = match (&inputs[i], &decoded_tx) {
+                        (Input::File(path), None) => hash_file(&mut hashers, path, opts),
+                        (Input::File(path), Some(tx)) => match decode_file(path, opts) {
+                            Ok(img) => {
+                                if tx.send((i, img)).is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
+                            Err(e) => Err(e),
+                        },
+                        (Input::Unreadable(_, msg), _) => Err(msg.clone()),
                     };
                     if result_tx.send((i, result)).is_err() {
                         break;
@@ -142,6 +161,7 @@ pub(crate) fn run(args: HashArgs) -> anyhow::Result<ExitCode> {
             });
         }
         drop(result_tx);
+        drop(decoded_tx);
         let n = inputs.len();
         scope.spawn(move || {
             for i in 0..n {
@@ -178,6 +198,52 @@ pub(crate) fn run(args: HashArgs) -> anyhow::Result<ExitCode> {
     out.flush().context("writing results")?;
     progress.finish_and_clear();
     Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+/// Images per GPU submission in `pharos hash` (fewer when the decoders have nothing more ready).
+const GPU_BATCH: usize = 32;
+/// Decoded pixels (bytes) the GPU batcher gathers at most before submitting.
+const GPU_BATCH_BYTES: usize = 256 << 20;
+
+/// Collects decoded images into batches (up to [`GPU_BATCH`], or whatever is ready), hashes each batch on
+/// the GPU and passes the results on, tagged with their input index.
+fn gpu_batcher(
+    gpu: &pharos::gpu::GpuHasher,
+    decoded: mpsc::Receiver<(usize, Decoded)>,
+    results: mpsc::Sender<(usize, Result<HashRecord, String>)>,
+    dihedral: bool,
+) {
+    while let Ok(first) = decoded.recv() {
+        let mut bytes = decoded_bytes(&first.1);
+        let mut batch = vec![first];
+        while batch.len() < GPU_BATCH && bytes < GPU_BATCH_BYTES {
+            match decoded.try_recv() {
+                Ok(next) => {
+                    bytes += decoded_bytes(&next.1);
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let views: Vec<_> = batch.iter().map(|(_, img)| img.view()).collect();
+        for ((i, _), rec) in batch.iter().zip(gpu.hash_batch(&views, dihedral)) {
+            if results.send((*i, Ok(rec))).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Size of a decoded image's pixel buffer.
+fn decoded_bytes(img: &Decoded) -> usize {
+    match img.view().pixels {
+        pharos::hash::Pixels::Rgb(p) | pharos::hash::Pixels::Gray(p) => p.len(),
+    }
+}
+
+fn decode_file(path: &Path, opts: &HashOptions) -> Result<Decoded, String> {
+    let bytes = read_limited(path, opts.decode.limits.max_bytes)?;
+    pharos::image::decode(&bytes, &opts.decode).map_err(|e| e.to_string())
 }
 
 fn hash_file(hashers: &mut Hashers, path: &Path, opts: &HashOptions) -> Result<HashRecord, String> {

@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and dispatch to the subcommands.
 
 mod bank;
+mod bench;
 mod hash;
 mod matching;
 
@@ -23,6 +24,8 @@ enum Command {
     Bank(bank::BankArgs),
     /// Match hashes (hex or `pharos hash` JSON lines) against banks: one JSON object per query.
     Match(matching::MatchArgs),
+    /// Capacity benchmarks: `pharos bench hash --backend cpu|gpu --batch N --size WxH [--json FILE]`.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command; `Err` is a fatal error (exit status 1).
@@ -31,5 +34,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hash(args) => hash::run(args),
         Command::Bank(args) => bank::run(args),
         Command::Match(args) => matching::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

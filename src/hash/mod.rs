@@ -203,14 +203,25 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The backend that will actually run. Today that is always the CPU: `auto` resolves to it, and an
-    /// explicit `gpu` is refused with a clear error rather than silently running on the CPU.
+    /// The backend that will actually run, probing the adapters without opening a device: `auto` gives `gpu`
+    /// when a real GPU adapter (discrete or integrated) exists and `cpu` otherwise — never a software
+    /// adapter; `gpu` accepts any adapter, software included (how CI runs the shaders on lavapipe), and is
+    /// an error when there is none. [`crate::pipeline::Engine::new`] makes the same choice and opens it.
     pub fn resolve(self) -> Result<Backend> {
+        use crate::gpu::{probe, AdapterPolicy};
         match self {
-            Backend::Auto | Backend::Cpu => Ok(Backend::Cpu),
-            Backend::Gpu => Err(Error::BackendUnavailable(
-                "this build has no GPU backend yet; use --backend cpu or auto".into(),
-            )),
+            Backend::Cpu => Ok(Backend::Cpu),
+            Backend::Auto => Ok(match probe(AdapterPolicy::HardwareOnly) {
+                Some(_) => Backend::Gpu,
+                None => Backend::Cpu,
+            }),
+            Backend::Gpu => match probe(AdapterPolicy::AllowSoftware) {
+                Some(_) => Ok(Backend::Gpu),
+                None => Err(Error::BackendUnavailable(
+                    "no GPU adapter (install a Vulkan driver, e.g. mesa-vulkan-drivers); use --backend cpu or auto"
+                        .into(),
+                )),
+            },
         }
     }
 

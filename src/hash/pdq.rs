@@ -393,7 +393,7 @@ const LUMA_G: f32 = 0.587;
 const LUMA_B: f32 = 0.114;
 
 /// Per-channel products `c·v` for v in 0..=255, each rounded to float32 exactly as `0.299f * (float)v` is.
-fn luma_tables() -> &'static [[f32; 256]; 3] {
+pub(crate) fn luma_tables() -> &'static [[f32; 256]; 3] {
     static T: OnceLock<[[f32; 256]; 3]> = OnceLock::new();
     T.get_or_init(|| {
         let coef = [LUMA_R, LUMA_G, LUMA_B];

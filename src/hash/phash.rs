@@ -84,8 +84,9 @@ impl PhashHasher {
         hash_thumbnail(&thumb)
     }
 
-    /// `image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)`, byte for byte.
-    fn thumbnail(&mut self, img: ImageView<'_>) -> [u8; SIZE * SIZE] {
+    /// `image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)`, byte for byte (row-major 32 × 32):
+    /// the input of [`hash_thumbnail`], and what the GPU's `phash_resize.wgsl` is checked against.
+    pub fn thumbnail(&mut self, img: ImageView<'_>) -> [u8; SIZE * SIZE] {
         let h = self.table(img.width as usize);
         let v = self.table(img.height as usize);
         resize(img, &self.tables[h], &self.tables[v], &mut self.scratch)
@@ -114,6 +115,39 @@ impl PhashHasher {
         table.last_used = self.clock;
         index
     }
+}
+
+/// Pillow's LANCZOS coefficients for resampling `in_size` samples to 32, laid out for the GPU: per output
+/// `(first input, count)`, and the fixed-point coefficients of output `xx` at `fixed[xx * stride..]`.
+pub(crate) struct LanczosTable {
+    /// `(first input sample, number of samples)` of each of the 32 outputs.
+    pub(crate) bounds: [(usize, usize); SIZE],
+    /// Distance between consecutive outputs' runs in `fixed`.
+    pub(crate) stride: usize,
+    /// Pillow's fixed-point coefficients (zero-padded runs).
+    pub(crate) fixed: Vec<i32>,
+}
+
+impl LanczosTable {
+    /// The table for an input of `in_size` (≥ 1) samples, built exactly as the CPU resampler builds it.
+    pub(crate) fn new(in_size: usize) -> Self {
+        let mut axis = Axis::default();
+        axis.prepare(in_size);
+        LanczosTable { bounds: axis.bounds, stride: axis.stride, fixed: axis.fixed }
+    }
+
+    /// The input rows the 32 outputs read (Pillow's `ybox_first..ybox_last`).
+    pub(crate) fn span(&self) -> std::ops::Range<usize> {
+        let (last_min, last_count) = self.bounds[SIZE - 1];
+        self.bounds[0].0..last_min + last_count
+    }
+}
+
+/// Whether Pillow 13 resizes an image of this shape vertically first (see [`resize_inline`]).
+pub(crate) fn vertical_first_order(width: u32, height: u32) -> bool {
+    let shrink_w = i64::from(width) - SIZE as i64;
+    let shrink_h = i64::from(height) - SIZE as i64;
+    shrink_h > 0 && shrink_h > 2 * shrink_w
 }
 
 /// The pHash of `img` (allocates scratch space; use a [`PhashHasher`] in loops).
@@ -276,9 +310,7 @@ fn resize_avx2(img: ImageView<'_>, horiz: &Axis, vert: &Axis, scratch: &mut Scra
 /// does. A pass whose dimension is already 32 is skipped (it would be the identity anyway).
 #[inline(always)]
 fn resize_inline(img: ImageView<'_>, horiz: &Axis, vert: &Axis, scratch: &mut Scratch) -> [u8; SIZE * SIZE] {
-    let shrink_w = i64::from(img.width) - SIZE as i64;
-    let shrink_h = i64::from(img.height) - SIZE as i64;
-    if shrink_h > 0 && shrink_h > 2 * shrink_w {
+    if vertical_first_order(img.width, img.height) {
         vertical_first(img, horiz, vert, scratch)
     } else {
         horizontal_first(img, horiz, vert, scratch)
@@ -502,12 +534,13 @@ fn dct_low8(x: &[f64; SIZE]) -> [f64; HASH_SIZE] {
     y
 }
 
-/// The DCT and median steps of imagehash on the 32×32 thumbnail.
+/// The DCT and median steps of imagehash on the 32×32 thumbnail (from [`PhashHasher::thumbnail`] or the
+/// GPU backend's `phash_resize.wgsl`).
 ///
 /// `dct(dct(pixels, axis=0), axis=1)[:8, :8]` only needs the first 8 frequencies of each pass: 32 column
 /// transforms, then 8 row transforms. Bits: `coefficient > numpy.median(block)` (strict), row-major, first
 /// bit most significant.
-fn hash_thumbnail(thumb: &[u8; SIZE * SIZE]) -> Hash64 {
+pub fn hash_thumbnail(thumb: &[u8; SIZE * SIZE]) -> Hash64 {
     // dct(axis=0): every column, frequencies k < 8 (down the rows).
     let mut low = [[0.0f64; SIZE]; HASH_SIZE];
     for m in 0..SIZE {

@@ -70,3 +70,25 @@ pub(crate) fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// The GPU hasher the GPU tests share, on any adapter (lavapipe included), or `None` when this machine has
+/// none: then the test says loudly that it was skipped, unless `PHAROS_REQUIRE_GPU=1` (set by `.ci/run`),
+/// which turns a missing adapter into a failure.
+pub(crate) fn gpu() -> Option<&'static pharos::gpu::GpuHasher> {
+    use std::sync::OnceLock;
+    static GPU: OnceLock<Option<pharos::gpu::GpuHasher>> = OnceLock::new();
+    GPU.get_or_init(|| match pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware) {
+        Ok(g) => {
+            eprintln!("GPU tests run on {}", g.adapter());
+            Some(g)
+        }
+        Err(e) => {
+            if std::env::var("PHAROS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("PHAROS_REQUIRE_GPU=1 but no GPU adapter: {e}");
+            }
+            eprintln!("\n*** SKIPPED: this GPU test needs a GPU adapter: {e} ***\n");
+            None
+        }
+    })
+    .as_ref()
+}

@@ -1,0 +1,61 @@
+// Mirrors `pdq::box_rows` (the reference's `boxAlongRowsFloat`): the 1-D box filter along every row of
+// plane_a into plane_b.
+//
+// One invocation walks one row sequentially with a running float32 sum — add the entering sample, then
+// subtract the leaving one, then divide by the window count — which is the reference's exact sequence of
+// roundings (a parallel prefix sum would round differently). There is no multiply to fuse. The one
+// operation WGSL does not pin down is the division (2.5 ULP allowed): `div_rn` (common.wgsl) corrects the
+// driver's quotient to the exactly rounded one, since a last-bit difference in a filtered value can move a
+// DCT coefficient across the median.
+
+@group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
+@group(0) @binding(4) var<storage, read_write> plane_a: array<f32>;
+@group(0) @binding(5) var<storage, read_write> plane_b: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let m = metas[wg.y];
+    if ((m.flags & (FLAG_PDQ_SKIP | FLAG_NO_FILTER)) != 0u) {
+        return;
+    }
+    let n = m.width;
+    let win = m.win_rows;
+    let half = (win + 2u) / 2u;
+    for (var row = wg.x * 64u + lid; row < m.height; row += nwg.x * 64u) {
+        let base = m.plane + row * n;
+        var sum = 0.0;
+        var count = 0u;
+        var li = 0u;
+        var ri = 0u;
+        var oi = 0u;
+        for (var k = 0u; k + 1u < half; k++) {
+            sum += plane_a[base + ri];
+            count += 1u;
+            ri += 1u;
+        }
+        for (var k = 0u; k < win + 1u - half; k++) {
+            sum += plane_a[base + ri];
+            count += 1u;
+            plane_b[base + oi] = div_rn(sum, f32(count));
+            ri += 1u;
+            oi += 1u;
+        }
+        let c = f32(count);
+        for (var k = win; k < n; k++) {
+            sum += plane_a[base + ri];
+            sum -= plane_a[base + li];
+            plane_b[base + oi] = div_rn(sum, c);
+            li += 1u;
+            ri += 1u;
+            oi += 1u;
+        }
+        for (var k = 0u; k + 1u < half; k++) {
+            sum -= plane_a[base + li];
+            count -= 1u;
+            plane_b[base + oi] = div_rn(sum, f32(count));
+            li += 1u;
+            oi += 1u;
+        }
+    }
+}

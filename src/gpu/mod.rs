@@ -1,0 +1,760 @@
+//! The GPU backend: PDQ and pHash as wgpu compute shaders (`shaders/*.wgsl`), many images per submission,
+//! with the CPU reference as the fallback whenever the GPU fails.
+//!
+//! # Layout
+//! - `context`: adapter choice ([`AdapterPolicy`]: `auto` never takes a software adapter) and device.
+//! - `pipelines`: the shaders, bind-group layouts and pipelines, built once per device.
+//! - `layout`: the `#[repr(C)]` structs the shaders read (mirrors of `shaders/common.wgsl`).
+//! - `buffers`: one submission's buffers, grown on demand and reused; two of them, so a batch uploads and
+//!   computes while the previous one is read back.
+//!
+//! # A batch
+//! Images of any sizes are packed into one submission (split only when their pixels exceed the buffer
+//! budget): pixels are uploaded as bytes packed four to a `u32` (grey stays one byte per pixel), and each
+//! stage is one dispatch over all images (`workgroup_id.y` = image). The stages mirror the CPU functions of
+//! the same names, and the CPU code is the oracle they are tested against. What stays on the CPU: the
+//! pHash DCT and median (float64 in imagehash, and WGSL has no portable f64; microseconds from the
+//! 32 × 32 thumbnail the GPU produces) and the LANCZOS coefficient tables (built once per input length).
+//!
+//! # Blocking
+//! [`GpuHasher::hash_batch`] blocks its thread until the results are read back (`device.poll` waits for the
+//! submission). Call it from a worker thread — `tokio::task::spawn_blocking` in async code, never on a
+//! runtime thread.
+//!
+//! # Failures
+//! A device loss, an out-of-memory or validation error reported by wgpu, or a failed buffer mapping makes
+//! [`GpuHasher::try_hash_batch`] return a [`GpuError`]; [`GpuHasher::hash_batch`] then recomputes the batch
+//! on the CPU, logs it and counts it ([`GpuHasher::fallbacks`]), so callers always get the reference's
+//! hashes. After a device loss every batch goes to the CPU.
+
+mod buffers;
+mod context;
+pub(crate) mod layout;
+pub(crate) mod pipelines;
+
+pub use context::{probe, AdapterPolicy, AdapterSummary};
+
+use crate::hash::pdq::{self, Dihedral, PdqHash};
+use crate::hash::phash::{self, LanczosTable};
+use crate::hash::{Hash256, Hash64, ImageView, Pixels};
+use crate::pipeline::{HashRecord, Hashers};
+use buffers::{Sizes, Slot};
+use layout::*;
+use pipelines::Pipelines;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+/// Why the GPU could not produce a batch's hashes.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuError {
+    /// No adapter the policy allows.
+    #[error("no suitable GPU adapter ({0})")]
+    NoAdapter(&'static str),
+    /// The device could not be created.
+    #[error("cannot create the GPU device: {0}")]
+    Device(String),
+    /// The device was lost (driver reset, GPU removed, …); the backend now runs on the CPU.
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+    /// wgpu reported an error for a submission (out of memory, validation).
+    #[error("GPU error: {0}")]
+    Submission(String),
+    /// Reading the results back failed.
+    #[error("GPU readback failed: {0}")]
+    Map(String),
+    /// A failure injected by a test ([`GpuHasher::inject_failures`]).
+    #[error("injected GPU failure (test hook)")]
+    Injected,
+}
+
+/// Most images in one submission.
+const MAX_IMAGES_PER_SUBMISSION: usize = 1024;
+/// Default budget of filter-plane floats per submission (each of the two planes): 32 M floats, 128 MB.
+const DEFAULT_PLANE_BUDGET: usize = 32 << 20;
+/// Grid-stride dispatches use at most this many workgroups along x.
+const MAX_GROUPS_X: usize = 2048;
+
+/// The GPU hasher: device, pipelines and pooled buffers, created once. Share it (it is `Sync`); batches from
+/// several threads take turns.
+pub struct GpuHasher {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    pipelines: Pipelines,
+    consts: wgpu::Buffer,
+    adapter: AdapterSummary,
+    /// Largest plane (in f32) one submission may use: the budget, capped by the device's limits.
+    plane_budget: usize,
+    /// Largest pixel upload (in u32 words) one submission may use.
+    pixel_budget: usize,
+    /// The device's largest storage binding, in 4-byte elements.
+    max_elems: usize,
+    slots: Mutex<Vec<Slot>>,
+    /// LANCZOS tables by input length (cleared when it grows large).
+    tables: Mutex<HashMap<usize, Arc<LanczosTable>>>,
+    /// The first error wgpu reported outside an error scope since the last batch.
+    uncaptured: Arc<Mutex<Option<String>>>,
+    lost: Arc<AtomicBool>,
+    inject: AtomicU32,
+    div_perturb: AtomicI32,
+    fallbacks: AtomicU64,
+}
+
+/// Per-image results before assembly.
+type Raw = (PdqHash, Option<Dihedral>, Hash64);
+
+/// A submitted chunk waiting to be read back.
+struct Pending {
+    index: wgpu::SubmissionIndex,
+    rx: mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
+    flags: Vec<u32>,
+    dihedral: bool,
+}
+
+/// Dispatch extents of one submission.
+#[derive(Clone, Copy, Default)]
+struct Dims {
+    n: u32,
+    max_pixels: usize,
+    max_w: usize,
+    max_h: usize,
+    max_first: usize,
+    dihedral: bool,
+}
+
+/// The stages, in submission order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    PhashFirst,
+    PhashSecond,
+    Luma,
+    BoxRows,
+    BoxCols,
+    Decimate,
+    Quality,
+    Dct,
+    Dihedral,
+    Threshold,
+}
+
+/// Intermediate results of every stage for one image, for the stage-by-stage tests against the CPU.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct StageDump {
+    /// After `luma` (h × w).
+    pub luma: Vec<f32>,
+    /// After each `box_rows` and `box_cols` pass: rows 1, cols 1, rows 2, cols 2 (h × w each).
+    pub passes: Vec<Vec<f32>>,
+    /// After `decimate` (64 × 64).
+    pub buf64: Vec<f32>,
+    /// After `quality`.
+    pub quality: u32,
+    /// After `dct` and `dihedral`: 8 slots of 16 × 16.
+    pub dct: Vec<f32>,
+    /// After `threshold`: the original and the 7 variants.
+    pub hashes: [Hash256; 8],
+    /// After `phash_resize`.
+    pub thumb: Vec<u8>,
+}
+
+impl GpuHasher {
+    /// Opens a device on the best adapter `policy` allows and builds every pipeline.
+    pub fn new(policy: AdapterPolicy) -> Result<GpuHasher, GpuError> {
+        let instance = context::instance();
+        let adapter = context::pick_adapter(&instance, policy)
+            .ok_or(match policy {
+                AdapterPolicy::HardwareOnly => "no hardware adapter",
+                AdapterPolicy::AllowSoftware => {
+                    "no adapter at all (install a Vulkan driver, e.g. mesa-vulkan-drivers)"
+                }
+            })
+            .map_err(GpuError::NoAdapter)?;
+        let summary = context::summary(&adapter);
+        let (device, queue) = context::device(&adapter)?;
+        let uncaptured = Arc::new(Mutex::new(None::<String>));
+        let lost = Arc::new(AtomicBool::new(false));
+        {
+            let uncaptured = uncaptured.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                log::error!("GPU error: {e}");
+                let mut slot = uncaptured.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert_with(|| e.to_string());
+            }));
+            let lost = lost.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                log::error!("GPU device lost ({reason:?}): {msg}");
+                lost.store(true, Ordering::SeqCst);
+            });
+        }
+        let pipelines = Pipelines::new(&device);
+        let consts = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("consts"),
+            size: (CONSTS_LEN * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        queue.write_buffer(&consts, 0, bytemuck::cast_slice(&constants()));
+        let limits = device.limits();
+        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) as usize;
+        let max_elems = max_binding / 4;
+        let plane_budget = DEFAULT_PLANE_BUDGET.min(max_elems);
+        let pixel_budget = (3 * DEFAULT_PLANE_BUDGET / 4).min(max_elems);
+        let hasher = GpuHasher {
+            device,
+            queue,
+            pipelines,
+            consts,
+            adapter: summary,
+            plane_budget,
+            pixel_budget,
+            max_elems,
+            slots: Mutex::new(Vec::new()),
+            tables: Mutex::new(HashMap::new()),
+            uncaptured,
+            lost,
+            inject: AtomicU32::new(0),
+            div_perturb: AtomicI32::new(0),
+            fallbacks: AtomicU64::new(0),
+        };
+        // Surface compilation or validation errors now rather than on the first batch.
+        hasher
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        hasher.check_errors()?;
+        log::info!("GPU backend on {}", hasher.adapter);
+        Ok(hasher)
+    }
+
+    /// The adapter in use.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.adapter
+    }
+
+    /// How many batches were recomputed on the CPU because the GPU failed.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Test hook: the next `n` batches fail as a readback failure would, after their submission.
+    #[doc(hidden)]
+    pub fn inject_failures(&self, n: u32) {
+        self.inject.store(n, Ordering::SeqCst);
+    }
+
+    /// Test hook: every division in the shaders starts `ulps` ULPs away from the driver's quotient, as on a
+    /// driver with an inexact division; the shaders' correction (`div_rn`) must still give the CPU's values.
+    #[doc(hidden)]
+    pub fn perturb_divisions(&self, ulps: i32) {
+        self.div_perturb.store(ulps, Ordering::SeqCst);
+    }
+
+    /// Hashes `images` (PDQ with quality, pHash, and the dihedral variants when asked). On any GPU failure
+    /// the batch is recomputed on the CPU, so the result is always there. Blocks until done.
+    pub fn hash_batch(&self, images: &[ImageView<'_>], dihedral: bool) -> Vec<HashRecord> {
+        match self.try_hash_batch(images, dihedral) {
+            Ok(records) => records,
+            Err(e) => {
+                let n = self.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+                log::warn!(
+                    "GPU batch of {} images failed ({e}); recomputed on the CPU ({n} so far)",
+                    images.len()
+                );
+                cpu_batch(images, dihedral)
+            }
+        }
+    }
+
+    /// Hashes `images` on the GPU, or says why it could not.
+    pub fn try_hash_batch(
+        &self,
+        images: &[ImageView<'_>],
+        dihedral: bool,
+    ) -> Result<Vec<HashRecord>, GpuError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(GpuError::DeviceLost("earlier in this process".into()));
+        }
+        let mut raw: Vec<Option<Raw>> = vec![None; images.len()];
+        // Images too large for one submission's buffers go to the CPU one by one.
+        let mut gpu_indices = Vec::with_capacity(images.len());
+        for (i, img) in images.iter().enumerate() {
+            if plane_len(img) > self.plane_budget || pixel_words(img) > self.pixel_budget {
+                log::debug!(
+                    "{}×{} image exceeds the GPU buffer budget; hashed on the CPU",
+                    img.width,
+                    img.height
+                );
+                let rec = cpu_batch(std::slice::from_ref(img), dihedral).remove(0);
+                raw[i] = Some((rec.pdq, rec.dihedral, rec.phash));
+            } else {
+                gpu_indices.push(i);
+            }
+        }
+        let chunks = self.chunks(images, &gpu_indices);
+        let result = self.run_chunks(images, &chunks, dihedral, &mut raw);
+        if result.is_err() {
+            // The buffers may be mid-mapping or belong to a lost device: start afresh next time.
+            self.slots.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        result?;
+        Ok(images
+            .iter()
+            .zip(raw)
+            .map(|(img, r)| {
+                let (pdq, dihedral, phash) = r.expect("every image computed");
+                HashRecord { width: img.width, height: img.height, pdq, phash, dihedral }
+            })
+            .collect())
+    }
+
+    /// Splits the images into submissions that fit the budgets.
+    fn chunks(&self, images: &[ImageView<'_>], indices: &[usize]) -> Vec<Vec<usize>> {
+        let mut chunks = Vec::new();
+        let mut cur = Vec::new();
+        let (mut plane, mut words) = (0usize, 0usize);
+        for &i in indices {
+            let (p, w) = (plane_len(&images[i]), pixel_words(&images[i]));
+            if !cur.is_empty()
+                && (plane + p > self.plane_budget
+                    || words + w > self.pixel_budget
+                    || cur.len() == MAX_IMAGES_PER_SUBMISSION)
+            {
+                chunks.push(std::mem::take(&mut cur));
+                plane = 0;
+                words = 0;
+            }
+            cur.push(i);
+            plane += p;
+            words += w;
+        }
+        if !cur.is_empty() {
+            chunks.push(cur);
+        }
+        chunks
+    }
+
+    /// Submits the chunks two slots deep: chunk k+1 is uploaded and computing while chunk k is read back.
+    fn run_chunks(
+        &self,
+        images: &[ImageView<'_>],
+        chunks: &[Vec<usize>],
+        dihedral: bool,
+        raw: &mut [Option<Raw>],
+    ) -> Result<(), GpuError> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending: Option<(usize, Pending)> = None;
+        for (k, chunk) in chunks.iter().enumerate() {
+            let batch: Vec<ImageView<'_>> = chunk.iter().map(|&i| images[i]).collect();
+            let submitted = self.submit(&mut slots, k % 2, &batch, dihedral)?;
+            if let Some((pk, p)) = pending.take() {
+                let out = self.finish(&slots[pk % 2], p)?;
+                for (&i, r) in chunks[pk].iter().zip(out) {
+                    raw[i] = Some(r);
+                }
+            }
+            pending = Some((k, submitted));
+        }
+        if let Some((pk, p)) = pending {
+            let out = self.finish(&slots[pk % 2], p)?;
+            for (&i, r) in chunks[pk].iter().zip(out) {
+                raw[i] = Some(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// The LANCZOS table for `in_size`, cached.
+    fn table(&self, in_size: usize) -> Arc<LanczosTable> {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if tables.len() > 256 {
+            tables.clear();
+        }
+        tables.entry(in_size).or_insert_with(|| Arc::new(LanczosTable::new(in_size))).clone()
+    }
+
+    /// Packs and uploads one chunk into slot `s`, records every stage and submits.
+    fn submit(
+        &self,
+        slots: &mut Vec<Slot>,
+        s: usize,
+        images: &[ImageView<'_>],
+        dihedral: bool,
+    ) -> Result<Pending, GpuError> {
+        let (metas, coeffs, sizes, dims) = self.plan(images, dihedral);
+        let slot = self.slot(slots, s, &sizes);
+        self.upload(slot, images, &metas, &coeffs, &sizes, dihedral);
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        for stage in stages(dihedral) {
+            self.record(&mut encoder, slot, stage, &dims);
+        }
+        let bytes = Sizes::readback_bytes(images.len()) as u64;
+        let hash_bytes = Sizes::hash_bytes(images.len()) as u64;
+        encoder.copy_buffer_to_buffer(&slot.hashes, 0, &slot.staging, 0, hash_bytes);
+        encoder.copy_buffer_to_buffer(&slot.thumbs, 0, &slot.staging, hash_bytes, bytes - hash_bytes);
+        let index = self.queue.submit([encoder.finish()]);
+        let (tx, rx) = mpsc::channel();
+        slot.staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.check_errors()?;
+        Ok(Pending { index, rx, flags: metas.iter().map(|m| m.flags).collect(), dihedral })
+    }
+
+    /// Slot `s`, (re)allocated to hold `sizes`.
+    fn slot<'a>(&self, slots: &'a mut Vec<Slot>, s: usize, sizes: &Sizes) -> &'a Slot {
+        while slots.len() <= s {
+            slots.push(Slot::new(&self.device, &self.pipelines, &self.consts, *sizes, self.max_elems));
+        }
+        if !slots[s].fits(sizes) {
+            let c = slots[s].capacity();
+            let need = Sizes {
+                images: c.images.max(sizes.images),
+                pixel_words: c.pixel_words.max(sizes.pixel_words),
+                coeffs: c.coeffs.max(sizes.coeffs),
+                plane: c.plane.max(sizes.plane),
+                temp: c.temp.max(sizes.temp),
+            };
+            slots[s] = Slot::new(&self.device, &self.pipelines, &self.consts, need, self.max_elems);
+        }
+        &slots[s]
+    }
+
+    /// Waits for a chunk and decodes its results.
+    fn finish(&self, slot: &Slot, p: Pending) -> Result<Vec<Raw>, GpuError> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(p.index), timeout: None })
+            .map_err(|e| GpuError::Submission(e.to_string()))?;
+        let mapped = p.rx.recv().map_err(|_| GpuError::Map("mapping callback dropped".into()))?;
+        mapped.map_err(|e| GpuError::Map(e.to_string()))?;
+        self.check_errors()?;
+        if self.inject.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            slot.staging.unmap();
+            return Err(GpuError::Injected);
+        }
+        let n = p.flags.len();
+        let bytes = Sizes::readback_bytes(n) as u64;
+        let words: Vec<u32> = {
+            let view =
+                slot.staging.slice(..bytes).get_mapped_range().map_err(|e| GpuError::Map(e.to_string()))?;
+            bytemuck::cast_slice(&view).to_vec()
+        };
+        slot.staging.unmap();
+        let (hashes, thumbs) = words.split_at(n * OUT_STRIDE);
+        Ok((0..n)
+            .map(|i| {
+                let out = &hashes[i * OUT_STRIDE..(i + 1) * OUT_STRIDE];
+                let pdq_skip = p.flags[i] & FLAG_PDQ_SKIP != 0;
+                let (pdq, dih) = if pdq_skip {
+                    (PdqHash::default(), p.dihedral.then(Dihedral::default))
+                } else {
+                    let h = |v: usize| hash256(&out[v * 8..v * 8 + 8]);
+                    let pdq = PdqHash { hash: h(0), quality: out[OUT_QUALITY] };
+                    let dih = p.dihedral.then(|| Dihedral {
+                        rot90: h(1),
+                        rot180: h(2),
+                        rot270: h(3),
+                        flipx: h(4),
+                        flipy: h(5),
+                        flipplus1: h(6),
+                        flipminus1: h(7),
+                    });
+                    (pdq, dih)
+                };
+                let phash = if p.flags[i] & FLAG_PHASH_SKIP != 0 {
+                    Hash64(0)
+                } else {
+                    let t: [u8; THUMB] = std::array::from_fn(|k| thumbs[i * THUMB + k] as u8);
+                    phash::hash_thumbnail(&t)
+                };
+                (pdq, dih, phash)
+            })
+            .collect())
+    }
+
+    /// Fails if wgpu reported an error or lost the device.
+    fn check_errors(&self) -> Result<(), GpuError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(GpuError::DeviceLost("reported by the driver".into()));
+        }
+        match self.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(msg) => Err(GpuError::Submission(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// Metadata, coefficient tables, buffer sizes and dispatch extents of a chunk.
+    fn plan(&self, images: &[ImageView<'_>], dihedral: bool) -> (Vec<ImageMeta>, Vec<i32>, Sizes, Dims) {
+        let mut metas = Vec::with_capacity(images.len());
+        let mut coeffs: Vec<i32> = Vec::new();
+        let mut axis_at: HashMap<usize, (u32, u32)> = HashMap::new();
+        let mut sizes = Sizes { images: images.len(), ..Default::default() };
+        let mut dims = Dims { n: images.len() as u32, dihedral, ..Default::default() };
+        for img in images {
+            let (w, h) = (img.width as usize, img.height as usize);
+            let mut flags = 0;
+            if img.width < pdq::MIN_HASHABLE_DIM || img.height < pdq::MIN_HASHABLE_DIM {
+                flags |= FLAG_PDQ_SKIP;
+            }
+            if w == 64 && h == 64 {
+                flags |= FLAG_NO_FILTER;
+            }
+            let mut meta = ImageMeta {
+                width: img.width,
+                height: img.height,
+                channels: match img.pixels {
+                    Pixels::Rgb(_) => 3,
+                    Pixels::Gray(_) => 1,
+                },
+                pixel_word: sizes.pixel_words as u32,
+                plane: sizes.plane as u32,
+                win_rows: pdq::window_size(w) as u32,
+                win_cols: pdq::window_size(h) as u32,
+                temp: sizes.temp as u32,
+                ..Default::default()
+            };
+            sizes.pixel_words += pixel_words(img);
+            if flags & FLAG_PDQ_SKIP == 0 {
+                sizes.plane += w * h;
+                dims.max_pixels = dims.max_pixels.max(w * h);
+                dims.max_w = dims.max_w.max(w);
+                dims.max_h = dims.max_h.max(h);
+            }
+            if w == 0 || h == 0 {
+                flags |= FLAG_PHASH_SKIP;
+            } else {
+                let mut axis = |n: usize| -> (u32, u32) {
+                    *axis_at.entry(n).or_insert_with(|| {
+                        let t = self.table(n);
+                        let at = coeffs.len() as u32;
+                        for &(first, count) in &t.bounds {
+                            coeffs.extend([first as i32, count as i32]);
+                        }
+                        coeffs.extend_from_slice(&t.fixed);
+                        (at, t.stride as u32)
+                    })
+                };
+                (meta.h_axis, meta.h_stride) = axis(w);
+                (meta.v_axis, meta.v_stride) = axis(h);
+                let first = if phash::vertical_first_order(img.width, img.height) {
+                    flags |= FLAG_VERTICAL_FIRST;
+                    32 * w
+                } else {
+                    let span = self.table(h).span();
+                    meta.span_first = span.start as u32;
+                    meta.span_len = span.len() as u32;
+                    32 * span.len()
+                };
+                sizes.temp += first;
+                dims.max_first = dims.max_first.max(first);
+            }
+            meta.flags = flags;
+            metas.push(meta);
+        }
+        sizes.coeffs = coeffs.len();
+        (metas, coeffs, sizes, dims)
+    }
+
+    /// Writes a chunk's parameters, metadata, tables and pixels (packed bytes) into the slot's buffers.
+    fn upload(
+        &self,
+        slot: &Slot,
+        images: &[ImageView<'_>],
+        metas: &[ImageMeta],
+        coeffs: &[i32],
+        sizes: &Sizes,
+        dihedral: bool,
+    ) {
+        let params = Params {
+            n_images: images.len() as u32,
+            dihedral: u32::from(dihedral),
+            zero: 0.0,
+            div_perturb: self.div_perturb.load(Ordering::Relaxed),
+        };
+        self.queue.write_buffer(&slot.params, 0, bytemuck::bytes_of(&params));
+        self.queue.write_buffer(&slot.metas, 0, bytemuck::cast_slice(metas));
+        if !coeffs.is_empty() {
+            self.queue.write_buffer(&slot.coeffs, 0, bytemuck::cast_slice(coeffs));
+        }
+        let total = (sizes.pixel_words * 4) as u64;
+        let Some(total) = wgpu::BufferSize::new(total) else { return };
+        let Some(mut view) = self.queue.write_buffer_with(&slot.pixels, 0, total) else { return };
+        for (img, meta) in images.iter().zip(metas) {
+            let bytes = match img.pixels {
+                Pixels::Rgb(p) | Pixels::Gray(p) => p,
+            };
+            let start = meta.pixel_word as usize * 4;
+            let padded = pixel_words(img) * 4;
+            let whole = bytes.len() / 4 * 4;
+            view.slice(start..start + whole).copy_from_slice(&bytes[..whole]);
+            if padded > whole {
+                let mut tail = [0u8; 4];
+                tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+                view.slice(start + whole..start + padded).copy_from_slice(&tail);
+            }
+        }
+    }
+
+    /// Records one stage: a compute pass with one dispatch over every image of the chunk.
+    fn record(&self, encoder: &mut wgpu::CommandEncoder, slot: &Slot, stage: Stage, d: &Dims) {
+        let p = &self.pipelines;
+        let groups = |items: usize| items.div_ceil(64).clamp(1, MAX_GROUPS_X) as u32;
+        let (pipeline, group, x) = match stage {
+            Stage::PhashFirst => (&p.phash_first, &slot.phash_group, groups(d.max_first)),
+            Stage::PhashSecond => (&p.phash_second, &slot.phash_group, 16),
+            Stage::Luma => (&p.luma, &slot.pdq_group, groups(d.max_pixels)),
+            Stage::BoxRows => (&p.box_rows, &slot.pdq_group, groups(d.max_h)),
+            Stage::BoxCols => (&p.box_cols, &slot.pdq_group, groups(d.max_w)),
+            Stage::Decimate => (&p.decimate, &slot.pdq_group, 64),
+            Stage::Quality => (&p.quality, &slot.pdq_group, 1),
+            Stage::Dct => (&p.dct, &slot.pdq_group, 1),
+            Stage::Dihedral => (&p.dihedral, &slot.pdq_group, 1),
+            Stage::Threshold => (&p.threshold, &slot.pdq_group, if d.dihedral { 8 } else { 1 }),
+        };
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(stage.name()),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, group, &[]);
+        pass.dispatch_workgroups(x, d.n, 1);
+    }
+
+    /// Test hook: runs one image stage by stage and reads every intermediate buffer back.
+    #[doc(hidden)]
+    pub fn debug_stages(&self, img: ImageView<'_>) -> Result<StageDump, GpuError> {
+        let images = [img];
+        let (metas, coeffs, sizes, dims) = self.plan(&images, true);
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = self.slot(&mut slots, 0, &sizes);
+        self.upload(slot, &images, &metas, &coeffs, &sizes, true);
+        let plane = (img.width * img.height) as usize;
+        let mut dump = StageDump::default();
+        for stage in stages(true) {
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            self.record(&mut encoder, slot, stage, &dims);
+            self.queue.submit([encoder.finish()]);
+            match stage {
+                Stage::Luma => dump.luma = self.read_f32(&slot.plane_a, plane)?,
+                Stage::BoxRows => dump.passes.push(self.read_f32(&slot.plane_b, plane)?),
+                Stage::BoxCols => dump.passes.push(self.read_f32(&slot.plane_a, plane)?),
+                Stage::Decimate => dump.buf64 = self.read_f32(&slot.buf64, BUF64)?,
+                Stage::Quality => dump.quality = self.read_u32(&slot.hashes, OUT_STRIDE)?[OUT_QUALITY],
+                Stage::Dihedral => dump.dct = self.read_f32(&slot.dct16, DCT_SLOTS)?,
+                Stage::Threshold => {
+                    let words = self.read_u32(&slot.hashes, OUT_STRIDE)?;
+                    dump.hashes = std::array::from_fn(|v| hash256(&words[v * 8..v * 8 + 8]));
+                }
+                Stage::PhashSecond => {
+                    dump.thumb = self.read_u32(&slot.thumbs, THUMB)?.into_iter().map(|v| v as u8).collect()
+                }
+                _ => {}
+            }
+        }
+        self.check_errors()?;
+        Ok(dump)
+    }
+
+    fn read_u32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<u32>, GpuError> {
+        let bytes = (len.max(1) * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("debug readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+        let index = self.queue.submit([encoder.finish()]);
+        let (tx, rx) = mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| GpuError::Submission(e.to_string()))?;
+        rx.recv()
+            .map_err(|_| GpuError::Map("callback dropped".into()))?
+            .map_err(|e| GpuError::Map(e.to_string()))?;
+        let out = {
+            let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Map(e.to_string()))?;
+            bytemuck::cast_slice::<u8, u32>(&view)[..len].to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, GpuError> {
+        Ok(self.read_u32(buffer, len)?.into_iter().map(f32::from_bits).collect())
+    }
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::PhashFirst => "phash_resize first",
+            Stage::PhashSecond => "phash_resize second",
+            Stage::Luma => "luma",
+            Stage::BoxRows => "box_rows",
+            Stage::BoxCols => "box_cols",
+            Stage::Decimate => "decimate",
+            Stage::Quality => "quality",
+            Stage::Dct => "dct",
+            Stage::Dihedral => "dihedral",
+            Stage::Threshold => "threshold",
+        }
+    }
+}
+
+/// The stages of a submission, in order: two rounds of the box filter (the reference's
+/// `PDQ_NUM_JAROSZ_XY_PASSES`), the dihedral stage only when asked.
+fn stages(dihedral: bool) -> Vec<Stage> {
+    use Stage::*;
+    let mut s =
+        vec![PhashFirst, PhashSecond, Luma, BoxRows, BoxCols, BoxRows, BoxCols, Decimate, Quality, Dct];
+    if dihedral {
+        s.push(Dihedral);
+    }
+    s.push(Threshold);
+    s
+}
+
+/// The constants buffer: the CPU's luma tables (`c · v` in float32), then the DCT matrix, row-major.
+fn constants() -> Vec<f32> {
+    let mut c = Vec::with_capacity(CONSTS_LEN);
+    for table in pdq::luma_tables() {
+        c.extend_from_slice(table);
+    }
+    for row in pdq::dct_matrix() {
+        c.extend_from_slice(row);
+    }
+    debug_assert_eq!(c.len(), CONSTS_LEN);
+    c
+}
+
+/// 8 u32 words (bit k of the hash in word k / 32) as a [`Hash256`].
+fn hash256(words: &[u32]) -> Hash256 {
+    Hash256 { limbs: std::array::from_fn(|l| u64::from(words[2 * l]) | (u64::from(words[2 * l + 1]) << 32)) }
+}
+
+/// f32 of one filter plane for `img` (none when PDQ skips it).
+fn plane_len(img: &ImageView<'_>) -> usize {
+    if img.width < pdq::MIN_HASHABLE_DIM || img.height < pdq::MIN_HASHABLE_DIM {
+        0
+    } else {
+        img.width as usize * img.height as usize
+    }
+}
+
+/// u32 words of `img`'s packed pixel bytes.
+fn pixel_words(img: &ImageView<'_>) -> usize {
+    match img.pixels {
+        Pixels::Rgb(p) | Pixels::Gray(p) => p.len().div_ceil(4),
+    }
+}
+
+/// The CPU reference over a batch, on rayon's pool.
+fn cpu_batch(images: &[ImageView<'_>], dihedral: bool) -> Vec<HashRecord> {
+    use rayon::prelude::*;
+    images.par_iter().map_init(Hashers::new, |h, img| h.hash_pixels(*img, dihedral)).collect()
+}

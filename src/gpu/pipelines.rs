@@ -1,0 +1,140 @@
+//! The shaders, the two bind-group layouts and every compute pipeline, created once per device.
+
+use wgpu::{BindGroupLayout, BindingType, BufferBindingType, ComputePipeline, Device, ShaderStages};
+
+/// Declarations shared by every stage (`shaders/common.wgsl`), prepended to each of them.
+pub(crate) const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+/// Every stage shader, by file stem, in the order a submission runs them.
+pub(crate) const STAGES: &[(&str, &str)] = &[
+    ("phash_resize", include_str!("../../shaders/phash_resize.wgsl")),
+    ("luma", include_str!("../../shaders/luma.wgsl")),
+    ("box_rows", include_str!("../../shaders/box_rows.wgsl")),
+    ("box_cols", include_str!("../../shaders/box_cols.wgsl")),
+    ("decimate", include_str!("../../shaders/decimate.wgsl")),
+    ("quality", include_str!("../../shaders/quality.wgsl")),
+    ("dct", include_str!("../../shaders/dct.wgsl")),
+    ("dihedral", include_str!("../../shaders/dihedral.wgsl")),
+    ("threshold", include_str!("../../shaders/threshold.wgsl")),
+];
+
+/// The complete WGSL of a stage: `common.wgsl` followed by the stage's file.
+pub(crate) fn full_source(stage: &str) -> String {
+    format!("{COMMON}\n{stage}")
+}
+
+/// Storage buffers of the PDQ bind group, by binding: (binding, read-only).
+const PDQ_STORAGE: &[(u32, bool)] = &[
+    (1, true),  // metas
+    (2, true),  // pixels
+    (3, true),  // consts: luma tables + DCT matrix
+    (4, false), // plane_a
+    (5, false), // plane_b
+    (6, false), // buf64
+    (7, false), // hashes
+    (8, false), // dct16
+];
+
+/// Storage buffers of the pHash bind group.
+const PHASH_STORAGE: &[(u32, bool)] = &[
+    (1, true),  // metas
+    (2, true),  // pixels
+    (3, true),  // coeffs
+    (4, false), // temp
+    (5, false), // thumbs
+];
+
+/// All pipelines of the backend.
+pub(crate) struct Pipelines {
+    /// Layout of group 0 for the PDQ stages.
+    pub(crate) pdq_layout: BindGroupLayout,
+    /// Layout of group 0 for the pHash stages.
+    pub(crate) phash_layout: BindGroupLayout,
+    pub(crate) phash_first: ComputePipeline,
+    pub(crate) phash_second: ComputePipeline,
+    pub(crate) luma: ComputePipeline,
+    pub(crate) box_rows: ComputePipeline,
+    pub(crate) box_cols: ComputePipeline,
+    pub(crate) decimate: ComputePipeline,
+    pub(crate) quality: ComputePipeline,
+    pub(crate) dct: ComputePipeline,
+    pub(crate) dihedral: ComputePipeline,
+    pub(crate) threshold: ComputePipeline,
+}
+
+fn layout(device: &Device, label: &str, storage: &[(u32, bool)]) -> BindGroupLayout {
+    let mut entries = vec![wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility: ShaderStages::COMPUTE,
+        ty: BindingType::Buffer {
+            ty: BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }];
+    entries.extend(storage.iter().map(|&(binding, read_only)| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: ShaderStages::COMPUTE,
+        ty: BindingType::Buffer {
+            ty: BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }));
+    device
+        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries })
+}
+
+impl Pipelines {
+    /// Compiles every shader and builds the pipelines.
+    pub(crate) fn new(device: &Device) -> Pipelines {
+        let pdq_layout = layout(device, "pharos pdq", PDQ_STORAGE);
+        let phash_layout = layout(device, "pharos phash", PHASH_STORAGE);
+        let pdq_pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("pharos pdq"),
+            bind_group_layouts: &[Some(&pdq_layout)],
+            immediate_size: 0,
+        });
+        let phash_pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("pharos phash"),
+            bind_group_layouts: &[Some(&phash_layout)],
+            immediate_size: 0,
+        });
+        let module = |name: &str| {
+            let (_, src) = STAGES.iter().find(|(n, _)| *n == name).expect("known stage");
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(full_source(src).into()),
+            })
+        };
+        let pipeline =
+            |layout: &wgpu::PipelineLayout, module: &wgpu::ShaderModule, label: &str, entry: &str| {
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(label),
+                    layout: Some(layout),
+                    module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            };
+        let pdq = |name: &str| pipeline(&pdq_pl, &module(name), name, "main");
+        let phash = module("phash_resize");
+        Pipelines {
+            phash_first: pipeline(&phash_pl, &phash, "phash_resize first", "first"),
+            phash_second: pipeline(&phash_pl, &phash, "phash_resize second", "second"),
+            luma: pdq("luma"),
+            box_rows: pdq("box_rows"),
+            box_cols: pdq("box_cols"),
+            decimate: pdq("decimate"),
+            quality: pdq("quality"),
+            dct: pdq("dct"),
+            dihedral: pdq("dihedral"),
+            threshold: pdq("threshold"),
+            pdq_layout,
+            phash_layout,
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Every backend against the CPU reference (the oracle), on the corpus and on synthetic edge cases.
+//!
+//! The GPU tests run on whatever adapter exists, lavapipe included (CI installs it); without one they are
+//! skipped loudly, or fail when `PHAROS_REQUIRE_GPU=1`. Tolerances (issue 3): PDQ within 2 bits on every
+//! image and identical on ≥ 99%, quality identical, pHash identical on ≥ 99%; on lavapipe everything is
+//! expected to be identical and the counts are printed.
+//!
+//! `PHAROS_GPU_CORPUS_STEP=N` subsamples the corpus to every N-th image
+//! (default 1: all of it; the 517-image corpus takes about 20 s on lavapipe with 2 cores).
+
+mod common;
+
+use common::{gpu, histogram, rows};
+use pharos::hash::pdq::{self, PdqHasher};
+use pharos::hash::phash::PhashHasher;
+use pharos::hash::{Backend, ImageView};
+use pharos::image::{decode, DecodeOptions, Decoded};
+use pharos::pipeline::{HashRecord, Hashers};
+
+fn corpus(step: usize) -> Vec<(String, Decoded)> {
+    rows()
+        .into_iter()
+        .step_by(step)
+        .map(|row| {
+            let bytes = std::fs::read(row.path()).expect("read corpus image");
+            let img = decode(&bytes, &DecodeOptions::default()).expect("decode");
+            (row.get("path").to_string(), img)
+        })
+        .collect()
+}
+
+fn cpu(images: &[ImageView<'_>], dihedral: bool) -> Vec<HashRecord> {
+    let mut h = Hashers::new();
+    images.iter().map(|img| h.hash_pixels(*img, dihedral)).collect()
+}
+
+/// Patterned pixels (noise plus ramps), so no DCT coefficient ties the median by accident.
+fn pattern(w: u32, h: u32, channels: u32, seed: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity((w * h * channels) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..channels {
+                let mixed =
+                    x.wrapping_mul(73856093) ^ y.wrapping_mul(19349663) ^ (c + seed).wrapping_mul(83492791);
+                out.push(((mixed.wrapping_mul(2654435761) >> 26) + x + 2 * y + 50 * c) as u8);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn gpu_matches_cpu_on_the_corpus() {
+    let Some(gpu) = gpu() else { return };
+    let step: usize = std::env::var("PHAROS_GPU_CORPUS_STEP").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let images = corpus(step.max(1));
+    let fallbacks = gpu.fallbacks();
+    let views: Vec<ImageView<'_>> = images.iter().map(|(_, d)| d.view()).collect();
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    for (k, batch) in views.chunks(32).enumerate() {
+        let sizes: Vec<_> = batch.iter().map(|v| (v.width, v.height)).collect();
+        got.extend(gpu.try_hash_batch(batch, true).unwrap_or_else(|e| panic!("batch {k} {sizes:?}: {e}")));
+    }
+    let gpu_time = start.elapsed();
+    assert_eq!(gpu.fallbacks(), fallbacks, "the GPU failed and the CPU stepped in");
+    let want = cpu(&views, true);
+    let n = images.len();
+    let (mut pdq_same, mut q_same, mut ph_same, mut dih_same) = (0, 0, 0, 0);
+    let mut dists = Vec::new();
+    let mut failures = Vec::new();
+    for (((path, _), g), w) in images.iter().zip(&got).zip(&want) {
+        let d = g.pdq.hash.distance(&w.pdq.hash);
+        dists.push(d);
+        pdq_same += usize::from(d == 0);
+        q_same += usize::from(g.pdq.quality == w.pdq.quality);
+        ph_same += usize::from(g.phash == w.phash);
+        dih_same += usize::from(g.dihedral == w.dihedral);
+        if d > 2 {
+            failures.push(format!("{path}: PDQ distance {d}"));
+        }
+        if g.pdq.quality != w.pdq.quality {
+            failures.push(format!("{path}: quality {} vs {}", g.pdq.quality, w.pdq.quality));
+        }
+        assert_eq!((g.width, g.height), (w.width, w.height));
+    }
+    println!(
+        "GPU vs CPU on {n} corpus images (every {step}th; GPU {:.1} s on {}): PDQ identical {pdq_same}, \
+         distances {}; quality identical {q_same}; pHash identical {ph_same}; all 8 dihedral hashes identical {dih_same}",
+        gpu_time.as_secs_f64(),
+        gpu.adapter(),
+        histogram(&dists)
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(pdq_same * 100 >= n * 99, "PDQ identical on only {pdq_same} of {n}");
+    assert!(ph_same * 100 >= n * 99, "pHash identical on only {ph_same} of {n}");
+}
+
+#[test]
+fn gpu_matches_cpu_on_mixed_sizes_in_one_batch() {
+    let Some(gpu) = gpu() else { return };
+    // Tiny (PDQ all-zero), 64×64 (no filter), 32-pixel sides (skipped pHash passes), tall shapes (Pillow's
+    // vertical-first order), grey and RGB, odd byte counts (pixel words padded).
+    let shapes = [
+        (1, 1, 3),
+        (4, 100, 3),
+        (5, 5, 1),
+        (7, 3, 1),
+        (64, 64, 3),
+        (64, 64, 1),
+        (32, 32, 3),
+        (32, 100, 1),
+        (100, 32, 3),
+        (13, 45, 3),
+        (45, 13, 1),
+        (17, 300, 3),
+        (300, 17, 1),
+        (129, 257, 3),
+        (640, 480, 3),
+        (333, 1001, 1),
+    ];
+    let pixels: Vec<(u32, u32, u32, Vec<u8>)> =
+        shapes.iter().enumerate().map(|(i, &(w, h, c))| (w, h, c, pattern(w, h, c, i as u32))).collect();
+    let views: Vec<ImageView<'_>> = pixels
+        .iter()
+        .map(|(w, h, c, p)| if *c == 3 { ImageView::rgb(*w, *h, p) } else { ImageView::gray(*w, *h, p) })
+        .collect();
+    let fallbacks = gpu.fallbacks();
+    for dihedral in [false, true] {
+        let got = gpu.hash_batch(&views, dihedral);
+        let want = cpu(&views, dihedral);
+        for ((g, w), (sw, sh, c)) in got.iter().zip(&want).zip(shapes) {
+            assert_eq!(g, w, "{sw}×{sh}×{c}, dihedral {dihedral}");
+        }
+    }
+    assert_eq!(gpu.fallbacks(), fallbacks);
+}
+
+#[test]
+fn every_gpu_stage_matches_its_cpu_function() {
+    let Some(gpu) = gpu() else { return };
+    let mut cases: Vec<(String, Decoded)> = corpus(1).into_iter().take(4).collect();
+    cases.retain(|(_, d)| d.width >= 5 && d.height >= 5);
+    let synthetic = [(333u32, 1001u32, 1u32), (129, 257, 3)];
+    let pixels: Vec<(u32, u32, u32, Vec<u8>)> =
+        synthetic.iter().map(|&(w, h, c)| (w, h, c, pattern(w, h, c, 7))).collect();
+    let mut views: Vec<(String, ImageView<'_>)> = cases.iter().map(|(p, d)| (p.clone(), d.view())).collect();
+    for (w, h, c, p) in &pixels {
+        let v = if *c == 3 { ImageView::rgb(*w, *h, p) } else { ImageView::gray(*w, *h, p) };
+        views.push((format!("synthetic {w}×{h}×{c}"), v));
+    }
+    for (name, img) in &views {
+        let dump = gpu.debug_stages(*img).expect("GPU stages");
+        let (h, w) = (img.height as usize, img.width as usize);
+        // luma: exact (the CPU's tables, the reference's additions).
+        let mut a = vec![0f32; h * w];
+        pdq::luma(*img, &mut a);
+        assert_eq!(dump.luma, a, "{name}: luma");
+        // Box filter passes: the same running sums; the divisions are IEEE on lavapipe, so equal there.
+        let mut b = vec![0f32; h * w];
+        let mut sums = vec![0f32; w];
+        let mut worst = 0f32;
+        for round in 0..2 {
+            pdq::box_rows(&a, &mut b, h, w, pdq::window_size(w));
+            worst = worst.max(max_rel(&dump.passes[2 * round], &b));
+            pdq::box_cols(&b, &mut a, h, w, pdq::window_size(h), &mut sums);
+            worst = worst.max(max_rel(&dump.passes[2 * round + 1], &a));
+        }
+        assert!(worst <= 1e-6, "{name}: box filter relative error {worst}");
+        let mut buf64 = [0f32; 4096];
+        pdq::decimate(&dump.passes[3], h, w, &mut buf64);
+        assert_eq!(dump.buf64, buf64.to_vec(), "{name}: decimate");
+        assert_eq!(dump.quality, pdq::quality(&buf64), "{name}: quality");
+        let dct = pdq::dct(&buf64);
+        let dct_err = max_rel(&dump.dct[..256], &dct);
+        assert!(dct_err <= 1e-5, "{name}: dct relative error {dct_err}");
+        // threshold and dihedral from the GPU's own DCT: exact selection and sign/transpose moves.
+        let gpu_dct: [f32; 256] = dump.dct[..256].try_into().unwrap();
+        assert_eq!(dump.hashes[0], pdq::threshold(&gpu_dct), "{name}: threshold");
+        let dih = pdq::dihedral(&gpu_dct);
+        assert_eq!(&dump.hashes[..], &dih.all_with(dump.hashes[0])[..], "{name}: dihedral");
+        // And end to end against the CPU pipeline.
+        let (cpu_pdq, _) = PdqHasher::new().hash_with_dihedral(*img);
+        println!(
+            "{name}: box max rel err {worst:e}, dct max rel err {dct_err:e}, PDQ distance {}",
+            dump.hashes[0].distance(&cpu_pdq.hash)
+        );
+        let thumb = PhashHasher::new().thumbnail(*img);
+        assert_eq!(dump.thumb, thumb.to_vec(), "{name}: phash_resize");
+    }
+}
+
+fn max_rel(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter().zip(want).map(|(g, w)| (g - w).abs() / w.abs().max(1.0)).fold(0.0, f32::max)
+}
+
+#[test]
+fn an_injected_gpu_failure_falls_back_to_exact_cpu_hashes() {
+    if gpu().is_none() {
+        return;
+    }
+    // A hasher of its own: the shared one serves tests running in parallel, which must not see the failure.
+    let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
+    let images = corpus(1).into_iter().take(6).collect::<Vec<_>>();
+    let views: Vec<ImageView<'_>> = images.iter().map(|(_, d)| d.view()).collect();
+    let before = gpu.fallbacks();
+    gpu.inject_failures(1);
+    assert!(gpu.try_hash_batch(&views, true).is_err(), "the injected failure surfaces from try_hash_batch");
+    gpu.inject_failures(1);
+    let got = gpu.hash_batch(&views, true);
+    assert_eq!(got, cpu(&views, true), "fallback hashes are the CPU reference's");
+    assert_eq!(gpu.fallbacks(), before + 1, "the fallback is counted");
+    // And the GPU is used again for the next batch.
+    let again = gpu.try_hash_batch(&views, true).expect("GPU works after a failed batch");
+    assert_eq!(again.len(), views.len());
+}
+
+#[test]
+fn the_division_correction_recovers_exact_quotients() {
+    if gpu().is_none() {
+        return;
+    }
+    // Every quotient in the box filter and the quality starts up to 2 ULP off, as a driver's division may
+    // (WGSL allows 2.5 ULP); `div_rn` must still produce the CPU's exactly rounded values.
+    let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
+    let images = corpus(1).into_iter().take(8).collect::<Vec<_>>();
+    let px = pattern(129, 257, 3, 3);
+    let mut views: Vec<ImageView<'_>> = images.iter().map(|(_, d)| d.view()).collect();
+    views.push(ImageView::rgb(129, 257, &px));
+    let names: Vec<&str> = images.iter().map(|(p, _)| p.as_str()).chain(["synthetic 129×257"]).collect();
+    let want = cpu(&views, true);
+    for ulps in [-2, -1, 1, 2] {
+        gpu.perturb_divisions(ulps);
+        let got = gpu.try_hash_batch(&views, true).expect("GPU");
+        for ((g, w), name) in got.iter().zip(&want).zip(&names) {
+            assert_eq!(g, w, "{name}, quotients perturbed by {ulps} ULP");
+        }
+    }
+    // Control: beyond the correction's reach (8 ULP) the box filter's outputs do change, so the hook bites.
+    gpu.perturb_divisions(8);
+    let (h, w) = (views[0].height as usize, views[0].width as usize);
+    let dump = gpu.debug_stages(views[0]).expect("GPU");
+    let mut rows = vec![0f32; h * w];
+    pdq::box_rows(&dump.luma, &mut rows, h, w, pdq::window_size(w));
+    assert_ne!(dump.passes[0], rows, "an 8-ULP perturbation must show");
+}
+
+#[test]
+fn auto_never_picks_a_software_adapter() {
+    let hardware = pharos::gpu::probe(pharos::gpu::AdapterPolicy::HardwareOnly);
+    if let Some(a) = &hardware {
+        assert!(!a.software, "{a}");
+    }
+    let expect = if hardware.is_some() { Backend::Gpu } else { Backend::Cpu };
+    assert_eq!(Backend::Auto.resolve().unwrap(), expect);
+    assert_eq!(Backend::Cpu.resolve().unwrap(), Backend::Cpu);
+    match pharos::gpu::probe(pharos::gpu::AdapterPolicy::AllowSoftware) {
+        Some(a) => {
+            println!("gpu backend would use {a}; auto would use {}", expect.name());
+            assert_eq!(Backend::Gpu.resolve().unwrap(), Backend::Gpu);
+        }
+        None => assert!(Backend::Gpu.resolve().is_err()),
+    }
+}
+
+#[test]
+fn cli_gpu_output_equals_cpu_output() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = common::corpus_dir().join("images");
+    let run = |backend: &str| -> Vec<serde_json::Value> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pharos"))
+            .args(["hash", "--dihedral", "--backend", backend])
+            .arg(&dir)
+            .output()
+            .expect("run pharos");
+        assert!(out.status.code() == Some(0) || out.status.code() == Some(2), "{backend}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (cpu, gpu) = (run("cpu"), run("gpu"));
+    assert_eq!(cpu.len(), gpu.len());
+    let mut same = 0;
+    for (c, g) in cpu.iter().zip(&gpu) {
+        assert_eq!(c["path"], g["path"]);
+        assert_eq!(c["quality"], g["quality"], "{}", c["path"]);
+        let hex = |v: &serde_json::Value| pharos::hash::Hash256::from_hex(v.as_str().unwrap()).unwrap();
+        if c.get("pdq").is_some() {
+            assert!(hex(&c["pdq"]).distance(&hex(&g["pdq"])) <= 2, "{}", c["path"]);
+        }
+        same += usize::from(c == g);
+    }
+    println!("pharos hash --backend gpu: {same} of {} JSON lines identical to --backend cpu", cpu.len());
+    assert!(same * 100 >= cpu.len() * 99);
+}
