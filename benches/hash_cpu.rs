@@ -10,17 +10,6 @@ use pharos::hash::phash::PhashHasher;
 use pharos::hash::ImageView;
 use std::hint::black_box;
 
-fn synthetic_rgb(w: usize, h: usize) -> Vec<u8> {
-    let mut px = Vec::with_capacity(w * h * 3);
-    for y in 0..h {
-        for x in 0..w {
-            let v = ((x * 13 + y * 7) ^ (x * y / 97)) as u8;
-            px.extend_from_slice(&[v, v.wrapping_mul(3), (x / 3 + y) as u8]);
-        }
-    }
-    px
-}
-
 const SIZES: &[(&str, usize, usize)] = &[("256x256", 256, 256), ("1MP", 1280, 800), ("12MP", 4000, 3000)];
 
 fn bench_hashers(c: &mut Criterion) {
@@ -29,7 +18,7 @@ fn bench_hashers(c: &mut Criterion) {
     let mut pdq = PdqHasher::new();
     let mut phash = PhashHasher::new();
     for &(name, w, h) in SIZES {
-        let px = synthetic_rgb(w, h);
+        let px = pharos::hash::synthetic_rgb(w, h);
         let img = ImageView::rgb(w as u32, h as u32, &px);
         group.throughput(Throughput::Elements(1));
         group.bench_with_input(BenchmarkId::new("pdq", name), &img, |b, img| {

@@ -11,17 +11,6 @@ use pharos::gpu::{AdapterPolicy, GpuHasher};
 use pharos::hash::ImageView;
 use std::hint::black_box;
 
-fn synthetic_rgb(w: usize, h: usize) -> Vec<u8> {
-    let mut px = Vec::with_capacity(w * h * 3);
-    for y in 0..h {
-        for x in 0..w {
-            let v = ((x * 13 + y * 7) ^ (x * y / 97)) as u8;
-            px.extend_from_slice(&[v, v.wrapping_mul(3), (x / 3 + y) as u8]);
-        }
-    }
-    px
-}
-
 const SIZES: &[(&str, usize, usize)] = &[("256x256", 256, 256), ("1MP", 1280, 800), ("12MP", 4000, 3000)];
 const BATCHES: &[usize] = &[1, 16, 64, 256];
 
@@ -38,7 +27,7 @@ fn bench_gpu(c: &mut Criterion) {
     let mut group = c.benchmark_group("gpu");
     group.sample_size(10);
     for &(name, w, h) in SIZES {
-        let px = synthetic_rgb(w, h);
+        let px = pharos::hash::synthetic_rgb(w, h);
         let img = ImageView::rgb(w as u32, h as u32, &px);
         for &batch in BATCHES {
             if !full && batch * w * h > 64 << 20 {

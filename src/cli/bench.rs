@@ -108,7 +108,7 @@ fn hash(a: HashBench) -> anyhow::Result<ExitCode> {
     let threads = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("CPU thread pool")?;
     let (w, h) = a.size;
-    let pixels = synthetic_rgb(w as usize, h as usize);
+    let pixels = pharos::hash::synthetic_rgb(w as usize, h as usize);
     let images = vec![ImageView::rgb(w, h, &pixels); a.batch];
     let run_batch = || pool.install(|| engine.hash_batch(&images, a.dihedral));
     std::hint::black_box(run_batch());
@@ -153,16 +153,4 @@ fn hash(a: HashBench) -> anyhow::Result<ExitCode> {
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Photo-like synthetic pixels (the same pattern as `benches/hash_cpu.rs` and `benches/hash_gpu.rs`).
-fn synthetic_rgb(w: usize, h: usize) -> Vec<u8> {
-    let mut px = Vec::with_capacity(w * h * 3);
-    for y in 0..h {
-        for x in 0..w {
-            let v = ((x * 13 + y * 7) ^ (x * y / 97)) as u8;
-            px.extend_from_slice(&[v, v.wrapping_mul(3), (x / 3 + y) as u8]);
-        }
-    }
-    px
 }

@@ -247,6 +247,20 @@ impl FromStr for Backend {
     }
 }
 
+/// Deterministic, photo-like synthetic RGB pixels (`3 × w × h` bytes) for benchmarks of a chosen size
+/// (`pharos bench hash`, `benches/hash_*.rs`): every hashing stage's cost depends on the size alone, so
+/// generated images measure it as well as photos do, without shipping large files.
+pub fn synthetic_rgb(w: usize, h: usize) -> Vec<u8> {
+    let mut px = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let v = ((x * 13 + y * 7) ^ (x * y / 97)) as u8;
+            px.extend_from_slice(&[v, v.wrapping_mul(3), (x / 3 + y) as u8]);
+        }
+    }
+    px
+}
+
 /// Pixels to hash: a borrowed, tightly packed, row-major 8-bit buffer.
 ///
 /// Grey images stay one channel (a third of the memory of RGB); the hashers treat a grey value `g` exactly as
