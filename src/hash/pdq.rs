@@ -255,12 +255,15 @@ fn jarosz_decimate_body(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 409
     let vert_block = &mut s.vert_block[..LANES * w];
     let sums = &mut s.col_sums[..w];
     let mut vertical = ColumnFilter::new(h, win_cols, sums);
-    // Second horizontal pass on a completed block of first-vertical-pass rows [first, first + n).
-    let mut flush =
-        |vert_block: &[f32], first: usize, n: usize, t: &mut [[f32; LANES]], o: &mut [[f32; LANES]]| {
+    // Once output row `oi` of the first vertical pass completes a block of eight (or is the last row), the
+    // second horizontal pass runs on that block.
+    let mut row_done = |oi: usize, vert_block: &[f32], t: &mut [[f32; LANES]], o: &mut [[f32; LANES]]| {
+        if oi % LANES == LANES - 1 || oi == h - 1 {
+            let (first, n) = (oi - oi % LANES, oi % LANES + 1);
             let dst = &mut narrow[first * distinct..(first + n) * distinct];
             box_rows_blocked(&vert_block[..n * w], dst, n, w, win_rows, distinct, Some(slot_of), t, o);
-        };
+        }
+    };
     for r0 in (0..h).step_by(LANES) {
         let n = LANES.min(h - r0);
         let block_pixels = match img.pixels {
@@ -272,20 +275,13 @@ fn jarosz_decimate_body(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 409
         let slot = r0 % ring_len;
         box_rows_blocked(luma_block, &mut ring[slot * w..(slot + n) * w], n, w, win_rows, w, None, t, o);
         for ri in r0..r0 + n {
-            let emitted = vertical.push(ring, ring_len, w, ri, vert_block);
-            if let Some(oi) = emitted {
-                if oi % LANES == LANES - 1 || oi == h - 1 {
-                    let first = oi - oi % LANES;
-                    flush(vert_block, first, oi + 1 - first, t, o);
-                }
+            if let Some(oi) = vertical.push(ring, ring_len, w, ri, vert_block) {
+                row_done(oi, vert_block, t, o);
             }
         }
     }
     while let Some(oi) = vertical.finish_one(ring, ring_len, w, vert_block) {
-        if oi % LANES == LANES - 1 || oi == h - 1 {
-            let first = oi - oi % LANES;
-            flush(vert_block, first, oi + 1 - first, t, o);
-        }
+        row_done(oi, vert_block, t, o);
     }
     let filtered = &mut s.filtered[..h * distinct];
     box_cols(narrow, filtered, h, distinct, win_cols, &mut s.col_sums[..distinct]);

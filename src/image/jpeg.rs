@@ -119,10 +119,6 @@ fn ends_properly(bytes: &[u8]) -> bool {
     }
 }
 
-pub(super) fn probe(bytes: &[u8]) -> Result<(u32, u32)> {
-    with_handle(|h| h.read_header(bytes).map(|hd| (hd.width, hd.height)))
-}
-
 pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded> {
     with_handle(|h| {
         let hd = h.read_header(bytes)?;

@@ -180,27 +180,6 @@ impl Decoded {
     }
 }
 
-/// Reads only the header: format and declared dimensions.
-pub fn probe(bytes: &[u8]) -> Result<(Format, u32, u32)> {
-    let format = detect(bytes)?;
-    let (w, h) = match format {
-        Format::Jpeg => jpeg::probe(bytes)?,
-        Format::Gif => {
-            let d = gif_decoder(bytes, u32::MAX as usize)?;
-            (u32::from(d.width()), u32::from(d.height()))
-        }
-        Format::WebP => {
-            let f = webp::features(bytes)?;
-            (f.width, f.height)
-        }
-        _ => {
-            use ::image::ImageDecoder;
-            image_rs_decoder(bytes, format, &Limits::default())?.dimensions()
-        }
-    };
-    Ok((format, w, h))
-}
-
 /// Decodes `bytes` under `opts`. Every failure is a typed [`Error`]; nothing panics on hostile input.
 pub fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded> {
     opts.limits.check_bytes(bytes.len())?;
