@@ -17,10 +17,19 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
         }
     };
-    // Logs (the backend in use, GPU fallbacks) go to stderr; PHAROS_LOG takes env_logger filters.
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("PHAROS_LOG", "pharos=info"))
-        .format_timestamp(None)
-        .init();
+    // Logs (the backend in use, GPU fallbacks, the daemon's events) go to stderr, as text or JSON lines;
+    // PHAROS_LOG takes tracing filter directives. `log` records from the library are bridged in.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PHAROS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("pharos=info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if args.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.with_target(false).init();
+    }
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

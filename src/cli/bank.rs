@@ -35,6 +35,11 @@ impl DataDir {
             .context("no data directory: set --data-dir or PHAROS_DATA_DIR (HOME is not set)")
     }
 
+    /// The directory given by flag or PHAROS_DATA_DIR, if any.
+    pub(crate) fn explicit(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
+    }
+
     pub(crate) fn open(&self) -> anyhow::Result<Store> {
         let dir = self.resolve()?;
         Ok(Store::open(&dir)?)

@@ -4,6 +4,7 @@ mod bank;
 mod bench;
 mod hash;
 mod matching;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -12,6 +13,10 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "pharos", version, about, long_about = None)]
 pub(crate) struct Cli {
+    /// Log format on stderr: text, or json (one object per line, for log shippers). Levels and filters:
+    /// PHAROS_LOG (e.g. `debug`, `pharos=debug,tonic=info`).
+    #[arg(long, global = true, env = "PHAROS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub(crate) log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,6 +29,8 @@ enum Command {
     Bank(bank::BankArgs),
     /// Match hashes (hex or `pharos hash` JSON lines) against banks: one JSON object per query.
     Match(matching::MatchArgs),
+    /// Run the gRPC daemon (services Hasher, Matcher, Banks; health; reflection; metrics on their own port).
+    Serve(Box<serve::ServeArgs>),
     /// Capacity benchmarks: `pharos bench hash --backend cpu|gpu --batch N --size WxH [--json FILE]`.
     Bench(bench::BenchArgs),
 }
@@ -35,5 +42,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bank(args) => bank::run(args),
         Command::Match(args) => matching::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(*args),
     }
 }

@@ -1,0 +1,202 @@
+//! `pharos serve`: runs the gRPC daemon until SIGTERM or SIGINT, then drains and exits 0.
+//!
+//! Settings come from defaults, then `--config FILE` (TOML, keys as in [`ServeConfig`]), then `PHAROS_*`
+//! environment variables, then flags. On start it prints one line on stdout,
+//! `pharos: serving gRPC on ADDR; metrics on http://ADDR/metrics`, with the bound addresses (so
+//! `--listen 127.0.0.1:0` can be used by scripts and tests).
+
+use super::bank::DataDir;
+use anyhow::Context as _;
+use clap::Args;
+use pharos::server::config::ServeConfig;
+use pharos::server::{serve_metrics, Server};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// TOML file with any of the settings below (flag names with `_` for `-`); flags and PHAROS_*
+    /// variables override it.
+    #[arg(long, env = "PHAROS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the settings in effect (as TOML) and exit.
+    #[arg(long)]
+    print_config: bool,
+    #[command(flatten)]
+    data_dir: DataDir,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "PHAROS_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// Prometheus metrics listen address; "" disables [default: 127.0.0.1:9464].
+    #[arg(long, env = "PHAROS_METRICS", value_name = "ADDR")]
+    metrics: Option<String>,
+    /// Hashing backend: auto (a real GPU if there is one, else the CPU), cpu, or gpu [default: auto].
+    #[arg(long, env = "PHAROS_BACKEND")]
+    backend: Option<String>,
+    /// Largest gRPC message, bytes [default: max-image-bytes + 64 KiB].
+    #[arg(long, env = "PHAROS_MAX_MESSAGE_BYTES", value_name = "N")]
+    max_message_bytes: Option<usize>,
+    /// Largest encoded image, bytes [default: 67108864].
+    #[arg(long, env = "PHAROS_MAX_IMAGE_BYTES", value_name = "N")]
+    max_image_bytes: Option<u64>,
+    /// Largest image width or height, pixels [default: 32768].
+    #[arg(long, env = "PHAROS_MAX_IMAGE_SIDE", value_name = "N")]
+    max_image_side: Option<u32>,
+    /// Largest image area, pixels [default: 100000000].
+    #[arg(long, env = "PHAROS_MAX_IMAGE_PIXELS", value_name = "N")]
+    max_image_pixels: Option<u64>,
+    /// Images in flight, all clients together; beyond it requests get RESOURCE_EXHAUSTED [default: 1024].
+    #[arg(long, env = "PHAROS_MAX_IN_FLIGHT", value_name = "N")]
+    max_in_flight: Option<usize>,
+    /// Encoded bytes in flight; beyond it RESOURCE_EXHAUSTED [default: 1 GiB].
+    #[arg(long, env = "PHAROS_MAX_IN_FLIGHT_BYTES", value_name = "N")]
+    max_in_flight_bytes: Option<u64>,
+    /// Decoded pixel bytes waiting for the backend; decoders wait beyond it [default: 2 GiB].
+    #[arg(long, env = "PHAROS_MAX_DECODED_BYTES", value_name = "N")]
+    max_decoded_bytes: Option<u64>,
+    /// Unanswered items per stream; the server stops reading the stream beyond it [default: 64].
+    #[arg(long, env = "PHAROS_MAX_IN_FLIGHT_PER_STREAM", value_name = "N")]
+    max_in_flight_per_stream: Option<usize>,
+    /// Concurrent streams per connection [default: 256].
+    #[arg(long, env = "PHAROS_MAX_CONCURRENT_STREAMS", value_name = "N")]
+    max_concurrent_streams: Option<u32>,
+    /// Images per backend submission [default: 32].
+    #[arg(long, env = "PHAROS_MAX_BATCH", value_name = "N")]
+    max_batch: Option<usize>,
+    /// Milliseconds a batch waits to fill [default: 2].
+    #[arg(long, env = "PHAROS_MAX_DELAY_MS", value_name = "MS")]
+    max_delay_ms: Option<u64>,
+    /// Decoder threads; 0 = one per CPU [default: 0].
+    #[arg(long, env = "PHAROS_DECODE_THREADS", value_name = "N")]
+    decode_threads: Option<usize>,
+    /// CPU-backend hashing threads; 0 = one per CPU [default: 0].
+    #[arg(long, env = "PHAROS_HASH_THREADS", value_name = "N")]
+    hash_threads: Option<usize>,
+    /// Seconds to drain in-flight work after SIGTERM/SIGINT [default: 30].
+    #[arg(long, env = "PHAROS_SHUTDOWN_GRACE_S", value_name = "S")]
+    shutdown_grace_s: Option<u64>,
+}
+
+impl ServeArgs {
+    /// Defaults ← config file ← environment and flags.
+    fn config(&self) -> anyhow::Result<ServeConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => ServeConfig::from_file(path)?,
+            None => ServeConfig::default(),
+        };
+        macro_rules! overlay {
+            ($($field:ident),*) => {
+                $(if let Some(v) = &self.$field { cfg.$field = v.clone(); })*
+            };
+        }
+        overlay!(
+            listen,
+            metrics,
+            backend,
+            max_message_bytes,
+            max_image_bytes,
+            max_image_side,
+            max_image_pixels,
+            max_in_flight,
+            max_in_flight_bytes,
+            max_decoded_bytes,
+            max_in_flight_per_stream,
+            max_concurrent_streams,
+            max_batch,
+            max_delay_ms,
+            decode_threads,
+            hash_threads,
+            shutdown_grace_s
+        );
+        if let Some(dir) = self.data_dir.explicit() {
+            cfg.data_dir = Some(dir.to_path_buf());
+        }
+        // An image limit raised without the message limit would be unreachable: keep room for it.
+        if self.max_message_bytes.is_none()
+            && cfg.max_message_bytes < cfg.max_image_bytes as usize + (64 << 10)
+        {
+            cfg.max_message_bytes = cfg.max_image_bytes as usize + (64 << 10);
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.config()?;
+    if args.print_config {
+        print!("{}", toml::to_string(&cfg).context("printing the config")?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let data_dir = match &cfg.data_dir {
+        Some(d) => d.clone(),
+        None => args.data_dir.resolve()?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pharos-rt")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        let metrics_listener = match cfg.metrics.as_str() {
+            "" => None,
+            addr => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            ),
+        };
+        let server = Server::new(cfg, data_dir.clone())
+            .with_context(|| format!("starting the server (data directory {})", data_dir.display()))?;
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut line = format!("pharos: serving gRPC on {}", listener.local_addr()?);
+        if let Some(l) = metrics_listener {
+            line += &format!("; metrics on http://{}/metrics", l.local_addr()?);
+            let metrics = server.metrics();
+            tokio::spawn(async move {
+                if let Err(e) = serve_metrics(l, metrics, async { drop(metrics_stopped.await) }).await {
+                    tracing::error!("metrics endpoint failed: {e}");
+                }
+            });
+        }
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
+        tracing::info!("{line}");
+        server.run(listener, shutdown_signal()).await?;
+        let _ = stop_metrics.send(());
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,135 @@
+//! Prometheus metrics of the daemon: what an operator graphs and alerts on.
+//!
+//! One [`Metrics`] per server, with its own registry (not the process-global one, so tests can run several
+//! servers in one process). The batcher and the gRPC handlers record into it; `pharos serve` exposes
+//! [`Metrics::render`] at `GET /metrics` on its own port, away from the gRPC listener.
+//!
+//! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms, base units). Labels have a
+//! small, fixed set of values (methods, stages, status codes, bank names), never ids or image data.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Latency buckets, seconds: 100 µs to 30 s (a small image hashes in about a millisecond; a 100 MP one, or
+/// a request queued behind many, takes seconds).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0,
+];
+
+/// Every metric the daemon exports.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Images hashed successfully, by backend (`cpu` or `gpu`).
+    pub images_hashed: IntCounterVec,
+    /// Items (images, queries, bank entries) answered with an error, by gRPC status code name.
+    pub errors: IntCounterVec,
+    /// Matches reported, by bank.
+    pub matches: IntCounterVec,
+    /// Requests (unary calls and stream items) by method.
+    pub requests: IntCounterVec,
+    /// Items admitted and not yet answered by the batcher (decode queue, batch queue and the batch hashing).
+    pub queue_depth: IntGauge,
+    /// Encoded bytes of the items in `queue_depth`.
+    pub queue_bytes: IntGauge,
+    /// Images per backend submission.
+    pub batch_size: prometheus::Histogram,
+    /// Seconds per pipeline stage: `queue` (admitted → decode starts), `decode`, `batch_wait` (decoded →
+    /// its batch starts), `hash` (the whole batch's hashing, per item), `match`.
+    pub stage_seconds: HistogramVec,
+    /// Seconds per request (unary) or per stream item (admission to response), by method.
+    pub request_seconds: HistogramVec,
+    /// 1 for the backend in use, labelled with its description (`cpu`, `gpu: <adapter>`).
+    pub backend: IntGaugeVec,
+    /// Batches the GPU failed and the CPU redid (a lost device, an out-of-memory): no request failed for it.
+    pub gpu_fallbacks: IntCounter,
+    /// Live entries per bank.
+    pub bank_entries: IntGaugeVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered (names prefixed `pharos_`).
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("pharos".into()), None).expect("valid prefix");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        let images_hashed =
+            counter("images_hashed_total", "Images hashed successfully, by backend.", &["backend"]);
+        let errors = counter("errors_total", "Items answered with an error, by gRPC status code.", &["code"]);
+        let matches = counter("matches_total", "Matches reported, by bank.", &["bank"]);
+        let requests = counter("requests_total", "Unary requests and stream items, by method.", &["method"]);
+        let queue_depth =
+            gauge("queue_depth", "Items admitted to the hashing pipeline and not yet answered.");
+        let queue_bytes = gauge("queue_bytes", "Encoded bytes of the items in pharos_queue_depth.");
+        let batch_size = histogram(
+            "batch_size",
+            "Images per backend submission.",
+            &[],
+            vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+        )
+        .with_label_values::<&str>(&[]);
+        let stage_seconds =
+            histogram("stage_seconds", "Seconds per pipeline stage.", &["stage"], LATENCY_BUCKETS.to_vec());
+        let request_seconds = histogram(
+            "request_seconds",
+            "Seconds from admission to response, per unary request or stream item.",
+            &["method"],
+            LATENCY_BUCKETS.to_vec(),
+        );
+        let backend =
+            IntGaugeVec::new(Opts::new("backend_info", "1 for the hashing backend in use."), &["backend"])
+                .expect("valid metric");
+        registry.register(Box::new(backend.clone())).expect("unique metric");
+        let gpu_fallbacks =
+            IntCounter::new("gpu_fallbacks_total", "GPU batches redone on the CPU.").expect("valid metric");
+        registry.register(Box::new(gpu_fallbacks.clone())).expect("unique metric");
+        let bank_entries = IntGaugeVec::new(Opts::new("bank_entries", "Live entries per bank."), &["bank"])
+            .expect("valid metric");
+        registry.register(Box::new(bank_entries.clone())).expect("unique metric");
+        Metrics {
+            registry,
+            images_hashed,
+            errors,
+            matches,
+            requests,
+            queue_depth,
+            queue_bytes,
+            batch_size,
+            stage_seconds,
+            request_seconds,
+            backend,
+            gpu_fallbacks,
+            bank_entries,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# error: {e}\n"))
+    }
+}

@@ -1,0 +1,144 @@
+//! The daemon's configuration: every limit in one place, with defaults that run on a laptop.
+//!
+//! Sources, lowest precedence first: these defaults, a TOML file (`pharos serve --config pharos.toml`,
+//! keys named as the fields below), `PHAROS_*` environment variables, command-line flags. The CLI does the
+//! last two (clap) and calls [`ServeConfig::apply`]; `pharos serve --print-config` shows the result.
+
+use crate::batch::BatchConfig;
+use crate::error::{Error, Result};
+use crate::hash::Backend;
+use crate::image::Limits;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `pharos serve` settings. Field names are the TOML keys; `PHAROS_<NAME>` (upper case) the environment
+/// variables.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// gRPC listen address.
+    pub listen: String,
+    /// Prometheus metrics listen address (`GET /metrics`); empty to disable.
+    pub metrics: String,
+    /// Hashing backend: auto, cpu or gpu.
+    pub backend: String,
+    /// Data directory of the bank store [default: the platform's data location, as for `pharos bank`].
+    pub data_dir: Option<PathBuf>,
+    /// Largest gRPC message accepted, bytes (a bigger message ends its stream: it is a transport error).
+    pub max_message_bytes: usize,
+    /// Largest encoded image, bytes.
+    pub max_image_bytes: u64,
+    /// Largest image width or height, pixels.
+    pub max_image_side: u32,
+    /// Largest image area, pixels.
+    pub max_image_pixels: u64,
+    /// Images admitted and not yet answered, all connections together; beyond it, RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// Encoded bytes admitted and not yet answered; beyond it, RESOURCE_EXHAUSTED.
+    pub max_in_flight_bytes: u64,
+    /// Decoded pixel bytes waiting for the backend; beyond it, decoders wait.
+    pub max_decoded_bytes: u64,
+    /// Items one stream may have in flight; beyond it the server stops reading that stream (HTTP/2 flow
+    /// control then slows the client down) instead of failing items.
+    pub max_in_flight_per_stream: usize,
+    /// Concurrent gRPC streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Images per backend submission.
+    pub max_batch: usize,
+    /// Milliseconds the first image of a batch waits for more.
+    pub max_delay_ms: u64,
+    /// Decoder threads [0: one per CPU].
+    pub decode_threads: usize,
+    /// CPU hashing threads for the CPU backend [0: one per CPU].
+    pub hash_threads: usize,
+    /// Seconds to drain in-flight work on SIGTERM/SIGINT before exiting anyway.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        let batch = BatchConfig::default();
+        ServeConfig {
+            listen: "127.0.0.1:50051".into(),
+            metrics: "127.0.0.1:9464".into(),
+            backend: "auto".into(),
+            data_dir: None,
+            // The largest image plus room for the other fields of its message.
+            max_message_bytes: limits.max_bytes as usize + (64 << 10),
+            max_image_bytes: limits.max_bytes,
+            max_image_side: limits.max_width,
+            max_image_pixels: limits.max_pixels,
+            max_in_flight: batch.max_in_flight,
+            max_in_flight_bytes: batch.max_in_flight_bytes,
+            max_decoded_bytes: batch.max_decoded_bytes,
+            max_in_flight_per_stream: 64,
+            max_concurrent_streams: 256,
+            max_batch: batch.max_batch,
+            max_delay_ms: batch.max_delay.as_millis() as u64,
+            decode_threads: 0,
+            hash_threads: 0,
+            shutdown_grace_s: 30,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The defaults overlaid with a TOML file (unknown keys are an error: a typo must not pass silently).
+    pub fn from_file(path: &Path) -> Result<ServeConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::InvalidInput(format!("config file {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::InvalidInput(format!("config file {}: {e}", path.display())))
+    }
+
+    /// Checks values that would otherwise fail later or make no sense.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("max_message_bytes", self.max_message_bytes as u64),
+            ("max_image_bytes", self.max_image_bytes),
+            ("max_image_side", u64::from(self.max_image_side)),
+            ("max_image_pixels", self.max_image_pixels),
+            ("max_in_flight", self.max_in_flight as u64),
+            ("max_in_flight_bytes", self.max_in_flight_bytes),
+            ("max_decoded_bytes", self.max_decoded_bytes),
+            ("max_in_flight_per_stream", self.max_in_flight_per_stream as u64),
+            ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
+            ("max_batch", self.max_batch as u64),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::InvalidInput(format!("{name} must be at least 1")));
+        }
+        self.backend()?;
+        Ok(())
+    }
+
+    /// The backend asked for.
+    pub fn backend(&self) -> Result<Backend> {
+        self.backend.parse()
+    }
+
+    /// Per-image decode limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_bytes: self.max_image_bytes,
+            max_width: self.max_image_side,
+            max_height: self.max_image_side,
+            max_pixels: self.max_image_pixels,
+        }
+    }
+
+    /// The batcher's settings.
+    pub fn batch(&self) -> BatchConfig {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        BatchConfig {
+            max_batch: self.max_batch,
+            max_delay: Duration::from_millis(self.max_delay_ms),
+            decode_threads: if self.decode_threads == 0 { cpus } else { self.decode_threads },
+            hash_threads: self.hash_threads,
+            max_in_flight: self.max_in_flight,
+            max_in_flight_bytes: self.max_in_flight_bytes,
+            max_decoded_bytes: self.max_decoded_bytes,
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The `Hasher` and `Matcher` services: images in, hashes (and matches) out.
+//!
+//! Streams keep request order: each stream reads requests while it has fewer than
+//! `max_in_flight_per_stream` unanswered, submits each to the shared batcher at once (so items of one
+//! stream are decoded and hashed in parallel, and batched with other streams' items), and writes the
+//! responses in the order the requests came. A bad item gets an in-band `Error`; the stream goes on.
+//! When the client reads slowly, the response channel fills, the stream stops reading, and HTTP/2 flow
+//! control pushes back on the client: memory stays bounded.
+
+use super::proto::{self, hash_and_match_response, hash_response};
+use super::{batch_status, deadline_of, error_status, in_band, Shared};
+use crate::batch::Job;
+use crate::hash::pdq::Dihedral;
+use crate::image::DecodeOptions;
+use crate::matcher::AnyHash;
+use crate::pipeline::{HashOptions, HashRecord};
+use futures_util::stream::{FuturesOrdered, StreamExt as _};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The `Hasher` service.
+pub(crate) struct HasherService(pub(crate) Arc<Shared>);
+
+/// The `Matcher` service.
+pub(crate) struct MatcherService(pub(crate) Arc<Shared>);
+
+type ResponseStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+impl Shared {
+    fn job(&self, image: bytes::Bytes, dihedral: bool, exif: bool, deadline: Option<Instant>) -> Job {
+        Job {
+            image,
+            opts: HashOptions {
+                decode: DecodeOptions { limits: self.cfg.limits(), exif_orientation: exif },
+                dihedral,
+            },
+            deadline,
+        }
+    }
+
+    /// Hashes one image through the shared batcher.
+    async fn hash_one(
+        &self,
+        image: bytes::Bytes,
+        dihedral: bool,
+        exif: bool,
+        deadline: Option<Instant>,
+    ) -> Result<HashRecord, Status> {
+        if image.is_empty() {
+            return Err(Status::invalid_argument("the image field is empty"));
+        }
+        self.batcher.hash(self.job(image, dihedral, exif, deadline)).await.0.map_err(batch_status)
+    }
+
+    /// Hashes and matches one image: the work of one `HashAndMatch` item.
+    async fn hash_and_match(
+        self: Arc<Self>,
+        r: proto::HashAndMatchRequest,
+        deadline: Option<Instant>,
+    ) -> Result<proto::HashAndMatchResult, Status> {
+        let rec = self.hash_one(r.image, r.dihedral, r.exif_orientation, deadline).await?;
+        let hashes = Some(hashes_of(&rec));
+        if let Some(min) = r.min_quality.filter(|&m| rec.pdq.quality < m) {
+            let skipped = format!("quality {} is below min_quality {min}: not matched", rec.pdq.quality);
+            return Ok(proto::HashAndMatchResult { hashes, matches: Vec::new(), skipped });
+        }
+        let mut query = vec![AnyHash::Pdq(rec.pdq.hash), AnyHash::Phash(rec.phash)];
+        if let Some(d) = &rec.dihedral {
+            query.extend(d.named().iter().map(|(_, h)| AnyHash::Pdq(*h)));
+        }
+        let matches = self.match_blocking(r.banks, query, r.radius).await?;
+        Ok(proto::HashAndMatchResult { hashes, matches, skipped: String::new() })
+    }
+
+    /// Runs a bank search on the blocking pool (it reads labels from the store) and converts the hits.
+    async fn match_blocking(
+        self: Arc<Self>,
+        banks: Vec<String>,
+        query: Vec<AnyHash>,
+        radius: Option<u32>,
+    ) -> Result<Vec<proto::Match>, Status> {
+        let start = Instant::now();
+        let shared = self.clone();
+        let hits = tokio::task::spawn_blocking(move || shared.banks.search(&banks, &query, radius))
+            .await
+            .map_err(|e| Status::internal(format!("match task failed: {e}")))?
+            .map_err(|e| error_status(&e))?;
+        self.metrics.stage_seconds.with_label_values(&["match"]).observe(start.elapsed().as_secs_f64());
+        Ok(hits
+            .into_iter()
+            .map(|h| proto::Match {
+                bank: h.bank,
+                id: h.id,
+                hash: h.hash.to_hex(),
+                distance: h.distance,
+                label: h.label.unwrap_or_default(),
+            })
+            .collect())
+    }
+}
+
+/// The wire form of a hash record.
+pub(crate) fn hashes_of(rec: &HashRecord) -> proto::Hashes {
+    proto::Hashes {
+        pdq: rec.pdq.hash.to_bytes().to_vec(),
+        pdq_hex: rec.pdq.hash.to_hex(),
+        quality: rec.pdq.quality,
+        phash: rec.phash.0.to_be_bytes().to_vec(),
+        phash_hex: rec.phash.to_hex(),
+        width: rec.width,
+        height: rec.height,
+        dihedral: rec.dihedral.as_ref().map(dihedral_of),
+    }
+}
+
+fn dihedral_of(d: &Dihedral) -> proto::Dihedral {
+    proto::Dihedral {
+        rot90: d.rot90.to_hex(),
+        rot180: d.rot180.to_hex(),
+        rot270: d.rot270.to_hex(),
+        flipx: d.flipx.to_hex(),
+        flipy: d.flipy.to_hex(),
+        flipplus1: d.flipplus1.to_hex(),
+        flipminus1: d.flipminus1.to_hex(),
+    }
+}
+
+/// Runs one stream: reads requests (at most `max_in_flight_per_stream` unanswered), starts `work` on each
+/// at once, and writes the responses in request order. Stops reading at shutdown and answers what it read.
+/// A transport error on the inbound side (a malformed or oversized message, a reset) ends the stream after
+/// the responses already owed, with that error's status.
+fn ordered_stream<Req, Resp, F, Fut>(
+    shared: Arc<Shared>,
+    mut inbound: Streaming<Req>,
+    work: F,
+) -> ResponseStream<Resp>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Req) -> Fut + Send + 'static,
+    Fut: Future<Output = Resp> + Send + 'static,
+{
+    let per_stream = shared.cfg.max_in_flight_per_stream;
+    let (tx, rx) = mpsc::channel(per_stream);
+    let mut stopping = shared.stopping.clone();
+    tokio::spawn(async move {
+        let mut pending = FuturesOrdered::new();
+        let mut reading = !*stopping.borrow_and_update();
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                biased;
+                Some(resp) = pending.next(), if !pending.is_empty() => {
+                    if tx.send(Ok(resp)).await.is_err() {
+                        return; // the client went away; dropping `pending` cancels its items
+                    }
+                }
+                _ = stopping.changed(), if reading => reading = false,
+                msg = inbound.message(), if reading && pending.len() < per_stream => match msg {
+                    Ok(Some(req)) => pending.push_back(work(req)),
+                    Ok(None) => reading = false,
+                    Err(status) => {
+                        reading = false;
+                        failure = Some(status);
+                    }
+                },
+                else => break,
+            }
+        }
+        if let Some(status) = failure {
+            let _ = tx.send(Err(status)).await;
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl proto::hasher_server::Hasher for HasherService {
+    #[tracing::instrument(level = "debug", skip_all, fields(method = "Hash"))]
+    async fn hash(&self, req: Request<proto::HashRequest>) -> Result<Response<proto::HashResponse>, Status> {
+        let start = Instant::now();
+        let deadline = deadline_of(&req);
+        let r = req.into_inner();
+        let result = self.0.hash_one(r.image, r.dihedral, r.exif_orientation, deadline).await;
+        self.0.record("Hash", start, result.as_ref().err());
+        let hashes = result?;
+        Ok(Response::new(proto::HashResponse {
+            id: r.id,
+            outcome: Some(hash_response::Outcome::Hashes(hashes_of(&hashes))),
+        }))
+    }
+
+    type HashStreamStream = ResponseStream<proto::HashResponse>;
+
+    #[tracing::instrument(level = "debug", skip_all, fields(method = "HashStream"))]
+    async fn hash_stream(
+        &self,
+        req: Request<Streaming<proto::HashRequest>>,
+    ) -> Result<Response<Self::HashStreamStream>, Status> {
+        let deadline = deadline_of(&req);
+        let shared = self.0.clone();
+        let work = move |r: proto::HashRequest| {
+            let shared = shared.clone();
+            async move {
+                let start = Instant::now();
+                let result = shared.hash_one(r.image, r.dihedral, r.exif_orientation, deadline).await;
+                shared.record("HashStream", start, result.as_ref().err());
+                let outcome = match result {
+                    Ok(rec) => hash_response::Outcome::Hashes(hashes_of(&rec)),
+                    Err(s) => hash_response::Outcome::Error(in_band(&s)),
+                };
+                proto::HashResponse { id: r.id, outcome: Some(outcome) }
+            }
+        };
+        Ok(Response::new(ordered_stream(self.0.clone(), req.into_inner(), work)))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::matcher_server::Matcher for MatcherService {
+    #[tracing::instrument(level = "debug", skip_all, fields(method = "Match"))]
+    async fn r#match(
+        &self,
+        req: Request<proto::MatchRequest>,
+    ) -> Result<Response<proto::MatchResponse>, Status> {
+        let start = Instant::now();
+        let r = req.into_inner();
+        let result = async {
+            let mut query = vec![AnyHash::from_hex(r.hash.trim()).map_err(|e| error_status(&e))?];
+            for v in &r.variants {
+                let h = AnyHash::from_hex(v.trim()).map_err(|e| error_status(&e))?;
+                if h.kind() != query[0].kind() {
+                    return Err(Status::invalid_argument(format!(
+                        "variant '{v}' is a {} hash; the query is a {} hash",
+                        h.kind(),
+                        query[0].kind()
+                    )));
+                }
+                query.push(h);
+            }
+            self.0.clone().match_blocking(r.banks, query, r.radius).await
+        }
+        .await;
+        self.0.record("Match", start, result.as_ref().err());
+        Ok(Response::new(proto::MatchResponse { id: r.id, matches: result? }))
+    }
+
+    type HashAndMatchStream = ResponseStream<proto::HashAndMatchResponse>;
+
+    #[tracing::instrument(level = "debug", skip_all, fields(method = "HashAndMatch"))]
+    async fn hash_and_match(
+        &self,
+        req: Request<Streaming<proto::HashAndMatchRequest>>,
+    ) -> Result<Response<Self::HashAndMatchStream>, Status> {
+        let deadline = deadline_of(&req);
+        let shared = self.0.clone();
+        let work = move |r: proto::HashAndMatchRequest| {
+            let shared = shared.clone();
+            async move {
+                let start = Instant::now();
+                let id = r.id.clone();
+                let result = shared.clone().hash_and_match(r, deadline).await;
+                shared.record("HashAndMatch", start, result.as_ref().err());
+                let outcome = match result {
+                    Ok(res) => hash_and_match_response::Outcome::Result(res),
+                    Err(s) => hash_and_match_response::Outcome::Error(in_band(&s)),
+                };
+                proto::HashAndMatchResponse { id, outcome: Some(outcome) }
+            }
+        };
+        Ok(Response::new(ordered_stream(self.0.clone(), req.into_inner(), work)))
+    }
+}

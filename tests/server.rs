@@ -1,0 +1,756 @@
+//! The gRPC daemon against its contract (DESIGN.md §3, issue 5): an in-process server on `127.0.0.1:0`,
+//! called with the generated Rust client.
+//!
+//! - Hash and HashStream give exactly what `pharos hash` prints, on the whole corpus;
+//! - a stream of 1,000 items with bad ones mixed in answers every item, in order, bad ones in-band;
+//! - bank CRUD over gRPC, and HashAndMatch finds planted matches (dihedral ones too);
+//! - overload answers RESOURCE_EXHAUSTED and the pipeline's bounds hold;
+//! - a slow reader is throttled (backpressure), not buffered without bound;
+//! - deadlines answer DEADLINE_EXCEEDED;
+//! - shutdown answers every request the server accepted before it stops;
+//! - health, reflection and the metrics endpoint answer.
+
+mod common;
+
+use pharos::server::config::ServeConfig;
+use pharos::server::proto::banks_client::BanksClient;
+use pharos::server::proto::hasher_client::HasherClient;
+use pharos::server::proto::matcher_client::MatcherClient;
+use pharos::server::proto::{self, hash_and_match_response, hash_response};
+use pharos::server::Server;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// A server running on a background task, stopped (and awaited) on drop of the sender.
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<pharos::Result<()>>,
+    metrics: Arc<pharos::metrics::Metrics>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    async fn start(cfg: ServeConfig) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(cfg, dir).await
+    }
+
+    async fn start_in(cfg: ServeConfig, dir: tempfile::TempDir) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::new(cfg, dir.path().to_path_buf()).expect("server starts");
+        let metrics = server.metrics();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(server.run(listener, async { drop(stopped.await) }));
+        TestServer { addr, stop: Some(stop), done, metrics, _dir: dir }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.expect("connect")
+    }
+
+    /// Triggers shutdown and waits for `run` to return.
+    async fn shutdown(mut self) -> pharos::Result<()> {
+        drop(self.stop.take());
+        tokio::time::timeout(Duration::from_secs(60), self.done).await.expect("server stops").unwrap()
+    }
+}
+
+fn cpu_config() -> ServeConfig {
+    ServeConfig { backend: "cpu".into(), metrics: String::new(), ..ServeConfig::default() }
+}
+
+/// Every image of the corpus in use (path relative to the corpus, bytes).
+fn corpus_images() -> Vec<(String, Vec<u8>)> {
+    common::rows().iter().map(|r| (r.get("path").to_string(), std::fs::read(r.path()).unwrap())).collect()
+}
+
+/// What `pharos hash --dihedral` prints for each file of the corpus, keyed by path relative to the corpus.
+fn cli_hashes() -> HashMap<String, serde_json::Value> {
+    let dir = common::corpus_dir();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pharos"))
+        .args(["hash", "--backend", "cpu", "--dihedral"])
+        .arg(dir.join("images"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pharos hash failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let path = PathBuf::from(v["path"].as_str().unwrap());
+            let rel = path.strip_prefix(&dir).unwrap().to_string_lossy().into_owned();
+            (rel, v)
+        })
+        .collect()
+}
+
+/// The gRPC hashes as the JSON object `pharos hash` prints (without the path).
+fn as_cli_json(h: &proto::Hashes) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "width": h.width, "height": h.height, "pdq": h.pdq_hex, "quality": h.quality, "phash": h.phash_hex,
+    });
+    if let Some(d) = &h.dihedral {
+        v["dihedral"] = serde_json::json!({
+            "rot90": d.rot90, "rot180": d.rot180, "rot270": d.rot270, "flipx": d.flipx, "flipy": d.flipy,
+            "flipplus1": d.flipplus1, "flipminus1": d.flipminus1,
+        });
+    }
+    v
+}
+
+fn strip_path(mut v: serde_json::Value) -> serde_json::Value {
+    v.as_object_mut().unwrap().remove("path");
+    v
+}
+
+fn hash_request(id: impl Into<String>, image: Vec<u8>, dihedral: bool) -> proto::HashRequest {
+    proto::HashRequest { id: id.into(), image: image.into(), dihedral, exif_orientation: false }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_and_hash_stream_equal_pharos_hash_on_the_corpus() {
+    let images = corpus_images();
+    let expected = cli_hashes();
+    let server = TestServer::start(cpu_config()).await;
+    let mut client = HasherClient::new(server.channel().await);
+
+    // Unary, one by one.
+    for (path, bytes) in &images {
+        let resp = client.hash(hash_request(path.clone(), bytes.clone(), true)).await.unwrap().into_inner();
+        assert_eq!(resp.id, *path);
+        let Some(hash_response::Outcome::Hashes(h)) = resp.outcome else { panic!("{path}: no hashes") };
+        assert_eq!(as_cli_json(&h), strip_path(expected[path].clone()), "{path} over Hash");
+        assert_eq!(h.pdq.len(), 32);
+        assert_eq!(hex(&h.pdq), h.pdq_hex, "{path}: pdq bytes spell pdq_hex");
+        assert_eq!(hex(&h.phash), h.phash_hex, "{path}: phash bytes spell phash_hex");
+    }
+
+    // One stream with everything: one response per request, same ids, request order.
+    let requests: Vec<_> = images.iter().map(|(p, b)| hash_request(p.clone(), b.clone(), true)).collect();
+    let mut responses = client.hash_stream(tokio_stream::iter(requests)).await.unwrap().into_inner();
+    let mut n = 0;
+    while let Some(resp) = responses.message().await.unwrap() {
+        let (path, _) = &images[n];
+        assert_eq!(resp.id, *path, "response {n} out of order");
+        let Some(hash_response::Outcome::Hashes(h)) = resp.outcome else {
+            panic!("{path}: {:?}", resp.outcome)
+        };
+        assert_eq!(as_cli_json(&h), strip_path(expected[path].clone()), "{path} over HashStream");
+        n += 1;
+    }
+    assert_eq!(n, images.len());
+    eprintln!("Hash and HashStream equal `pharos hash` on {n}/{n} images");
+    server.shutdown().await.unwrap();
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Bad inputs of every kind, each with the code it must get.
+fn bad_items() -> Vec<(Vec<u8>, Code, &'static str)> {
+    let png = std::fs::read(common::corpus_dir().join(common::rows()[0].get("path"))).unwrap();
+    let mut truncated = png.clone();
+    truncated.truncate(png.len() / 3);
+    vec![
+        (Vec::new(), Code::InvalidArgument, "empty"),
+        (b"definitely not an image".to_vec(), Code::InvalidArgument, "unsupported"),
+        (truncated, Code::InvalidArgument, ""),
+        // A GIF header claiming 60000×60000: refused from the header (limits) before any pixel exists.
+        (
+            b"GIF89a\x60\xea\x60\xea\x80\x00\x00\xff\xff\xff\x00\x00\x00,\x00\x00\x00\x00\x60\xea\x60\xea\x00\x02\x02D\x01\x00;"
+                .to_vec(),
+            Code::InvalidArgument,
+            "",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_1000_items_with_bad_ones_answers_every_item_in_order() {
+    let images = corpus_images();
+    let good: Vec<&(String, Vec<u8>)> = images.iter().filter(|(_, b)| b.len() < 300_000).take(20).collect();
+    assert!(!good.is_empty());
+    let expected: HashMap<&str, proto::Hashes> = {
+        let server = TestServer::start(cpu_config()).await;
+        let mut c = HasherClient::new(server.channel().await);
+        let mut m = HashMap::new();
+        for (p, b) in &good {
+            let r = c.hash(hash_request(p.clone(), b.clone(), false)).await.unwrap().into_inner();
+            let Some(hash_response::Outcome::Hashes(h)) = r.outcome else { panic!() };
+            m.insert(p.as_str(), h);
+        }
+        server.shutdown().await.unwrap();
+        m
+    };
+    let bad = bad_items();
+    // Every 7th item is bad; the rest cycle through the good images.
+    let plan: Vec<(String, Option<usize>, Option<&str>)> = (0..1000)
+        .map(|i| {
+            if i % 7 == 3 {
+                (format!("bad-{i}"), Some(i % bad.len()), None)
+            } else {
+                (format!("good-{i}"), None, Some(good[i % good.len()].0.as_str()))
+            }
+        })
+        .collect();
+    let requests: Vec<proto::HashRequest> = plan
+        .iter()
+        .map(|(id, b, g)| {
+            let bytes = match (b, g) {
+                (Some(b), _) => bad[*b].0.clone(),
+                (_, Some(g)) => good.iter().find(|(p, _)| p == g).unwrap().1.clone(),
+                _ => unreachable!(),
+            };
+            hash_request(id.clone(), bytes, false)
+        })
+        .collect();
+
+    let server = TestServer::start(ServeConfig { max_in_flight_per_stream: 16, ..cpu_config() }).await;
+    let mut client = HasherClient::new(server.channel().await);
+    let mut stream = client.hash_stream(tokio_stream::iter(requests)).await.unwrap().into_inner();
+    let (mut ok, mut failed, mut i) = (0, 0, 0);
+    while let Some(resp) = stream.message().await.expect("the stream survives bad items") {
+        let (id, b, g) = &plan[i];
+        assert_eq!(&resp.id, id, "response {i} out of order");
+        match (resp.outcome.expect("an outcome"), b, g) {
+            (hash_response::Outcome::Hashes(h), None, Some(g)) => {
+                assert_eq!(h, expected[g], "{id}");
+                ok += 1;
+            }
+            (hash_response::Outcome::Error(e), Some(b), None) => {
+                let (_, code, needle) = &bad[*b];
+                assert_eq!(e.code, *code as u32, "{id}: {e:?}");
+                assert_eq!(e.code_name, "INVALID_ARGUMENT");
+                assert!(e.message.contains(needle), "{id}: {e:?}");
+                assert!(!e.message.is_empty());
+                failed += 1;
+            }
+            (o, _, _) => panic!("{id}: unexpected {o:?}"),
+        }
+        i += 1;
+    }
+    assert_eq!(i, 1000, "one response per request");
+    assert_eq!((ok, failed), (857, 143));
+    let text = server.metrics.render();
+    assert!(text.contains("pharos_errors_total{code=\"INVALID_ARGUMENT\"} 143"), "{text}");
+    assert!(text.contains("pharos_requests_total{method=\"HashStream\"} 1000"), "{text}");
+    eprintln!("1000-item stream: {ok} hashed, {failed} in-band errors, order kept");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_bad_input_is_invalid_argument_and_the_server_keeps_serving() {
+    let server = TestServer::start(cpu_config()).await;
+    let mut client = HasherClient::new(server.channel().await);
+    for (bytes, code, needle) in bad_items() {
+        let err = client.hash(hash_request("x", bytes, false)).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        assert!(err.message().contains(needle) && !err.message().is_empty(), "{err:?}");
+    }
+    let (_, good) = &corpus_images()[0];
+    assert!(client.hash(hash_request("ok", good.clone(), false)).await.is_ok());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_crud_and_hash_and_match_find_planted_matches() {
+    let images = corpus_images();
+    let server = TestServer::start(cpu_config()).await;
+    let channel = server.channel().await;
+    let (mut hasher, mut banks, mut matcher) =
+        (HasherClient::new(channel.clone()), BanksClient::new(channel.clone()), MatcherClient::new(channel));
+
+    // Hash a few distinct base images.
+    let picks: Vec<&(String, Vec<u8>)> = {
+        let mut seen = std::collections::HashSet::new();
+        images.iter().filter(|(p, _)| seen.insert(p.split('/').nth(1).unwrap().to_string())).take(6).collect()
+    };
+    assert!(picks.len() >= 3, "need at least 3 distinct base images");
+    let mut hashes = Vec::new();
+    for (p, b) in &picks {
+        let r = hasher.hash(hash_request(p.clone(), b.clone(), true)).await.unwrap().into_inner();
+        let Some(hash_response::Outcome::Hashes(h)) = r.outcome else { panic!() };
+        hashes.push(h);
+    }
+
+    // Create banks; a duplicate name, a bad name and an unspecified kind are refused.
+    let create =
+        |name: &str, kind: proto::HashKind| proto::CreateBankRequest { name: name.into(), kind: kind as i32 };
+    let bank = banks.create_bank(create("known", proto::HashKind::Pdq)).await.unwrap().into_inner();
+    assert_eq!((bank.name.as_str(), bank.size, bank.kind), ("known", 0, proto::HashKind::Pdq as i32));
+    banks.create_bank(create("known-ph", proto::HashKind::Phash)).await.unwrap();
+    assert_eq!(
+        banks.create_bank(create("known", proto::HashKind::Pdq)).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    assert_eq!(
+        banks.create_bank(create("bad name!", proto::HashKind::Pdq)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        banks.create_bank(create("x", proto::HashKind::Unspecified)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    // Plant: image 0's PDQ, image 1's rot90 dihedral variant (only a dihedral query finds it), image 2's
+    // pHash in the pHash bank; plus 1,000 random PDQ decoys, over two messages of one AddHashes stream.
+    let entry = |hash: &str, label: &str| proto::NewEntry { hash: hash.into(), label: label.into() };
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut decoys: Vec<proto::NewEntry> = (0..1000)
+        .map(|_| {
+            let h: String = (0..4)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    format!("{rng:016x}")
+                })
+                .collect();
+            entry(&h, "")
+        })
+        .collect();
+    decoys.insert(0, entry(&hashes[0].pdq_hex, "case-0"));
+    decoys.push(entry(&hashes[1].dihedral.as_ref().unwrap().rot90, "case-1-rotated"));
+    let second = decoys.split_off(600);
+    let msgs = vec![
+        proto::AddHashesRequest { bank: "known".into(), entries: decoys },
+        proto::AddHashesRequest { bank: "known".into(), entries: second },
+    ];
+    let added = banks.add_hashes(tokio_stream::iter(msgs)).await.unwrap().into_inner();
+    assert_eq!((added.added, added.first_id), (1002, Some(0)));
+    let ph = vec![proto::AddHashesRequest {
+        bank: "known-ph".into(),
+        entries: vec![entry(&hashes[2].phash_hex, "ph-2")],
+    }];
+    assert_eq!(banks.add_hashes(tokio_stream::iter(ph)).await.unwrap().into_inner().added, 1);
+
+    // Bad AddHashes: bad hex, wrong kind, unknown bank, a second message naming another bank — each refused
+    // with a message; the first message of the last one was committed and says so.
+    let bad = |bank: &str, hash: &str| {
+        vec![proto::AddHashesRequest { bank: bank.into(), entries: vec![entry(hash, "")] }]
+    };
+    let e = banks.add_hashes(tokio_stream::iter(bad("known", "zz"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = banks.add_hashes(tokio_stream::iter(bad("known", &hashes[0].phash_hex))).await.unwrap_err();
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("phash"), "{e:?}");
+    let e = banks.add_hashes(tokio_stream::iter(bad("nope", &hashes[0].pdq_hex))).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let mut two = bad("known", &hashes[3].pdq_hex);
+    two.extend(bad("known-ph", &hashes[3].phash_hex));
+    let e = banks.add_hashes(tokio_stream::iter(two)).await.unwrap_err();
+    assert!(
+        e.code() == Code::InvalidArgument
+            && e.message().contains("1 entries of earlier messages were committed"),
+        "{e:?}"
+    );
+
+    let list = banks.list_banks(proto::ListBanksRequest {}).await.unwrap().into_inner().banks;
+    let sizes: Vec<(String, u64)> = list.iter().map(|b| (b.name.clone(), b.size)).collect();
+    assert_eq!(sizes, vec![("known".into(), 1003), ("known-ph".into(), 1)]);
+
+    // HashAndMatch over every pick: the planted ones are found with distance 0 and their labels.
+    let req = |i: usize, dihedral: bool| proto::HashAndMatchRequest {
+        id: format!("q{i}"),
+        image: picks[i].1.clone().into(),
+        banks: vec![],
+        radius: None,
+        dihedral,
+        exif_orientation: false,
+        min_quality: None,
+    };
+    let mut reqs: Vec<_> = (0..picks.len()).map(|i| req(i, false)).collect();
+    reqs.push(req(1, true));
+    reqs.push(proto::HashAndMatchRequest { banks: vec!["nope".into()], ..req(0, false) });
+    reqs.push(proto::HashAndMatchRequest { min_quality: Some(101), ..req(0, false) });
+    let n = reqs.len();
+    let mut stream = matcher.hash_and_match(tokio_stream::iter(reqs)).await.unwrap().into_inner();
+    let mut results = Vec::new();
+    while let Some(r) = stream.message().await.unwrap() {
+        results.push(r.outcome.unwrap());
+    }
+    assert_eq!(results.len(), n);
+    let result = |i: usize| match &results[i] {
+        hash_and_match_response::Outcome::Result(r) => r.clone(),
+        o => panic!("item {i}: {o:?}"),
+    };
+    let labels = |r: &proto::HashAndMatchResult| -> Vec<(String, String, u32)> {
+        r.matches
+            .iter()
+            .filter(|m| !m.label.is_empty())
+            .map(|m| (m.bank.clone(), m.label.clone(), m.distance))
+            .collect()
+    };
+    assert_eq!(labels(&result(0)), vec![("known".into(), "case-0".into(), 0)]);
+    assert_eq!(result(0).matches[0].hash, hashes[0].pdq_hex);
+    assert_eq!(result(0).matches[0].id, 0);
+    assert!(labels(&result(1)).is_empty(), "the rotated plant needs a dihedral query: {:?}", result(1));
+    assert_eq!(labels(&result(2)), vec![("known-ph".into(), "ph-2".into(), 0)]);
+    assert_eq!(labels(&result(picks.len())), vec![("known".into(), "case-1-rotated".into(), 0)]);
+    assert!(result(picks.len()).hashes.unwrap().dihedral.is_some());
+    match &results[picks.len() + 1] {
+        hash_and_match_response::Outcome::Error(e) => assert_eq!(e.code, Code::NotFound as u32, "{e:?}"),
+        o => panic!("unknown bank: {o:?}"),
+    }
+    let skipped = result(picks.len() + 2);
+    assert!(skipped.matches.is_empty() && skipped.skipped.contains("min_quality"), "{skipped:?}");
+
+    // Unary Match with a hex query (and its errors).
+    let m = |hash: &str, banks: Vec<String>, radius: Option<u32>| proto::MatchRequest {
+        id: "m".into(),
+        hash: hash.into(),
+        variants: vec![],
+        banks,
+        radius,
+    };
+    let r = matcher.r#match(m(&hashes[0].pdq_hex, vec![], None)).await.unwrap().into_inner();
+    assert_eq!(r.matches.iter().map(|m| m.label.as_str()).collect::<Vec<_>>(), vec!["case-0"]);
+    assert_eq!(matcher.r#match(m("xyz", vec![], None)).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        matcher.r#match(m(&hashes[0].pdq_hex, vec!["nope".into()], None)).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        matcher.r#match(m(&hashes[0].pdq_hex, vec!["known-ph".into()], None)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        matcher.r#match(m(&hashes[0].pdq_hex, vec!["known".into()], Some(300))).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    // Export returns what was added; remove takes the plant out (all or none); delete drops the bank.
+    let mut export =
+        banks.export_bank(proto::ExportBankRequest { bank: "known".into() }).await.unwrap().into_inner();
+    let mut exported = Vec::new();
+    while let Some(e) = export.message().await.unwrap() {
+        exported.push(e);
+    }
+    assert_eq!(exported.len(), 1003);
+    assert_eq!(
+        (exported[0].id, exported[0].hash.as_str(), exported[0].label.as_str()),
+        (0, hashes[0].pdq_hex.as_str(), "case-0")
+    );
+    let e = banks
+        .remove_hashes(proto::RemoveHashesRequest { bank: "known".into(), ids: vec![0, 99_999] })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    banks.remove_hashes(proto::RemoveHashesRequest { bank: "known".into(), ids: vec![0] }).await.unwrap();
+    assert!(matcher
+        .r#match(m(&hashes[0].pdq_hex, vec![], None))
+        .await
+        .unwrap()
+        .into_inner()
+        .matches
+        .is_empty());
+    assert_eq!(
+        banks.export_bank(proto::ExportBankRequest { bank: "nope".into() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    banks.delete_bank(proto::DeleteBankRequest { name: "known".into() }).await.unwrap();
+    assert_eq!(
+        banks.delete_bank(proto::DeleteBankRequest { name: "known".into() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let list = banks.list_banks(proto::ListBanksRequest {}).await.unwrap().into_inner().banks;
+    assert_eq!(list.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), vec!["known-ph"]);
+    let text = server.metrics.render();
+    assert!(text.contains("pharos_matches_total{bank=\"known\"}"), "{text}");
+    assert!(text.contains("pharos_bank_entries{bank=\"known-ph\"} 1"), "{text}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_bank_writes_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let server = TestServer::start_in(cpu_config(), dir).await;
+    let mut banks = BanksClient::new(server.channel().await);
+    banks
+        .create_bank(proto::CreateBankRequest { name: "b".into(), kind: proto::HashKind::Phash as i32 })
+        .await
+        .unwrap();
+    let entries = (0..100u64)
+        .map(|i| proto::NewEntry { hash: format!("{:016x}", i * 0x0101_0101), label: format!("l{i}") })
+        .collect();
+    let msgs = vec![proto::AddHashesRequest { bank: "b".into(), entries }];
+    banks.add_hashes(tokio_stream::iter(msgs)).await.unwrap();
+    // Keep the directory alive across the restart.
+    let TestServer { stop, done, _dir, .. } = server;
+    drop(stop);
+    done.await.unwrap().unwrap();
+    let server = TestServer::start_in(cpu_config(), _dir).await;
+    assert_eq!(server._dir.path(), path);
+    let mut banks = BanksClient::new(server.channel().await);
+    let list = banks.list_banks(proto::ListBanksRequest {}).await.unwrap().into_inner().banks;
+    assert_eq!((list[0].name.as_str(), list[0].size), ("b", 100));
+    let mut matcher = MatcherClient::new(server.channel().await);
+    let r = matcher
+        .r#match(proto::MatchRequest {
+            id: String::new(),
+            hash: format!("{:016x}", 7 * 0x0101_0101u64),
+            variants: vec![],
+            banks: vec![],
+            radius: Some(0),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.matches.iter().map(|m| m.label.as_str()).collect::<Vec<_>>(), vec!["l7"]);
+    server.shutdown().await.unwrap();
+}
+
+/// A large, slow-to-decode PNG (noise does not compress, so decoding is real work).
+fn big_png(w: u32, h: u32) -> Vec<u8> {
+    let pixels = pharos::hash::synthetic_rgb(w as usize, h as usize);
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_raw(w, h, pixels).unwrap().write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_answers_resource_exhausted_and_stays_bounded() {
+    let max_in_flight = 4;
+    let cfg = ServeConfig { max_in_flight, decode_threads: 1, hash_threads: 1, max_batch: 2, ..cpu_config() };
+    let server = TestServer::start(cfg).await;
+    let png = big_png(1600, 1200);
+    let channel = server.channel().await;
+    let mut calls = Vec::new();
+    for i in 0..64 {
+        let mut c = HasherClient::new(channel.clone());
+        let req = hash_request(format!("{i}"), png.clone(), false);
+        calls.push(tokio::spawn(async move { c.hash(req).await }));
+    }
+    // While they run, the pipeline never holds more than its bound.
+    let metrics = server.metrics.clone();
+    let watcher = tokio::spawn(async move {
+        let mut peak = 0;
+        for _ in 0..200 {
+            peak = peak.max(metrics.queue_depth.get());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        peak
+    });
+    let (mut ok, mut exhausted) = (0, 0);
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                assert!(s.message().contains("in flight"), "{s:?}");
+                exhausted += 1;
+            }
+            Err(s) => panic!("unexpected {s:?}"),
+        }
+    }
+    let peak = watcher.await.unwrap();
+    eprintln!("overload: {ok} hashed, {exhausted} RESOURCE_EXHAUSTED, peak queue depth {peak} (limit {max_in_flight})");
+    assert!(exhausted > 0, "64 concurrent calls against a limit of 4 must see RESOURCE_EXHAUSTED");
+    assert!(ok >= 1);
+    assert!(peak <= max_in_flight as i64, "queue depth {peak} > {max_in_flight}");
+    // Everything answered: nothing is left in flight, and the server still serves.
+    assert_eq!(server.metrics.queue_depth.get(), 0);
+    assert_eq!(server.metrics.queue_bytes.get(), 0);
+    let mut c = HasherClient::new(server.channel().await);
+    assert!(c.hash(hash_request("after", png, false)).await.is_ok());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_is_throttled_not_buffered() {
+    let per_stream = 8;
+    let server =
+        TestServer::start(ServeConfig { max_in_flight_per_stream: per_stream, ..cpu_config() }).await;
+    let (_, img) = corpus_images().into_iter().min_by_key(|(_, b)| b.len()).unwrap();
+    // HTTP/2 flow-control windows are the other buffers between a client and the server: keep the
+    // client's small (64 KiB, the protocol's default) so the test sees the server's own bound quickly.
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HasherClient::new(channel);
+    // An endless request stream, counted as the transport pulls it.
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let requests = tokio_stream::StreamExt::map(tokio_stream::iter(0..), move |i: usize| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        hash_request(format!("{i}"), img.clone(), false)
+    });
+    let mut responses = client.hash_stream(requests).await.unwrap().into_inner();
+    // Read nothing: once the response window, the response buffer and the per-stream window are full, the
+    // server stops reading, the request window fills, and the client's stream is no longer pulled.
+    let mut pulled = Vec::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        pulled.push(sent.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(server.metrics.queue_depth.get() <= per_stream as i64);
+    }
+    eprintln!("unread stream: requests pulled every 0.5 s: {pulled:?}");
+    assert_eq!(
+        pulled[4], pulled[5],
+        "the stream kept being read while nobody read the responses: {pulled:?}"
+    );
+    assert!(pulled[5] < 100_000, "{pulled:?}");
+    // Reading resumes the flow, in order.
+    for i in 0..pulled[5] + 100 {
+        let r = responses.message().await.unwrap().unwrap();
+        assert_eq!(r.id, i.to_string());
+    }
+    drop(responses);
+    server.shutdown().await.unwrap();
+}
+
+/// A PNG that is small on the wire but large in pixels (one flat colour): slow to decode and hash, quick
+/// to send, so a deadline passes while the server works rather than while the request is in transit.
+fn flat_png(w: u32, h: u32) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::GrayImage::from_pixel(w, h, image::Luma([77]))
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_answer_deadline_exceeded() {
+    let server = TestServer::start(ServeConfig { decode_threads: 1, ..cpu_config() }).await;
+    let mut client = HasherClient::new(server.channel().await);
+    let png = flat_png(12_000, 8_000);
+    eprintln!("deadline test image: {} bytes on the wire, 96 MP", png.len());
+    let mut req = tonic::Request::new(hash_request("slow", png.clone(), false));
+    req.set_timeout(Duration::from_millis(300));
+    let err = client.hash(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    // A generous deadline is met, and the server is not left busy with the abandoned request.
+    let mut req = tonic::Request::new(hash_request("ok", png, false));
+    req.set_timeout(Duration::from_secs(120));
+    assert!(client.hash(req).await.is_ok());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_every_accepted_request() {
+    let server =
+        TestServer::start(ServeConfig { max_in_flight_per_stream: 32, decode_threads: 1, ..cpu_config() })
+            .await;
+    let images = corpus_images();
+    let mut client = HasherClient::new(server.channel().await);
+    // A stream that never ends by itself: the client keeps its side open.
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    for i in 0..300 {
+        tx.send(hash_request(format!("{i}"), images[i % images.len()].1.clone(), false)).await.unwrap();
+    }
+    let mut responses =
+        client.hash_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let first = responses.message().await.unwrap().unwrap();
+    assert_eq!(first.id, "0");
+    // A unary call in flight at the same time.
+    let mut unary = HasherClient::new(server.channel().await);
+    let big = big_png(3000, 2000);
+    let in_flight = tokio::spawn(async move { unary.hash(hash_request("unary", big, false)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let metrics = server.metrics.clone();
+    let stopping = tokio::spawn(server.shutdown());
+    // The stream ends cleanly once everything the server read is answered, in order.
+    let mut n = 1;
+    while let Some(r) = responses.message().await.expect("stream ends with OK") {
+        assert_eq!(r.id, n.to_string());
+        assert!(matches!(r.outcome, Some(hash_response::Outcome::Hashes(_))), "{r:?}");
+        n += 1;
+    }
+    let unary = in_flight.await.unwrap().expect("the unary call in flight is answered");
+    assert_eq!(unary.into_inner().id, "unary");
+    stopping.await.unwrap().expect("run returns Ok");
+    let text = metrics.render();
+    let processed: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pharos_requests_total{method=\"HashStream\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    eprintln!("shutdown: {n} stream responses delivered, {processed} stream items processed; unary answered");
+    assert_eq!(processed, n, "every item the server accepted was delivered");
+    drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reflection_and_metrics_answer() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let server = TestServer::start(cpu_config()).await;
+    let mut health = HealthClient::new(server.channel().await);
+    for service in ["", "pharos.v1.Hasher", "pharos.v1.Matcher", "pharos.v1.Banks"] {
+        let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "health of '{service}'");
+    }
+
+    // Reflection lists our services (what grpcurl asks first).
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut refl = ServerReflectionClient::new(server.channel().await);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        resp.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for s in ["pharos.v1.Hasher", "pharos.v1.Matcher", "pharos.v1.Banks", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == s), "{s} not in {names:?}");
+    }
+
+    // The metrics endpoint, over HTTP.
+    let mut client = HasherClient::new(server.channel().await);
+    client.hash(hash_request("m", corpus_images()[0].1.clone(), false)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let http = tokio::spawn(pharos::server::serve_metrics(listener, server.metrics.clone(), async {
+        drop(stopped.await)
+    }));
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for needle in [
+        "pharos_images_hashed_total{backend=\"cpu\"} 1",
+        "pharos_backend_info{backend=\"cpu\"} 1",
+        "pharos_stage_seconds_bucket{stage=\"decode\"",
+        "pharos_stage_seconds_bucket{stage=\"hash\"",
+        "pharos_request_seconds_bucket{method=\"Hash\"",
+        "pharos_batch_size_count 1",
+        "pharos_queue_depth 0",
+    ] {
+        assert!(body.contains(needle), "metrics lack {needle}:\n{body}");
+    }
+    drop(stop);
+    http.await.unwrap().unwrap();
+    server.shutdown().await.unwrap();
+}
