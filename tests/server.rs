@@ -754,3 +754,41 @@ async fn health_reflection_and_metrics_answer() {
     http.await.unwrap().unwrap();
     server.shutdown().await.unwrap();
 }
+
+#[test]
+fn bench_grpc_measures_grpc_against_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("grpc.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pharos"))
+        .args(["bench", "grpc", "--backend", "cpu", "--size", "96x64", "--seconds", "0.3", "--reps", "1"])
+        .args(["--concurrency", "2", "--window", "4", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("grpc / in-process"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let modes: Vec<&str> =
+        v["modes"].as_array().unwrap().iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["in-process", "grpc", "direct"]);
+    for m in v["modes"].as_array().unwrap() {
+        let rate = m["median_images_per_sec"].as_f64().unwrap();
+        assert!(rate.is_finite() && rate > 0.0, "{m}");
+        assert_eq!(m["runs"][0]["errors"], 0, "{m}");
+        assert!(m["median_p99_ms"].as_f64().unwrap() >= m["median_p50_ms"].as_f64().unwrap(), "{m}");
+    }
+    let ratio = v["grpc_vs_in_process"].as_f64().unwrap();
+    assert!(ratio.is_finite() && ratio > 0.0);
+    // A bad target is a clear error, exit 1.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pharos"))
+        .args(["bench", "grpc", "--target", "http://127.0.0.1:1", "--seconds", "0.1", "--reps", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

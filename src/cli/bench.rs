@@ -27,6 +27,10 @@ enum Mode {
     ///
     /// Example: pharos bench hash --backend gpu --batch 64 --size 1280x800 --json gpu.json
     Hash(HashBench),
+    /// Throughput and latency over gRPC HashStream, side by side with the same pipeline in-process.
+    ///
+    /// Example: pharos bench grpc --corpus ../shared/testdata/images --concurrency 4 --json grpc.json
+    Grpc(super::bench_grpc::GrpcBench),
 }
 
 #[derive(Args, Debug)]
@@ -58,7 +62,7 @@ fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse().map_err(|e: pharos::Error| e.to_string())
 }
 
-fn parse_size(s: &str) -> Result<(u32, u32), String> {
+pub(crate) fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("'{s}': expected WIDTHxHEIGHT"))?;
     let w: u32 = w.parse().map_err(|e| format!("'{s}': width: {e}"))?;
     let h: u32 = h.parse().map_err(|e| format!("'{s}': height: {e}"))?;
@@ -97,6 +101,7 @@ struct Machine {
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.mode {
         Mode::Hash(a) => hash(a),
+        Mode::Grpc(a) => super::bench_grpc::run(a),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod bank;
 mod bench;
+mod bench_grpc;
 mod hash;
 mod matching;
 mod serve;

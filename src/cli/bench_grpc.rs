@@ -1,0 +1,442 @@
+//! `pharos bench grpc`: images/s and per-image latency over gRPC `HashStream`, side by side with the same
+//! pipeline called in-process, so the cost of the transport is a measured ratio (DESIGN.md §5 target:
+//! gRPC streaming ≥ 85% of in-process throughput).
+//!
+//! Without `--target`, a server is started in this process on loopback (port 0) with the chosen backend,
+//! and three things are measured on the same images, alternating in each repetition so that machine noise
+//! hits all of them alike:
+//! - `in-process`: the daemon's own pipeline (the shared [`Batcher`]) fed directly, with the same number of
+//!   images in flight as the gRPC clients keep;
+//! - `grpc`: `--concurrency` HashStream streams over loopback, each keeping `--window` requests in flight;
+//! - `direct`: what `pharos hash` does (decode + hash on every core, no batcher), for reference.
+//!
+//! With `--target URL`, only `grpc` is measured, against that server.
+//!
+//! Latency is per image: from the moment the request is handed to the stream (or submitted to the batcher)
+//! to the moment its response arrives; p50 and p99 over every image of the measured interval.
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use clap::Args;
+use pharos::batch::{Batcher, Job};
+use pharos::pipeline::HashOptions;
+use pharos::server::config::ServeConfig;
+use pharos::server::proto::hasher_client::HasherClient;
+use pharos::server::proto::{hash_response, HashRequest};
+use pharos::server::Server;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Semaphore};
+
+#[derive(Args, Debug)]
+pub(crate) struct GrpcBench {
+    /// Server to measure (e.g. http://10.0.0.5:50051). Default: start one in this process on loopback and
+    /// also measure the in-process pipeline for the ratio.
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// Folder of images (read into memory first, recursively). Default: generated PNGs of --size.
+    #[arg(long, value_name = "DIR")]
+    corpus: Option<PathBuf>,
+    /// Size of the generated images, WIDTHxHEIGHT (when no --corpus).
+    #[arg(long, default_value = "1024x768", value_parser = super::bench::parse_size)]
+    size: (u32, u32),
+    /// Concurrent HashStream streams (one connection each).
+    #[arg(long, short = 'c', default_value_t = 4)]
+    concurrency: usize,
+    /// Requests each stream keeps in flight.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Seconds each measurement runs (after a warm-up of a quarter of it).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Repetitions of each measurement; the table shows the median and the range.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Backend of the in-process server: auto, cpu or gpu.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Also compute the PDQ dihedral variants.
+    #[arg(long)]
+    dihedral: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+/// One measurement.
+#[derive(Clone, Copy, Debug, Serialize)]
+struct Run {
+    images: usize,
+    errors: usize,
+    seconds: f64,
+    images_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// The repetitions of one mode, summarised.
+#[derive(Serialize)]
+struct Summary {
+    mode: &'static str,
+    median_images_per_sec: f64,
+    min_images_per_sec: f64,
+    max_images_per_sec: f64,
+    median_p50_ms: f64,
+    median_p99_ms: f64,
+    runs: Vec<Run>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    bench: &'static str,
+    target: String,
+    backend: String,
+    images_in_set: usize,
+    mean_image_bytes: f64,
+    concurrency: usize,
+    window: usize,
+    seconds: f64,
+    reps: usize,
+    cpus: usize,
+    modes: Vec<Summary>,
+    /// grpc median / in-process median (absent with --target).
+    grpc_vs_in_process: Option<f64>,
+    /// grpc median / direct median (absent with --target).
+    grpc_vs_direct: Option<f64>,
+}
+
+pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
+    if a.concurrency == 0 || a.window == 0 || a.reps == 0 {
+        bail!("--concurrency, --window and --reps must be at least 1");
+    }
+    let images = load_images(a.corpus.as_deref(), a.size)?;
+    let mean_bytes = images.iter().map(|b| b.len()).sum::<usize>() as f64 / images.len() as f64;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        // The in-process server's (empty) bank store lives in a private temporary directory.
+        let dir = std::env::temp_dir().join(format!("pharos-bench-grpc-{}", std::process::id()));
+        let mut local = None;
+        let (target, backend, batcher) = match &a.target {
+            Some(t) => (t.clone(), "remote".to_string(), None),
+            None => {
+                let cfg = ServeConfig { backend: a.backend.clone(), metrics: String::new(), ..ServeConfig::default() };
+                let server = Server::new(cfg, dir.clone())?;
+                let batcher = server.batcher().clone();
+                let backend = batcher.engine().describe();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let addr = listener.local_addr()?;
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(server.run(listener, async { drop(stopped.await) }));
+                local = Some((stop, task));
+                (format!("http://{addr}"), backend, Some(batcher))
+            }
+        };
+        let mut channels = Vec::with_capacity(a.concurrency);
+        for _ in 0..a.concurrency {
+            let ch = tonic::transport::Channel::from_shared(target.clone())?
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {target}"))?;
+            channels.push(ch);
+        }
+        let in_flight = a.concurrency * a.window;
+        let measure = Duration::from_secs_f64(a.seconds.max(0.1));
+        let warm = measure / 4;
+        eprintln!(
+            "bench grpc: {} images ({:.0} KB mean), {} streams × {} in flight, backend {backend}, {} × {:.1} s",
+            images.len(),
+            mean_bytes / 1e3,
+            a.concurrency,
+            a.window,
+            a.reps,
+            a.seconds
+        );
+        // Warm-up: every path once.
+        grpc_run(&channels, &images, a.window, a.dihedral, warm).await?;
+        if let Some(b) = &batcher {
+            in_process_run(b, &images, in_flight, a.dihedral, warm).await;
+        }
+        let (mut grpc, mut inproc, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+        for rep in 0..a.reps {
+            if let Some(b) = &batcher {
+                inproc.push(in_process_run(b, &images, in_flight, a.dihedral, measure).await);
+            }
+            grpc.push(grpc_run(&channels, &images, a.window, a.dihedral, measure).await?);
+            if batcher.is_some() {
+                let imgs = images.clone();
+                let dihedral = a.dihedral;
+                direct.push(tokio::task::spawn_blocking(move || direct_run(&imgs, dihedral, measure)).await?);
+            }
+            eprintln!("  rep {}/{} done", rep + 1, a.reps);
+        }
+        if let Some((stop, task)) = local {
+            drop(stop);
+            task.await??;
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let mut modes = Vec::new();
+        if !inproc.is_empty() {
+            modes.push(summarise("in-process", inproc));
+        }
+        modes.push(summarise("grpc", grpc));
+        if !direct.is_empty() {
+            modes.push(summarise("direct", direct));
+        }
+        let median = |m: &str| modes.iter().find(|s| s.mode == m).map(|s| s.median_images_per_sec);
+        let grpc_median = median("grpc").expect("measured");
+        let report = Report {
+            bench: "grpc",
+            target: a.target.clone().unwrap_or_else(|| format!("in-process server on {target}")),
+            backend,
+            images_in_set: images.len(),
+            mean_image_bytes: mean_bytes,
+            concurrency: a.concurrency,
+            window: a.window,
+            seconds: a.seconds,
+            reps: a.reps,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            grpc_vs_in_process: median("in-process").map(|m| grpc_median / m),
+            grpc_vs_direct: median("direct").map(|m| grpc_median / m),
+            modes,
+        };
+        print_table(&report);
+        if let Some(path) = &a.json {
+            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The images to send, in memory: every file under `dir` (sorted), or 16 generated PNGs.
+fn load_images(dir: Option<&Path>, (w, h): (u32, u32)) -> anyhow::Result<Vec<Bytes>> {
+    let Some(dir) = dir else {
+        let mut out = Vec::new();
+        for seed in 0..16u8 {
+            let mut px = pharos::hash::synthetic_rgb(w as usize, h as usize);
+            px.iter_mut().for_each(|p| *p = p.wrapping_add(seed));
+            let img = image::RgbImage::from_raw(w, h, px).context("image buffer")?;
+            let mut buf = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut buf, image::ImageFormat::Png).context("encoding a PNG")?;
+            out.push(Bytes::from(buf.into_inner()));
+        }
+        return Ok(out);
+    };
+    let mut paths = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if pharos::image::Format::sniff(&std::fs::read(&p)?).is_some() {
+                paths.push(p);
+            }
+        }
+    }
+    paths.sort();
+    if paths.is_empty() {
+        bail!("no images under {}", dir.display());
+    }
+    paths.iter().map(|p| Ok(Bytes::from(std::fs::read(p)?))).collect()
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+fn finish(mut latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Run {
+    latencies.sort_unstable();
+    let images = latencies.len();
+    Run {
+        images,
+        errors,
+        seconds: elapsed.as_secs_f64(),
+        images_per_sec: images as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+    }
+}
+
+/// `channels.len()` HashStream streams, each with `window` requests in flight, for `duration`.
+async fn grpc_run(
+    channels: &[tonic::transport::Channel],
+    images: &[Bytes],
+    window: usize,
+    dihedral: bool,
+    duration: Duration,
+) -> anyhow::Result<Run> {
+    let start = Instant::now();
+    let stop_at = start + duration;
+    let mut tasks = Vec::new();
+    for (s, ch) in channels.iter().enumerate() {
+        let mut client = HasherClient::new(ch.clone()).max_decoding_message_size(usize::MAX);
+        let images = images.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let sent: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+            let permits = Arc::new(Semaphore::new(window));
+            let (tx, rx) = mpsc::channel::<HashRequest>(window);
+            let producer = {
+                let (sent, permits) = (sent.clone(), permits.clone());
+                tokio::spawn(async move {
+                    let mut i = s * 7;
+                    while Instant::now() < stop_at {
+                        let Ok(p) = permits.acquire().await else { break };
+                        p.forget();
+                        let req = HashRequest {
+                            id: i.to_string(),
+                            image: images[i % images.len()].clone(),
+                            dihedral,
+                            exif_orientation: false,
+                        };
+                        sent.lock().expect("lock").push_back(Instant::now());
+                        if tx.send(req).await.is_err() {
+                            break;
+                        }
+                        i += 1;
+                    }
+                })
+            };
+            let mut responses =
+                client.hash_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+            let (mut latencies, mut errors) = (Vec::new(), 0);
+            while let Some(r) = responses.message().await? {
+                let t0 = sent.lock().expect("lock").pop_front().context("a response nobody asked for")?;
+                permits.add_permits(1);
+                match r.outcome {
+                    Some(hash_response::Outcome::Hashes(_)) => latencies.push(t0.elapsed()),
+                    _ => errors += 1,
+                }
+            }
+            producer.await?;
+            anyhow::Ok((latencies, errors))
+        }));
+    }
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await??;
+        latencies.extend(l);
+        errors += e;
+    }
+    Ok(finish(latencies, errors, start.elapsed()))
+}
+
+/// The batcher fed directly with `in_flight` images outstanding, for `duration`.
+async fn in_process_run(
+    batcher: &Batcher,
+    images: &[Bytes],
+    in_flight: usize,
+    dihedral: bool,
+    duration: Duration,
+) -> Run {
+    let start = Instant::now();
+    let stop_at = start + duration;
+    let permits = Arc::new(Semaphore::new(in_flight));
+    let results = Arc::new(Mutex::new((Vec::new(), 0usize)));
+    let mut i = 0;
+    let mut tasks = tokio::task::JoinSet::new();
+    while Instant::now() < stop_at {
+        let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+        let job = Job {
+            image: images[i % images.len()].clone(),
+            opts: HashOptions { dihedral, ..HashOptions::default() },
+            deadline: None,
+        };
+        let (batcher, results) = (batcher.clone(), results.clone());
+        tasks.spawn(async move {
+            let t0 = Instant::now();
+            let (r, _) = batcher.hash(job).await;
+            let mut res = results.lock().expect("lock");
+            match r {
+                Ok(_) => res.0.push(t0.elapsed()),
+                Err(_) => res.1 += 1,
+            }
+            drop(permit);
+        });
+        i += 1;
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let (latencies, errors) = std::mem::take(&mut *results.lock().expect("lock"));
+    finish(latencies, errors, start.elapsed())
+}
+
+/// What `pharos hash` does: decode + hash on every core (rayon), no batcher, for `duration`.
+fn direct_run(images: &[Bytes], dihedral: bool, duration: Duration) -> Run {
+    use rayon::prelude::*;
+    let opts = HashOptions { dihedral, ..HashOptions::default() };
+    let start = Instant::now();
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    while start.elapsed() < duration {
+        let chunk: Vec<(Duration, bool)> = images
+            .par_iter()
+            .map(|b| {
+                let t0 = Instant::now();
+                let ok = pharos::pipeline::hash_bytes(b, &opts).is_ok();
+                (t0.elapsed(), ok)
+            })
+            .collect();
+        for (d, ok) in chunk {
+            if ok {
+                latencies.push(d);
+            } else {
+                errors += 1;
+            }
+        }
+    }
+    finish(latencies, errors, start.elapsed())
+}
+
+fn summarise(mode: &'static str, runs: Vec<Run>) -> Summary {
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let rates: Vec<f64> = runs.iter().map(|r| r.images_per_sec).collect();
+    Summary {
+        mode,
+        median_images_per_sec: med(rates.clone()),
+        min_images_per_sec: rates.iter().copied().fold(f64::INFINITY, f64::min),
+        max_images_per_sec: rates.iter().copied().fold(0.0, f64::max),
+        median_p50_ms: med(runs.iter().map(|r| r.p50_ms).collect()),
+        median_p99_ms: med(runs.iter().map(|r| r.p99_ms).collect()),
+        runs,
+    }
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "gRPC benchmark: {} ({}), {} images, {} streams × {} in flight",
+        r.target, r.backend, r.images_in_set, r.concurrency, r.window
+    );
+    println!(
+        "{:<12} {:>14} {:>22} {:>10} {:>10} {:>8}",
+        "mode", "images/s (med)", "range (min–max)", "p50 ms", "p99 ms", "errors"
+    );
+    for m in &r.modes {
+        let errors: usize = m.runs.iter().map(|x| x.errors).sum();
+        println!(
+            "{:<12} {:>14.1} {:>22} {:>10.2} {:>10.2} {:>8}",
+            m.mode,
+            m.median_images_per_sec,
+            format!("{:.1}–{:.1}", m.min_images_per_sec, m.max_images_per_sec),
+            m.median_p50_ms,
+            m.median_p99_ms,
+            errors
+        );
+    }
+    if let Some(x) = r.grpc_vs_in_process {
+        println!("grpc / in-process: {:.1}% (target ≥ 85%)", x * 100.0);
+    }
+    if let Some(x) = r.grpc_vs_direct {
+        println!("grpc / direct:     {:.1}%", x * 100.0);
+    }
+}
