@@ -792,3 +792,84 @@ fn bench_grpc_measures_grpc_against_in_process() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `pharos serve --print-config` with the given arguments and environment.
+fn print_config(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pharos"));
+    cmd.args(["serve", "--print-config"]).args(args);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PHAROS_")) {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().unwrap()
+}
+
+#[test]
+fn config_file_env_and_flags_layer_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pharos.toml");
+    std::fs::write(&file, "max_batch = 8\nmax_in_flight = 100\nbackend = \"cpu\"\n").unwrap();
+    let f = file.to_str().unwrap();
+    let get = |out: &std::process::Output, key: &str| -> String {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        v[key].to_string()
+    };
+    let out = print_config(&["--config", f], &[]);
+    assert_eq!(
+        (get(&out, "max_batch"), get(&out, "max_in_flight"), get(&out, "max_delay_ms")),
+        ("8".into(), "100".into(), "2".into())
+    );
+    let out = print_config(&["--config", f], &[("PHAROS_MAX_BATCH", "16")]);
+    assert_eq!(get(&out, "max_batch"), "16");
+    let out = print_config(&["--config", f, "--max-batch", "4"], &[("PHAROS_MAX_BATCH", "16")]);
+    assert_eq!((get(&out, "max_batch"), get(&out, "max_in_flight")), ("4".into(), "100".into()));
+    // The shipped example is valid and states the defaults.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pharos.toml");
+    let defaults = print_config(&[], &[]);
+    assert_eq!(print_config(&["--config", example], &[]).stdout, defaults.stdout);
+
+    // Mistakes are exit 1 with a message naming the problem.
+    std::fs::write(&file, "max_bacth = 8\n").unwrap();
+    let out = print_config(&["--config", f], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("max_bacth"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = print_config(&["--max-in-flight", "0"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_in_flight must be at least 1"));
+    let out = print_config(&["--backend", "tpu"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown backend"));
+    let out = print_config(&["--config", "/nonexistent/pharos.toml"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gpu_backend_serves_the_same_hashes() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let images: Vec<_> = corpus_images().into_iter().take(64).collect();
+    let expected = cli_hashes();
+    let server =
+        TestServer::start(ServeConfig { backend: "gpu".into(), max_batch: 16, ..cpu_config() }).await;
+    let mut client = HasherClient::new(server.channel().await);
+    let requests: Vec<_> = images.iter().map(|(p, b)| hash_request(p.clone(), b.clone(), true)).collect();
+    let mut responses = client.hash_stream(tokio_stream::iter(requests)).await.unwrap().into_inner();
+    let mut n = 0;
+    while let Some(resp) = responses.message().await.unwrap() {
+        let Some(hash_response::Outcome::Hashes(h)) = resp.outcome else { panic!("{resp:?}") };
+        assert_eq!(as_cli_json(&h), strip_path(expected[&resp.id].clone()), "{} on the GPU", resp.id);
+        n += 1;
+    }
+    assert_eq!(n, images.len());
+    let text = server.metrics.render();
+    assert!(text.contains("pharos_backend_info{backend=\"gpu: "), "{text}");
+    assert!(text.contains(&format!("pharos_images_hashed_total{{backend=\"gpu\"}} {n}")), "{text}");
+    eprintln!("GPU backend over gRPC: {n}/{n} equal to `pharos hash --backend cpu`");
+    server.shutdown().await.unwrap();
+}
