@@ -6,6 +6,8 @@
 #   a C compiler  the same build (Debian's gcc; usually present wherever Rust is).
 #   mesa-vulkan-drivers  (Linux) lavapipe, Mesa's software Vulkan driver: the GPU backend's tests run the
 #                 real shaders on it when the machine has no GPU (CI). Brings libvulkan1 with it.
+#   python3, python3-venv  the example gRPC client (examples/python/) runs in the test suite from a venv
+#                 that scripts/setup-python-example.sh creates.
 set -euo pipefail
 
 need=()
@@ -14,6 +16,11 @@ command -v nasm >/dev/null 2>&1 || need+=(nasm)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 if [ "$(uname -s)" = Linux ] && ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
     need+=(mesa-vulkan-drivers)
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+    need+=(python3 python3-venv)
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    need+=(python3-venv)
 fi
 command -v cargo >/dev/null 2>&1 || {
     echo "setup-deps: cargo not found; install Rust first (https://rustup.rs)" >&2

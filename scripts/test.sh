@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 
 scripts/setup-deps.sh
 
+# The Python example client's venv (tests/python_client.rs runs examples/python/pharos_client.py with it).
+if PHAROS_PYTHON="$(scripts/setup-python-example.sh | tail -n 1)"; then
+    export PHAROS_PYTHON
+else
+    echo "test.sh: Python example venv unavailable; tests/python_client.rs will skip (fails under PHAROS_REQUIRE_PYTHON=1)" >&2
+fi
+
 # Mesa's Vulkan driver complains on stderr for every adapter probe when this is unset (containers, CI).
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
     XDG_RUNTIME_DIR="$(mktemp -d)"

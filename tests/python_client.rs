@@ -1,0 +1,261 @@
+//! The Python example client (`examples/python/pharos_client.py`) against a real `pharos serve` process on
+//! loopback (issue 5, acceptance 2), as a crawler author would run it:
+//!
+//! - over HashStream, every corpus image gives exactly the JSON `pharos hash --backend cpu` prints for the
+//!   same folder, a file that is no image gets an in-band INVALID_ARGUMENT line, and the client exits 2;
+//! - over HashAndMatch (`--bank`), an image whose PDQ was planted in a bank is reported at distance 0;
+//! - the daemon exits 0 on SIGTERM, after which the client reports the connection error with exit status 1.
+//!
+//! The interpreter is `$PHAROS_PYTHON` (the venv `scripts/setup-python-example.sh` makes). Without it the test
+//! says loudly that it was skipped, unless `PHAROS_REQUIRE_PYTHON=1`, which makes that a failure.
+
+mod common;
+
+use pharos::server::proto::banks_client::BanksClient;
+use pharos::server::proto::{self, HashKind};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Python interpreter to run the client with, or `None` (after saying so) when the test is to be skipped.
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("PHAROS_PYTHON") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            if std::env::var("PHAROS_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
+                panic!(
+                    "PHAROS_REQUIRE_PYTHON=1 but PHAROS_PYTHON is not set \
+                     (PHAROS_PYTHON=\"$(scripts/setup-python-example.sh | tail -n 1)\")"
+                );
+            }
+            eprintln!(
+                "\n*** SKIPPED: the Python client test needs PHAROS_PYTHON, a python with \
+                 examples/python/requirements.txt installed (scripts/setup-python-example.sh prints one) ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// A `pharos serve` child process, killed on drop unless it already exited (so a failing test leaves none).
+struct Daemon {
+    child: Child,
+    addr: String,
+    stderr_log: PathBuf,
+}
+
+impl Daemon {
+    fn start(data_dir: &Path, stderr_log: PathBuf) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pharos"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "", "--backend", "cpu", "--data-dir"])
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).unwrap())
+            .spawn()
+            .expect("start pharos serve");
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let mut daemon = Daemon { child, addr: String::new(), stderr_log };
+        // `pharos: serving gRPC on 127.0.0.1:PORT` (then `; metrics on …` when metrics are on).
+        let addr = line
+            .trim()
+            .strip_prefix("pharos: serving gRPC on ")
+            .map(|rest| rest.split(';').next().unwrap().trim().to_string());
+        match addr {
+            Some(a) => daemon.addr = a,
+            None => panic!("unexpected first line from pharos serve: {line:?}\nstderr:\n{}", daemon.stderr()),
+        }
+        daemon
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (at most 60 s) for the process to exit.
+    fn terminate(&mut self) -> ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on the pid of a child this process started and has not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill -TERM {pid}");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "pharos serve did not exit within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the example client with `args`, then the folder.
+fn run_client(python: &Path, args: &[&str], folder: &Path) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/pharos_client.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .arg(folder)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (PHAROS_PYTHON): {e}", python.display()));
+    eprintln!("pharos_client.py {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim_end());
+    out
+}
+
+/// Each JSON line of `stdout`, keyed by its `path`, in order.
+fn json_lines(stdout: &[u8]) -> Vec<(String, Value)> {
+    String::from_utf8(stdout.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            (v["path"].as_str().unwrap_or_else(|| panic!("no path: {l}")).to_string(), v)
+        })
+        .collect()
+}
+
+/// A folder holding a copy of every corpus image (same relative paths) plus `garbage.jpg`, which is no image.
+fn make_folder(root: &Path) -> PathBuf {
+    let folder = root.join("crawl");
+    for row in common::rows() {
+        let dest = folder.join(row.get("path"));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(row.path(), &dest).unwrap();
+    }
+    std::fs::write(folder.join("garbage.jpg"), b"this is not an image, whatever its name says").unwrap();
+    folder
+}
+
+/// Creates the PDQ bank `name` in the daemon at `addr` holding `pdq` (labelled `label`); returns its entry id.
+fn plant(addr: &str, name: &str, pdq: &str, label: &str) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut banks =
+            BanksClient::connect(format!("http://{addr}")).await.expect("connect to pharos serve");
+        banks
+            .create_bank(proto::CreateBankRequest { name: name.into(), kind: HashKind::Pdq as i32 })
+            .await
+            .unwrap();
+        let add = proto::AddHashesRequest {
+            bank: name.into(),
+            entries: vec![proto::NewEntry { hash: pdq.into(), label: label.into() }],
+        };
+        let added = banks.add_hashes(tokio_stream::iter(vec![add])).await.unwrap().into_inner();
+        assert_eq!(added.added, 1);
+        added.first_id.expect("first_id")
+    })
+}
+
+#[test]
+fn python_client_against_pharos_serve() {
+    let Some(python) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = make_folder(tmp.path());
+    let garbage = folder.join("garbage.jpg").display().to_string();
+
+    // What the CLI prints for the same folder: the reference for every good image.
+    let cli = Command::new(env!("CARGO_BIN_EXE_pharos"))
+        .args(["hash", "--backend", "cpu"])
+        .arg(&folder)
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(2), "pharos hash: {}", String::from_utf8_lossy(&cli.stderr));
+    let expected: HashMap<String, Value> = json_lines(&cli.stdout).into_iter().collect();
+    let n_images = common::rows().len();
+    assert_eq!(expected.len(), n_images + 1, "pharos hash prints one line per file");
+
+    let data_dir = tmp.path().join("data");
+    let mut daemon = Daemon::start(&data_dir, tmp.path().join("serve.stderr"));
+    let addr = daemon.addr.clone();
+
+    // 1. HashStream over the whole folder, after a health check.
+    let out = run_client(&python, &["--target", &addr, "--check-health", "--timeout", "120"], &folder);
+    let lines = json_lines(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "one bad file: exit status 2; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let order: Vec<&str> = lines.iter().map(|(p, _)| p.as_str()).collect();
+    let cli_order: Vec<String> = json_lines(&cli.stdout).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(order, cli_order, "the client walks the folder in the order `pharos hash` does");
+    let mut good = 0;
+    for (path, got) in &lines {
+        if *path == garbage {
+            assert_eq!(got["code"], "INVALID_ARGUMENT", "{got}");
+            assert!(got["error"].as_str().is_some_and(|m| !m.is_empty()), "{got}");
+            assert!(expected[path].get("error").is_some(), "pharos hash also refuses {path}");
+        } else {
+            assert_eq!(*got, expected[path], "{path}: the Python client differs from `pharos hash`");
+            good += 1;
+        }
+    }
+    assert_eq!(good, n_images);
+    eprintln!(
+        "HashStream from Python: {good}/{n_images} images equal `pharos hash`, garbage.jpg INVALID_ARGUMENT"
+    );
+
+    // 2. HashAndMatch: plant one image's PDQ in a bank; the client must find it at distance 0.
+    let (planted_path, planted) = lines
+        .iter()
+        .find(|(p, v)| *p != garbage && v["quality"].as_u64().is_some_and(|q| q >= 50))
+        .expect("an image of quality ≥ 50");
+    let pdq = planted["pdq"].as_str().unwrap();
+    let entry_id = plant(&addr, "planted", pdq, "case-42");
+    let out = run_client(&python, &["--target", &addr, "--bank", "planted", "--timeout", "120"], &folder);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), n_images + 1);
+    let mut found = false;
+    for (path, got) in &lines {
+        if *path == garbage {
+            assert_eq!(got["code"], "INVALID_ARGUMENT", "{got}");
+            continue;
+        }
+        let mut hashes = got.clone();
+        let matches = hashes.as_object_mut().unwrap().remove("matches").unwrap_or_else(|| panic!("{got}"));
+        assert_eq!(hashes, expected[path], "{path}: HashAndMatch hashes differ from `pharos hash`");
+        for m in matches.as_array().unwrap() {
+            assert_eq!(m["bank"], "planted");
+            assert_eq!(m["hash"], pdq);
+            assert_eq!(m["id"].as_u64(), Some(entry_id));
+            assert_eq!(m["label"], "case-42");
+            if path == planted_path {
+                assert_eq!(m["distance"], 0, "{got}");
+                found = true;
+            }
+        }
+    }
+    assert!(found, "{planted_path} (PDQ planted in bank `planted`) was not matched");
+    eprintln!("HashAndMatch from Python: {planted_path} matched at distance 0");
+
+    // 3. SIGTERM: the daemon drains and exits 0; then the client cannot connect (exit status 1).
+    let status = daemon.terminate();
+    assert!(
+        status.success(),
+        "pharos serve exited with {status} after SIGTERM; stderr:\n{}",
+        daemon.stderr()
+    );
+    let out = run_client(&python, &["--target", &addr, "--timeout", "2"], &folder);
+    assert_eq!(out.status.code(), Some(1), "no daemon: exit status 1");
+    assert!(out.stdout.is_empty(), "no daemon: nothing on stdout");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
