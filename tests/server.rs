@@ -873,3 +873,60 @@ async fn the_gpu_backend_serves_the_same_hashes() {
     eprintln!("GPU backend over gRPC: {n}/{n} equal to `pharos hash --backend cpu`");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_at_trace_level_never_contain_image_bytes() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pharos"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "",
+            "--backend",
+            "cpu",
+            "--log-format",
+            "json",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("PHAROS_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr =
+        line.trim().strip_prefix("pharos: serving gRPC on ").unwrap_or_else(|| panic!("{line}")).to_string();
+    // A marker inside a real image (after its end, where decoders ignore it) and inside garbage.
+    const MARKER: &str = "PHAROS-IMAGE-BYTES-MUST-NOT-BE-LOGGED";
+    let mut image = corpus_images()[0].1.clone();
+    image.extend_from_slice(MARKER.as_bytes());
+    let garbage = format!("xx{MARKER}{MARKER}").into_bytes();
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut client = HasherClient::new(channel);
+    client.hash(hash_request("a", image.clone(), false)).await.unwrap();
+    assert_eq!(
+        client.hash(hash_request("b", garbage.clone(), false)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let reqs = vec![hash_request("c", image, false), hash_request("d", garbage, false)];
+    let mut s = client.hash_stream(tokio_stream::iter(reqs)).await.unwrap().into_inner();
+    while s.message().await.unwrap().is_some() {}
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 20, "trace logging produced only {} lines", lines.len());
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{l}");
+    }
+    assert!(!text.contains(MARKER), "image bytes reached the logs");
+    assert!(!text.contains("PHAROS-IMAGE"), "image bytes reached the logs");
+    eprintln!("{} JSON log lines at trace level, none with image bytes", lines.len());
+}
