@@ -24,7 +24,7 @@ enum Command {
     Bank(bank::BankArgs),
     /// Match hashes (hex or `pharos hash` JSON lines) against banks: one JSON object per query.
     Match(matching::MatchArgs),
-    /// Capacity benchmarks: `pharos bench hash --backend cpu|gpu --batch N --size WxH [--json FILE]`.
+    /// Capacity benchmarks: decode, hash, match, pipeline (end to end) and the capacity report.
     Bench(bench::BenchArgs),
 }
 
