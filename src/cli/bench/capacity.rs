@@ -381,7 +381,24 @@ fn capacity_text(c: &Capacity) -> String {
         fmt_rate(c.measured_pipeline_images_per_sec),
         c.model_over_measured
     ));
-    out.push_str(&format!("Limiting stage: {}.\n", c.limiting_stage));
+    // Name the runner-up too: two stages within a few per cent of each other swap places with the noise.
+    let mut cpu: Vec<&Stage> = c.stages.iter().filter(|s| s.device == "cpu").collect();
+    cpu.sort_by(|x, y| y.seconds_per_image.total_cmp(&x.seconds_per_image));
+    let next = match (c.gpu_seconds_per_image > c.cpu_seconds_per_image, cpu.as_slice()) {
+        (true, [first, ..]) => format!(
+            "; the CPU stages need {:.0} % of the GPU's time (most: {})",
+            c.cpu_seconds_per_image / c.gpu_seconds_per_image * 100.0,
+            first.stage
+        ),
+        (false, [first, second, ..]) => format!(
+            ", {:.0} % of the CPU time; next: {} ({:.0} %)",
+            first.share_of_cpu_time * 100.0,
+            second.stage,
+            second.share_of_cpu_time * 100.0
+        ),
+        _ => String::new(),
+    };
+    out.push_str(&format!("Limiting stage: {}{next}.\n", c.limiting_stage));
     out.push_str(&format!(
         "Planned on the {} rate, {} images/s at 100 %; at {:.0} % utilisation: {} images/s, {} per day, {} per year.\n\n",
         match c.plan_on {
