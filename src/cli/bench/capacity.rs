@@ -7,6 +7,10 @@
 //! match, the cross-check); once: the **match** rate (one PDQ query per image against a generated bank of
 //! `--bank` hashes at `--radius`).
 //!
+//! The stages are measured in rounds (each round: one `--seconds` repetition of every stage, after
+//! `--warmup` calls), `--reps` rounds, so that background load changes hit every stage alike; each stage's
+//! figure is the median of its rounds.
+//!
 //! # The model
 //! A stage measured alone on all cores at `R` images/s costs `1/R` machine-seconds per image. For a mix with
 //! weights `w_i`, a stage's cost is the weighted mean `t = Σ w_i / R_i / Σ w_i` (so the rate of the mix is a
@@ -32,7 +36,9 @@ use super::hash::measure_hash;
 use super::input::{bank, generated, load_corpus, Format, ImageSet};
 use super::matching::measure_match;
 use super::pipeline::measure_pipeline;
-use super::{cpus, fmt_rate, parse_backend, parse_count, parse_size, Common, Report, Table};
+use super::{
+    cpus, fmt_rate, parse_backend, parse_count, parse_size, Common, Measurement, Report, Stats, Table,
+};
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use pharos::hash::{Backend, ImageView};
@@ -229,26 +235,56 @@ pub(crate) fn run(a: CapacityBench) -> anyhow::Result<()> {
     eprintln!("bench capacity: generating and indexing {} PDQ hashes", a.bank);
     let b = bank(Kind::Pdq, a.bank, 2000, a.radius, 1);
 
+    // Pixels for the hash stage, decoded once: the corpus, or one decoded copy of each generated image.
+    let decoded: Vec<Vec<Decoded>> = sets
+        .iter()
+        .map(|(set, _)| {
+            if set.megapixels.is_some() {
+                Ok(vec![pharos::image::decode(&set.files[0], &Default::default())?])
+            } else {
+                set.decode_all()
+            }
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let views: Vec<Vec<ImageView<'_>>> = sets
+        .iter()
+        .zip(&decoded)
+        .map(|((set, _), d)| {
+            if set.megapixels.is_some() {
+                vec![d[0].view(); set.files.len()]
+            } else {
+                d.iter().map(Decoded::view).collect()
+            }
+        })
+        .collect();
+
+    // The stages are measured in rounds, one repetition of every stage per round, so that a change in the
+    // machine's background load weighs on all of them alike (their rates are combined into one model).
     let c = &a.common;
+    let one = Common { reps: 1, ..c.clone() };
+    let mut rounds: Vec<Vec<Measurement>> = Vec::new();
+    for round in 0..c.reps {
+        eprintln!("bench capacity: round {} of {}", round + 1, c.reps);
+        let mut this = Vec::new();
+        for ((set, _), views) in sets.iter().zip(&views) {
+            this.push(measure_decode(set, threads, a.format, &one)?);
+            this.push(measure_hash(&engine, set, views, a.batch, threads, false, &one)?);
+            this.push(measure_pipeline(&engine, set, &b, a.radius, a.batch, threads, a.format, &one)?);
+        }
+        this.push(measure_match(&b, a.radius, threads, &one)?);
+        rounds.push(this);
+    }
+    let merged: Vec<Measurement> = (0..rounds[0].len())
+        .map(|i| {
+            let parts: Vec<&Measurement> = rounds.iter().map(|r| &r[i]).collect();
+            Measurement { rate: Stats::merge(parts.iter().map(|m| &m.rate)), ..parts[0].clone() }
+        })
+        .collect();
+
     let mut mix = Vec::new();
     let (mut t_dec, mut t_hash, mut t_pipe, mut wsum) = (0.0, 0.0, 0.0, 0.0);
-    for (set, weight) in &sets {
-        let dec = measure_decode(set, threads, a.format, c)?;
-        // Pixels for the hash stage: the corpus decoded, or one decoded copy of a generated image.
-        let decoded: Vec<Decoded> = if set.megapixels.is_some() {
-            vec![pharos::image::decode(&set.files[0], &Default::default())?]
-        } else {
-            set.decode_all()?
-        };
-        let views: Vec<ImageView<'_>> = if set.megapixels.is_some() {
-            vec![decoded[0].view(); set.files.len()]
-        } else {
-            decoded.iter().map(Decoded::view).collect()
-        };
-        let hash = measure_hash(&engine, set, &views, a.batch, threads, false, c)?;
-        drop(views);
-        drop(decoded);
-        let pipe = measure_pipeline(&engine, set, &b, a.radius, a.batch, threads, a.format, c)?;
+    for ((set, weight), m) in sets.iter().zip(merged.chunks(3)) {
+        let (dec, hash, pipe) = (&m[0], &m[1], &m[2]);
         t_dec += weight / dec.rate.median;
         t_hash += weight / hash.rate.median;
         t_pipe += weight / pipe.rate.median;
@@ -263,13 +299,11 @@ pub(crate) fn run(a: CapacityBench) -> anyhow::Result<()> {
             hash_images_per_sec: hash.rate.median,
             pipeline_images_per_sec: pipe.rate.median,
         });
-        for m in [dec, hash, pipe] {
-            report.push(m);
-        }
     }
-    let matched = measure_match(&b, a.radius, threads, c)?;
-    let t_match = matched.rate.seconds_per_item();
-    report.push(matched);
+    let t_match = merged[merged.len() - 1].rate.seconds_per_item();
+    for m in merged {
+        report.push(m);
+    }
     let (t_dec, t_hash, t_pipe) = (t_dec / wsum, t_hash / wsum, t_pipe / wsum);
 
     let t_cpu = t_dec + t_match + if on_gpu { 0.0 } else { t_hash };

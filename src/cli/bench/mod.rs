@@ -235,6 +235,22 @@ impl Stats {
         }
     }
 
+    /// Combines measurements of one configuration taken at different times (the capacity report measures
+    /// its stages in interleaved rounds): all their repetitions, as if measured together.
+    pub(crate) fn merge<'a>(parts: impl IntoIterator<Item = &'a Stats>) -> Stats {
+        let (mut runs, mut call_ms) = (Vec::new(), Vec::new());
+        let (mut items, mut seconds, mut calls) = (0, 0.0, 0);
+        for p in parts {
+            runs.extend_from_slice(&p.runs);
+            // Each part's median call time stands for its repetitions.
+            call_ms.extend(std::iter::repeat_n(p.ms_per_call, p.runs.len()));
+            items += p.items;
+            seconds += p.seconds;
+            calls += p.calls;
+        }
+        Stats::from_runs(runs, call_ms, items, seconds, calls)
+    }
+
     /// Seconds per item at the median rate (what the capacity model adds up).
     pub(crate) fn seconds_per_item(&self) -> f64 {
         1.0 / self.median
@@ -623,6 +639,17 @@ mod tests {
         assert!((percentile(&v, 0.1) - 1.4).abs() < 1e-12);
         assert!((percentile(&v, 0.9) - 4.6).abs() < 1e-12);
         assert_eq!(percentile(&[7.0], 0.9), 7.0);
+    }
+
+    #[test]
+    fn merged_stats_pool_the_repetitions() {
+        let a = Stats::from_runs(vec![10.0], vec![2.0], 10, 1.0, 1);
+        let b = Stats::from_runs(vec![30.0, 20.0], vec![4.0, 6.0], 50, 2.0, 2);
+        let m = Stats::merge([&a, &b]);
+        assert_eq!(m.runs, vec![10.0, 30.0, 20.0]);
+        assert_eq!((m.median, m.min, m.max), (20.0, 10.0, 30.0));
+        assert_eq!((m.items, m.seconds, m.calls), (60, 3.0, 3));
+        assert_eq!(m.ms_per_call, 5.0);
     }
 
     #[test]
