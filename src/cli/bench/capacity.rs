@@ -85,7 +85,7 @@ pub(crate) struct CapacityBench {
     #[arg(long, value_delimiter = ',', value_parser = parse_volume, default_value = "1e9,1e10")]
     yearly: Vec<f64>,
     /// Planned utilisation of each machine, in (0, 1]: the headroom factor.
-    #[arg(long, alias = "headroom", default_value_t = 0.7, value_parser = parse_utilisation)]
+    #[arg(long, visible_alias = "headroom", default_value_t = 0.7, value_parser = parse_utilisation)]
     utilisation: f64,
     /// Which rate to plan on: the model's (from the per-stage rates) or the measured end-to-end pipeline's.
     #[arg(long, value_enum, default_value = "model")]
@@ -97,7 +97,7 @@ pub(crate) struct CapacityBench {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum PlanOn {
-    /// The model's rate (per-stage rates combined; see the module docs).
+    /// The model's rate (the per-stage rates combined as described above).
     Model,
     /// The measured end-to-end pipeline rate.
     Measured,

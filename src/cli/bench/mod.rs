@@ -75,6 +75,12 @@ enum Mode {
     /// Capacity report: sustained images/s, /day, /year for an image-size mix, the limiting stage, and
     /// machines needed for yearly volumes.
     ///
+    /// Measures decode, hash and match rates (and the end-to-end pipeline as a check) on all --jobs
+    /// threads, in interleaved rounds. Model: CPU stages share the cores, so their seconds per image add up
+    /// (decode + match, + hash on the cpu backend); a GPU hash stage overlaps with them; sustained rate =
+    /// 1 / max(CPU seconds, GPU seconds) per image, per-stage rates being weighted harmonic means over the
+    /// mix. Machines for a yearly volume V = ceil(V / (rate × 31,536,000 s × utilisation)).
+    ///
     /// Example: pharos bench capacity --corpus ../shared/testdata --yearly 1e9,1e10 --utilisation 0.7
     Capacity(capacity::CapacityBench),
 }
