@@ -358,3 +358,40 @@ fn bad_arguments_exit_1_with_a_message() {
         assert!(err.contains(msg), "{args:?}: stderr lacks '{msg}':\n{err}");
     }
 }
+
+/// The gpu backend's path through `pipeline` and `capacity` (any adapter, lavapipe included). Without an
+/// adapter the binary refuses `--backend gpu` (exit 1, "backend unavailable"): the test then says it was
+/// skipped, or fails when `PHAROS_REQUIRE_GPU=1` (as CI sets it).
+#[test]
+fn capacity_on_the_gpu_backend() {
+    let fx = fixtures();
+    let dir = TempDir::new().unwrap();
+    let json = dir.path().join("gpu.json");
+    let mut args: Vec<OsString> = ["bench", "capacity", "--corpus"].map(OsString::from).to_vec();
+    args.push(fx.clone().into_os_string());
+    args.extend(["--backend", "gpu", "--bank", "1000", "--batch", "8"].map(OsString::from));
+    args.extend(QUICK.map(OsString::from));
+    args.extend([OsString::from("--json"), json.clone().into_os_string()]);
+    let out = pharos(args);
+    if out.status.code() == Some(1) && String::from_utf8_lossy(&out.stderr).contains("backend unavailable") {
+        if std::env::var("PHAROS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+            panic!("PHAROS_REQUIRE_GPU=1 but no GPU adapter:\n{}", show(&out));
+        }
+        eprintln!("\n*** SKIPPED: this test needs a GPU adapter ***\n");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_report(&v, "capacity");
+    let c = &v["capacity"];
+    assert!(c["backend"].as_str().is_some_and(|b| b.starts_with("gpu")), "{c}");
+    assert_eq!(c["stages"][1]["device"], "gpu");
+    let (cpu, gpu) = (num(c, "cpu_seconds_per_image"), num(c, "gpu_seconds_per_image"));
+    positive(gpu, "gpu_seconds_per_image");
+    // The GPU stage overlaps: the CPU time excludes it, the rate is set by the slower of the two.
+    let expected_cpu = num(&c["stages"][0], "seconds_per_image") + num(&c["stages"][2], "seconds_per_image");
+    assert!((cpu / expected_cpu - 1.0).abs() < 1e-9, "{c}");
+    assert!((num(c, "model_images_per_sec") * cpu.max(gpu) - 1.0).abs() < 1e-9, "{c}");
+    let limiting = c["limiting_stage"].as_str().unwrap();
+    assert_eq!(limiting == "hash (gpu)", gpu > cpu, "{c}");
+}

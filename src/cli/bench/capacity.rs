@@ -404,11 +404,22 @@ fn capacity_text(c: &Capacity) -> String {
             s.device.into(),
             fmt_rate(s.images_per_sec),
             format!("{:.3}", s.seconds_per_image * 1e3),
-            format!("{:.0}%", s.share_of_cpu_time * 100.0),
+            if s.device == "cpu" {
+                format!("{:.0}%", s.share_of_cpu_time * 100.0)
+            } else {
+                "- (overlaps)".into()
+            },
         ]);
     }
     out.push_str(&t.render());
     out.push_str(&format!("\nModel: {}.\n", c.model));
+    let software = ["llvmpipe", "lavapipe", "swiftshader", "software"];
+    if c.backend.starts_with("gpu") && software.iter().any(|s| c.backend.to_ascii_lowercase().contains(s)) {
+        out.push_str(
+            "Note: the GPU adapter is a software rasteriser running on these same CPU cores, so the GPU stage \
+             does not really overlap with the CPU stages; these figures say nothing about a real GPU.\n",
+        );
+    }
     out.push_str(&format!(
         "Model: {} images/s; measured end to end (pipeline): {} images/s (model / measured = {:.2}).\n",
         fmt_rate(c.model_images_per_sec),
