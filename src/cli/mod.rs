@@ -2,7 +2,6 @@
 
 mod bank;
 mod bench;
-mod bench_grpc;
 mod hash;
 mod matching;
 mod serve;
@@ -32,7 +31,7 @@ enum Command {
     Match(matching::MatchArgs),
     /// Run the gRPC daemon (services Hasher, Matcher, Banks; health; reflection; metrics on their own port).
     Serve(Box<serve::ServeArgs>),
-    /// Capacity benchmarks: `pharos bench hash --backend cpu|gpu --batch N --size WxH [--json FILE]`.
+    /// Capacity benchmarks: decode, hash, match, pipeline (end to end), grpc and the capacity report.
     Bench(bench::BenchArgs),
 }
 

@@ -12,6 +12,9 @@
 //!
 //! With `--target URL`, only `grpc` is measured, against that server.
 //!
+//! This mode has its own loop rather than the shared [`super::measure`] harness: it runs three pipelines
+//! against each other, asynchronously, in alternation, and measures per-image latency as well as rates.
+//!
 //! Latency is per image: from the moment the request is handed to the stream (or submitted to the batcher)
 //! to the moment its response arrives; p50 and p99 over every image of the measured interval.
 
@@ -38,11 +41,12 @@ pub(crate) struct GrpcBench {
     /// also measure the in-process pipeline for the ratio.
     #[arg(long, value_name = "URL")]
     target: Option<String>,
-    /// Folder of images (read into memory first, recursively). Default: generated PNGs of --size.
+    /// Folder of images (read into memory first, recursively). Default: a generated photo-like JPEG of
+    /// --size.
     #[arg(long, value_name = "DIR")]
     corpus: Option<PathBuf>,
     /// Size of the generated images, WIDTHxHEIGHT (when no --corpus).
-    #[arg(long, default_value = "1024x768", value_parser = super::bench::parse_size)]
+    #[arg(long, default_value = "1024x768", value_parser = super::parse_size)]
     size: (u32, u32),
     /// Concurrent HashStream streams (one connection each).
     #[arg(long, short = 'c', default_value_t = 4)]
@@ -92,7 +96,8 @@ struct Summary {
 
 #[derive(Serialize)]
 struct Report {
-    bench: &'static str,
+    tool: &'static str,
+    mode: &'static str,
     target: String,
     backend: String,
     images_in_set: usize,
@@ -189,7 +194,8 @@ pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
         let median = |m: &str| modes.iter().find(|s| s.mode == m).map(|s| s.median_images_per_sec);
         let grpc_median = median("grpc").expect("measured");
         let report = Report {
-            bench: "grpc",
+            tool: "pharos bench",
+            mode: "grpc",
             target: a.target.clone().unwrap_or_else(|| format!("in-process server on {target}")),
             backend,
             images_in_set: images.len(),
@@ -212,37 +218,13 @@ pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The images to send, in memory: every file under `dir` (sorted), or 16 generated PNGs.
+/// The images to send, in memory: every image under `dir`, or 16 copies of a generated JPEG of `size`.
 fn load_images(dir: Option<&Path>, (w, h): (u32, u32)) -> anyhow::Result<Vec<Bytes>> {
-    let Some(dir) = dir else {
-        let mut out = Vec::new();
-        for seed in 0..16u8 {
-            let mut px = pharos::hash::synthetic_rgb(w as usize, h as usize);
-            px.iter_mut().for_each(|p| *p = p.wrapping_add(seed));
-            let img = image::RgbImage::from_raw(w, h, px).context("image buffer")?;
-            let mut buf = std::io::Cursor::new(Vec::new());
-            img.write_to(&mut buf, image::ImageFormat::Png).context("encoding a PNG")?;
-            out.push(Bytes::from(buf.into_inner()));
-        }
-        return Ok(out);
+    let set = match dir {
+        Some(dir) => super::input::load_corpus(dir)?,
+        None => super::input::generated(w, h, super::input::Format::Jpeg, 16)?,
     };
-    let mut paths = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let p = e?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if pharos::image::Format::sniff(&std::fs::read(&p)?).is_some() {
-                paths.push(p);
-            }
-        }
-    }
-    paths.sort();
-    if paths.is_empty() {
-        bail!("no images under {}", dir.display());
-    }
-    paths.iter().map(|p| Ok(Bytes::from(std::fs::read(p)?))).collect()
+    Ok(set.files.iter().map(|f| Bytes::copy_from_slice(f)).collect())
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
