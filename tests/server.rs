@@ -521,7 +521,7 @@ fn big_png(w: u32, h: u32) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_answers_resource_exhausted_and_stays_bounded() {
     let max_in_flight = 4;
-    let cfg = ServeConfig { max_in_flight, decode_threads: 1, hash_threads: 1, max_batch: 2, ..cpu_config() };
+    let cfg = ServeConfig { max_in_flight, decode_threads: 1, max_batch: 2, ..cpu_config() };
     let server = TestServer::start(cfg).await;
     let png = big_png(1600, 1200);
     let channel = server.channel().await;

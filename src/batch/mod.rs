@@ -11,9 +11,14 @@
 //! - **Decoding** runs on its own thread pool, off the async runtime. Decoded pixels count against a second
 //!   budget ([`BatchConfig::max_decoded_bytes`]) until their batch is hashed, so a flood of large images
 //!   stalls the decoders instead of growing memory.
-//! - **Batching**: one thread collects decoded images until `max_batch` are ready or `max_delay` has passed
-//!   since the first, and hands them to the backend as one submission (one GPU dispatch; on the CPU, one
-//!   parallel map). Decoding of the next batch overlaps the hashing of this one.
+//! - **Batching** (GPU backend): one thread collects decoded images until `max_batch` are ready or
+//!   `max_delay` has passed since the first, and hands them to the GPU as one submission. Decoding of the
+//!   next batch overlaps the hashing of this one.
+//! - **CPU backend**: batches buy nothing there (there is no per-submission cost to spread), and handing
+//!   pixels to other threads costs cache misses and leaves cores idle at batch boundaries, so each decode
+//!   worker hashes the image it has just decoded: a batch of one, on the same thread. `pharos bench grpc`
+//!   measured the difference on the shared corpus: in-process, the batched CPU path ran at 87% of the
+//!   direct decode-and-hash rate (`pharos hash`'s), the inline one at 94% (BENCHMARKS.md, "gRPC daemon").
 //! - **Deadlines**: a job past its deadline is dropped before decoding and before hashing (its caller has
 //!   already been told `DEADLINE_EXCEEDED`), so an overloaded daemon does not spend work on answers nobody
 //!   waits for.
@@ -24,7 +29,7 @@ use crate::error::Error;
 use crate::hash::ImageView;
 use crate::image::{decode, Decoded, PixelData};
 use crate::metrics::Metrics;
-use crate::pipeline::{Engine, HashOptions, HashRecord};
+use crate::pipeline::{Engine, HashOptions, HashRecord, Hashers};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
@@ -39,10 +44,8 @@ pub struct BatchConfig {
     pub max_batch: usize,
     /// How long the first image of a batch waits for others before the batch goes anyway.
     pub max_delay: Duration,
-    /// Decoder threads.
+    /// Decoder threads (on the CPU backend they hash too).
     pub decode_threads: usize,
-    /// CPU threads hashing a batch (CPU backend) [0: one per CPU].
-    pub hash_threads: usize,
     /// Items admitted and not yet answered, at most (all connections together).
     pub max_in_flight: usize,
     /// Encoded bytes admitted and not yet answered, at most. One item larger than this is still admitted
@@ -59,7 +62,6 @@ impl Default for BatchConfig {
             max_batch: 32,
             max_delay: Duration::from_millis(2),
             decode_threads: cpus,
-            hash_threads: 0,
             max_in_flight: 1024,
             max_in_flight_bytes: 1 << 30,
             max_decoded_bytes: 2 << 30,
@@ -197,11 +199,6 @@ impl Batcher {
             .thread_name(|i| format!("pharos-decode-{i}"))
             .build()
             .map_err(|e| Error::InvalidInput(format!("decode pool: {e}")))?;
-        let hash_pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.hash_threads)
-            .thread_name(|i| format!("pharos-hash-{i}"))
-            .build()
-            .map_err(|e| Error::InvalidInput(format!("hash pool: {e}")))?;
         // Room for one batch being collected and one more decoded behind it; decoders block beyond that.
         let (tx, rx) = sync_channel(cfg.max_batch);
         metrics.backend.with_label_values(&[&engine.describe()]).set(1);
@@ -218,7 +215,7 @@ impl Batcher {
         let (engine, cfg, metrics) = (inner.engine.clone(), inner.cfg.clone(), inner.metrics.clone());
         std::thread::Builder::new()
             .name("pharos-batcher".into())
-            .spawn(move || batch_loop(rx, engine, cfg, hash_pool, metrics))
+            .spawn(move || batch_loop(rx, engine, cfg, metrics))
             .map_err(Error::Io)?;
         Ok(Batcher { inner })
     }
@@ -294,6 +291,11 @@ impl Batcher {
     }
 }
 
+thread_local! {
+    /// Hashing scratch space of each decode worker (CPU backend).
+    static HASHERS: std::cell::RefCell<Hashers> = std::cell::RefCell::new(Hashers::new());
+}
+
 fn expired(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| Instant::now() >= d)
 }
@@ -327,6 +329,20 @@ fn decode_job(
             return;
         }
     };
+    if matches!(permit.inner.engine, Engine::Cpu) {
+        let start = Instant::now();
+        let rec = {
+            let _span = tracing::debug_span!("hash", images = 1, backend = "cpu").entered();
+            HASHERS.with(|h| h.borrow_mut().hash_pixels(pixels.view(), job.opts.dihedral))
+        };
+        timings.hash = start.elapsed();
+        timings.batch_size = 1;
+        let metrics = permit.inner.metrics.clone();
+        metrics.batch_size.observe(1.0);
+        metrics.images_hashed.with_label_values(&["cpu"]).inc();
+        answer(&metrics, pixels, permit, reply, rec, timings);
+        return;
+    }
     let size = pixel_bytes(&pixels);
     permit.inner.decoded.acquire(size);
     permit.decoded = size;
@@ -353,13 +369,7 @@ fn pixel_bytes(d: &Decoded) -> u64 {
 }
 
 /// The batcher thread: collect, hash, answer; returns when every sender is gone.
-fn batch_loop(
-    rx: Receiver<Ready>,
-    engine: Engine,
-    cfg: BatchConfig,
-    hash_pool: rayon::ThreadPool,
-    metrics: Arc<Metrics>,
-) {
+fn batch_loop(rx: Receiver<Ready>, engine: Engine, cfg: BatchConfig, metrics: Arc<Metrics>) {
     let mut batch: Vec<Ready> = Vec::with_capacity(cfg.max_batch);
     let mut fallbacks = 0;
     while let Ok(first) = rx.recv() {
@@ -387,7 +397,7 @@ fn batch_loop(
             let _span = tracing::debug_span!("hash", images = live.len(), backend = engine.backend().name())
                 .entered();
             let views: Vec<ImageView<'_>> = live.iter().map(|r| r.pixels.view()).collect();
-            hash_pool.install(|| engine.hash_batch(&views, dihedral))
+            engine.hash_batch(&views, dihedral)
         };
         let hash = start.elapsed();
         let n = live.len();
@@ -403,16 +413,28 @@ fn batch_loop(
                 rec.dihedral = None;
             }
             let timings = Timings { batch_wait: start - r.decoded_at, hash, batch_size: n, ..r.timings };
-            let stage = &metrics.stage_seconds;
-            stage.with_label_values(&["queue"]).observe(timings.queue.as_secs_f64());
-            stage.with_label_values(&["decode"]).observe(timings.decode.as_secs_f64());
-            stage.with_label_values(&["batch_wait"]).observe(timings.batch_wait.as_secs_f64());
-            stage.with_label_values(&["hash"]).observe(hash.as_secs_f64());
-            // Free the pixels (and the permit) before waking the caller.
             let Ready { pixels, permit, reply, .. } = r;
-            drop(pixels);
-            drop(permit);
-            let _ = reply.send((Ok(rec), timings));
+            answer(&metrics, pixels, permit, reply, rec, timings);
         }
     }
+}
+
+/// Records a hashed job's stage times, frees its pixels and permit, then wakes its caller.
+fn answer(
+    metrics: &Metrics,
+    pixels: Decoded,
+    permit: Permit,
+    reply: oneshot::Sender<Outcome>,
+    rec: HashRecord,
+    timings: Timings,
+) {
+    let stage = &metrics.stage_seconds;
+    stage.with_label_values(&["queue"]).observe(timings.queue.as_secs_f64());
+    stage.with_label_values(&["decode"]).observe(timings.decode.as_secs_f64());
+    stage.with_label_values(&["batch_wait"]).observe(timings.batch_wait.as_secs_f64());
+    stage.with_label_values(&["hash"]).observe(timings.hash.as_secs_f64());
+    // Free the pixels (and the in-flight slot) before waking the caller.
+    drop(pixels);
+    drop(permit);
+    let _ = reply.send((Ok(rec), timings));
 }

@@ -67,12 +67,9 @@ pub(crate) struct ServeArgs {
     /// Milliseconds a batch waits to fill [default: 2].
     #[arg(long, env = "PHAROS_MAX_DELAY_MS", value_name = "MS")]
     max_delay_ms: Option<u64>,
-    /// Decoder threads; 0 = one per CPU [default: 0].
+    /// Decoder threads (on the cpu backend they hash too); 0 = one per CPU [default: 0].
     #[arg(long, env = "PHAROS_DECODE_THREADS", value_name = "N")]
     decode_threads: Option<usize>,
-    /// CPU-backend hashing threads; 0 = one per CPU [default: 0].
-    #[arg(long, env = "PHAROS_HASH_THREADS", value_name = "N")]
-    hash_threads: Option<usize>,
     /// Seconds to drain in-flight work after SIGTERM/SIGINT [default: 30].
     #[arg(long, env = "PHAROS_SHUTDOWN_GRACE_S", value_name = "S")]
     shutdown_grace_s: Option<u64>,
@@ -106,7 +103,6 @@ impl ServeArgs {
             max_batch,
             max_delay_ms,
             decode_threads,
-            hash_threads,
             shutdown_grace_s
         );
         if let Some(dir) = self.data_dir.explicit() {

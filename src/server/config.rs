@@ -48,10 +48,8 @@ pub struct ServeConfig {
     pub max_batch: usize,
     /// Milliseconds the first image of a batch waits for more.
     pub max_delay_ms: u64,
-    /// Decoder threads [0: one per CPU].
+    /// Decoder threads [0: one per CPU]; on the CPU backend each also hashes what it decoded.
     pub decode_threads: usize,
-    /// CPU hashing threads for the CPU backend [0: one per CPU].
-    pub hash_threads: usize,
     /// Seconds to drain in-flight work on SIGTERM/SIGINT before exiting anyway.
     pub shutdown_grace_s: u64,
 }
@@ -78,7 +76,6 @@ impl Default for ServeConfig {
             max_batch: batch.max_batch,
             max_delay_ms: batch.max_delay.as_millis() as u64,
             decode_threads: 0,
-            hash_threads: 0,
             shutdown_grace_s: 30,
         }
     }
@@ -135,7 +132,6 @@ impl ServeConfig {
             max_batch: self.max_batch,
             max_delay: Duration::from_millis(self.max_delay_ms),
             decode_threads: if self.decode_threads == 0 { cpus } else { self.decode_threads },
-            hash_threads: self.hash_threads,
             max_in_flight: self.max_in_flight,
             max_in_flight_bytes: self.max_in_flight_bytes,
             max_decoded_bytes: self.max_decoded_bytes,
