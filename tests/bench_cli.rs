@@ -5,10 +5,12 @@
 //! Inputs: the fixture images (tests/fixtures/images) or small generated images; outputs go to temporary
 //! directories.
 
+mod common;
+
+use common::{pharos, show};
 use serde_json::Value;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use tempfile::TempDir;
 
 const MODES: [&str; 6] = ["decode", "hash", "match", "pipeline", "capacity", "grpc"];
@@ -17,31 +19,6 @@ const QUICK: [&str; 6] = ["--warmup", "0", "--reps", "2", "--seconds", "0"];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images")
-}
-
-/// Runs `pharos` with `args`, stdin closed and without the caller's `PHAROS_*` variables.
-fn pharos<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: Into<OsString>,
-{
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pharos"));
-    cmd.args(args.into_iter().map(Into::into)).stdin(Stdio::null());
-    for (k, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
-        if k.starts_with("PHAROS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.output().expect("run the pharos binary")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Runs `pharos bench MODE args… QUICK --json FILE`, expects success, returns the JSON and stdout.

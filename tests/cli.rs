@@ -6,13 +6,15 @@
 
 mod common;
 
+use common::{pharos, pharos_env, show};
+
 use pharos::image::{DecodeOptions, Limits};
 use pharos::pipeline::{HashOptions, HashRecord, Hashers};
 use serde_json::Value;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use tempfile::TempDir;
 
 const KEYS: [&str; 6] = ["path", "width", "height", "pdq", "quality", "phash"];
@@ -22,43 +24,8 @@ const DIHEDRAL_KEYS: [&str; 7] = ["rot90", "rot180", "rot270", "flipx", "flipy",
 // Running the binary and reading its output
 // ---------------------------------------------------------------------------------------------------------
 
-/// Runs `pharos` with `args`, stdin closed and none of the `PHAROS_*` variables of the caller's environment
-/// (they are defaults for flags and would change the results).
-fn pharos<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: Into<OsString>,
-{
-    pharos_env(args, &[])
-}
-
-fn pharos_env<I, S>(args: I, env: &[(&str, &str)]) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: Into<OsString>,
-{
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pharos"));
-    cmd.args(args.into_iter().map(Into::into)).stdin(Stdio::null());
-    for (k, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
-        if k.starts_with("PHAROS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(env.iter().copied());
-    cmd.output().expect("run the pharos binary")
-}
-
 fn stdout_lines(out: &Output) -> Vec<String> {
     String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8").lines().map(String::from).collect()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A JSON object with its keys in the order they appear in the text (`serde_json::Value` would sort them).

@@ -330,6 +330,11 @@ fn decode_job(
         }
     };
     if matches!(permit.inner.engine, Engine::Cpu) {
+        if expired(job.deadline) || reply.is_closed() {
+            drop(permit);
+            let _ = reply.send((Err(BatchError::DeadlineExceeded), timings));
+            return;
+        }
         let start = Instant::now();
         let rec = {
             let _span = tracing::debug_span!("hash", images = 1, backend = "cpu").entered();

@@ -6,7 +6,9 @@
 #![allow(dead_code, reason = "each test binary uses a different subset of these helpers")]
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 
 /// The corpus directory in use.
 pub(crate) fn corpus_dir() -> PathBuf {
@@ -91,4 +93,41 @@ pub(crate) fn gpu() -> Option<&'static pharos::gpu::GpuHasher> {
         }
     })
     .as_ref()
+}
+
+/// Runs the `pharos` binary with `args` and extra `env`, stdin closed, without the caller's `PHAROS_*`
+/// variables (so a developer's environment cannot change what a test sees).
+pub(crate) fn pharos_env<I, S>(args: I, env: &[(&str, &str)]) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pharos"));
+    cmd.args(args.into_iter().map(Into::into)).stdin(Stdio::null());
+    for (k, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
+        if k.starts_with("PHAROS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run the pharos binary")
+}
+
+/// [`pharos_env`] with no extra variables.
+pub(crate) fn pharos<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    pharos_env(args, &[])
+}
+
+/// A process's status and output, for assertion messages.
+pub(crate) fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
