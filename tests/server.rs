@@ -678,8 +678,18 @@ async fn shutdown_answers_every_accepted_request() {
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let metrics = server.metrics.clone();
+    // A load balancer's health watch sees the server go NOT_SERVING as soon as the drain starts.
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let watch_req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    let mut watch = health.watch(watch_req).await.unwrap().into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
     let stopping = tokio::spawn(server.shutdown());
-    // The stream ends cleanly once everything the server read is answered, in order.
+    let changed = tokio::time::timeout(Duration::from_secs(10), watch.message()).await;
+    let status = changed.expect("health changes within 10 s of the shutdown signal").unwrap().unwrap().status;
+    assert_eq!(status, ServingStatus::NotServing as i32);
+    drop(watch); // an open watch is a request in flight too: the drain would wait for it
+                 // The stream ends cleanly once everything the server read is answered, in order.
     let mut n = 1;
     while let Some(r) = responses.message().await.expect("stream ends with OK") {
         assert_eq!(r.id, n.to_string());

@@ -227,6 +227,8 @@ impl Server {
                 health.set_not_serving::<HasherServer<hashing::HasherService>>().await;
                 health.set_not_serving::<MatcherServer<hashing::MatcherService>>().await;
                 health.set_not_serving::<BanksServer<banks::BanksService>>().await;
+                // "" is the whole server, what load balancers usually probe.
+                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                 stopped.notify_one();
             }
         };
