@@ -2,28 +2,10 @@
 //! on clustered data (near-duplicate families and skewed substrings, as real PDQ banks have), including
 //! after interleaved adds and removes.
 
+use pharos::hash::SplitMix64 as Rng;
 use pharos::matcher::{Hit, MihIndex};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use rand_like::Rng;
-
-/// A tiny deterministic generator driven by proptest's seed (so failures replay).
-mod rand_like {
-    pub(crate) struct Rng(pub(crate) u64);
-    impl Rng {
-        pub(crate) fn next(&mut self) -> u64 {
-            // splitmix64
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        pub(crate) fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-}
 
 /// How the bank's hashes are drawn.
 #[derive(Clone, Copy, Debug)]
@@ -44,7 +26,7 @@ fn flip<const L: usize>(h: &mut [u64; L], rng: &mut Rng, bits: u64) {
 
 fn draw<const L: usize>(rng: &mut Rng, data: Data, bases: &mut Vec<[u64; L]>) -> [u64; L] {
     let mut h = [0u64; L];
-    h.iter_mut().for_each(|l| *l = rng.next());
+    h.iter_mut().for_each(|l| *l = rng.next_u64());
     match data {
         Data::Random => h,
         Data::Clustered => {
@@ -63,7 +45,7 @@ fn draw<const L: usize>(rng: &mut Rng, data: Data, bases: &mut Vec<[u64; L]>) ->
                             let w = if rng.below(4) != 0 {
                                 COMMON[rng.below(4) as usize]
                             } else {
-                                rng.next() & 0xffff
+                                rng.next_u64() & 0xffff
                             };
                             v |= w << (16 * s);
                         }
@@ -82,7 +64,7 @@ fn queries<const L: usize>(rng: &mut Rng, rows: &[[u64; L]], n: usize) -> Vec<[u
         .map(|i| {
             if i % 3 == 2 || rows.is_empty() {
                 let mut h = [0u64; L];
-                h.iter_mut().for_each(|l| *l = rng.next());
+                h.iter_mut().for_each(|l| *l = rng.next_u64());
                 h // most likely a miss
             } else {
                 let mut h = rows[rng.below(rows.len() as u64) as usize];
@@ -112,7 +94,7 @@ fn check<const L: usize>(idx: &MihIndex<L>, qs: &[[u64; L]], radii: &[u32]) -> R
 }
 
 fn scenario<const L: usize>(seed: u64, data: Data, n: usize, ops: usize) -> Result<(), TestCaseError> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut bases = Vec::new();
     let initial: Vec<[u64; L]> = (0..n).map(|_| draw(&mut rng, data, &mut bases)).collect();
     let removed: Vec<u64> = (0..n as u64).filter(|_| rng.below(20) == 0).collect();
@@ -188,7 +170,7 @@ proptest! {
 /// Many single adds into a small index: buckets relocate and tables compact; answers stay exact.
 #[test]
 fn incremental_adds_relocate_and_compact() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let mut idx = MihIndex::<1>::default();
     let mut bases = Vec::new();
     let mut all = Vec::new();
@@ -207,11 +189,13 @@ fn incremental_adds_relocate_and_compact() {
 /// A bulk batch larger than the bank takes the rebuild path; removed rows stay removed.
 #[test]
 fn large_batch_keeps_tombstones() {
-    let mut rng = Rng(11);
-    let first: Vec<[u64; 4]> = (0..100).map(|_| [rng.next(), rng.next(), rng.next(), rng.next()]).collect();
+    let mut rng = Rng::new(11);
+    let first: Vec<[u64; 4]> =
+        (0..100).map(|_| [rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()]).collect();
     let mut idx = MihIndex::<4>::build(first.clone(), &[]);
     assert!(idx.remove(5));
-    let more: Vec<[u64; 4]> = (0..5000).map(|_| [rng.next(), rng.next(), rng.next(), rng.next()]).collect();
+    let more: Vec<[u64; 4]> =
+        (0..5000).map(|_| [rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()]).collect();
     idx.extend(&more);
     assert!(!idx.is_live(5));
     let mut out = Vec::new();

@@ -268,26 +268,8 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> anyhow::Result<Vec<u8>> {
 // Generated banks and queries
 // ---------------------------------------------------------------------------------------------------------
 
-/// SplitMix64: fast, reproducible pseudo-random hashes.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// The generator behind every generated bank and query.
+pub(crate) use pharos::hash::SplitMix64 as Rng;
 
 /// A generated bank (uniform random hashes) and its queries: half are bank entries with 0..=radius bits
 /// flipped (hits), half fresh random hashes (misses).
@@ -305,14 +287,14 @@ pub(crate) fn bank(kind: Kind, n: usize, queries: usize, radius: u32, seed: u64)
     let (index, sample): (Index, Vec<AnyHash>) = match kind {
         Kind::Pdq => {
             let rows: Vec<[u64; 4]> =
-                (0..n).map(|_| [rng.next(), rng.next(), rng.next(), rng.next()]).collect();
+                (0..n).map(|_| [rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()]).collect();
             let sample = (0..queries / 2)
                 .map(|_| AnyHash::Pdq(pharos::hash::Hash256 { limbs: rows[rng.below(n as u64) as usize] }))
                 .collect();
             (Index::Pdq(MihIndex::build(rows, &[])), sample)
         }
         Kind::Phash => {
-            let rows: Vec<[u64; 1]> = (0..n).map(|_| [rng.next()]).collect();
+            let rows: Vec<[u64; 1]> = (0..n).map(|_| [rng.next_u64()]).collect();
             let sample = (0..queries / 2)
                 .map(|_| AnyHash::Phash(pharos::hash::Hash64(rows[rng.below(n as u64) as usize][0])))
                 .collect();
@@ -334,10 +316,10 @@ pub(crate) fn bank(kind: Kind, n: usize, queries: usize, radius: u32, seed: u64)
 /// A random hash of `kind`.
 pub(crate) fn random_hash(kind: Kind, rng: &mut Rng) -> AnyHash {
     match kind {
-        Kind::Pdq => {
-            AnyHash::Pdq(pharos::hash::Hash256 { limbs: [rng.next(), rng.next(), rng.next(), rng.next()] })
-        }
-        Kind::Phash => AnyHash::Phash(pharos::hash::Hash64(rng.next())),
+        Kind::Pdq => AnyHash::Pdq(pharos::hash::Hash256 {
+            limbs: [rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()],
+        }),
+        Kind::Phash => AnyHash::Phash(pharos::hash::Hash64(rng.next_u64())),
     }
 }
 
