@@ -12,10 +12,11 @@
 //! One warm-up pass, then `--reps` timed passes per measurement, interleaved; the figure is the median.
 //! The hashes are checked against `expected.tsv` first, so a fast wrong answer cannot be reported.
 
+use pharos::engine::{DecodeAndHash, HashOptions};
 use pharos::hash::pdq::PdqHasher;
 use pharos::hash::Hash256;
+use pharos::hash::Hashers;
 use pharos::image::{decode, DecodeOptions, Decoded};
-use pharos::pipeline::{HashOptions, Hashers};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;

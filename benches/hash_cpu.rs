@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pharos::hash::pdq::PdqHasher;
 use pharos::hash::phash::PhashHasher;
-use pharos::hash::ImageView;
+use pharos::pixels::ImageView;
 use std::hint::black_box;
 
 const SIZES: &[(&str, usize, usize)] = &[("256x256", 256, 256), ("1MP", 1280, 800), ("12MP", 4000, 3000)];
@@ -18,7 +18,7 @@ fn bench_hashers(c: &mut Criterion) {
     let mut pdq = PdqHasher::new();
     let mut phash = PhashHasher::new();
     for &(name, w, h) in SIZES {
-        let px = pharos::hash::synthetic_rgb(w, h);
+        let px = pharos::synth::synthetic_rgb(w, h);
         let img = ImageView::rgb(w as u32, h as u32, &px);
         group.throughput(Throughput::Elements(1));
         group.bench_with_input(BenchmarkId::new("pdq", name), &img, |b, img| {

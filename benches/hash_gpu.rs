@@ -8,7 +8,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pharos::gpu::{AdapterPolicy, GpuHasher};
-use pharos::hash::ImageView;
+use pharos::pixels::ImageView;
 use std::hint::black_box;
 
 const SIZES: &[(&str, usize, usize)] = &[("256x256", 256, 256), ("1MP", 1280, 800), ("12MP", 4000, 3000)];
@@ -27,7 +27,7 @@ fn bench_gpu(c: &mut Criterion) {
     let mut group = c.benchmark_group("gpu");
     group.sample_size(10);
     for &(name, w, h) in SIZES {
-        let px = pharos::hash::synthetic_rgb(w, h);
+        let px = pharos::synth::synthetic_rgb(w, h);
         let img = ImageView::rgb(w as u32, h as u32, &px);
         for &batch in BATCHES {
             if !full && batch * w * h > 64 << 20 {
@@ -41,7 +41,9 @@ fn bench_gpu(c: &mut Criterion) {
             group.bench_with_input(
                 BenchmarkId::new(format!("pdq+phash/{name}"), batch),
                 &images,
-                |b, images| b.iter(|| black_box(gpu.hash_batch(black_box(images), false))),
+                |b, images| {
+                    b.iter(|| black_box(gpu.try_hash_batch(black_box(images), false).expect("GPU batch")))
+                },
             );
         }
     }

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The shared test-data generator, with this benchmark's bank shapes on top.
-struct Rng(pharos::hash::SplitMix64);
+struct Rng(pharos::synth::SplitMix64);
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0.next_u64()
@@ -58,7 +58,7 @@ impl Rng {
 
 fn generate(data: &str, n: usize, queries: usize, seed: u64) -> (Vec<[u64; 4]>, Vec<[u64; 4]>) {
     let clustered = data == "clustered";
-    let mut rng = Rng(pharos::hash::SplitMix64::new(seed ^ if clustered { 0xc1 } else { 0x5a }));
+    let mut rng = Rng(pharos::synth::SplitMix64::new(seed ^ if clustered { 0xc1 } else { 0x5a }));
     let mut rows = Vec::with_capacity(n);
     while rows.len() < n {
         let base = rng.base(clustered);
@@ -275,7 +275,7 @@ fn main() {
                 drop(rows_copy);
                 let t = Instant::now();
                 let store = Store::open(&sdir).unwrap();
-                let bank = store.load("bench").unwrap();
+                let bank = pharos::banks::load(&store, "bench").unwrap();
                 let ready_s = t.elapsed().as_secs_f64();
                 assert_eq!(bank.index.len(), n);
                 let file_mb = std::fs::metadata(store.path()).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;

@@ -9,7 +9,7 @@ use std::fmt;
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Which limit an input exceeded (see [`crate::image::Limits`]).
+/// Which limit an input exceeded (see `image::Limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     /// The encoded file is larger than `max_bytes`.
@@ -101,4 +101,7 @@ pub enum Error {
     /// The embedded bank store failed (I/O, corruption, or the database is open in another process).
     #[error("bank store: {0}")]
     Store(String),
+    /// A bug caught at run time (a panic in a decoder or hasher): this item failed, the process goes on.
+    #[error("internal error: {0}")]
+    Internal(String),
 }

@@ -48,6 +48,13 @@ pub struct Metrics {
     pub gpu_fallbacks: IntCounter,
     /// Live entries per bank.
     pub bank_entries: IntGaugeVec,
+    /// Panics caught in the hashing pipeline, by stage (`decode`: a decoder or CPU hasher on a decode
+    /// worker; `batch`: the backend on the batcher thread). The items answered INTERNAL; the daemon served on.
+    pub panics: IntCounterVec,
+    /// Times the batcher thread died and was started again (health NOT_SERVING in between).
+    pub pipeline_restarts: IntCounter,
+    /// Queries whose matches were cut at `max_matches`.
+    pub matches_truncated: IntCounter,
 }
 
 impl Default for Metrics {
@@ -109,7 +116,19 @@ impl Metrics {
         let bank_entries = IntGaugeVec::new(Opts::new("bank_entries", "Live entries per bank."), &["bank"])
             .expect("valid metric");
         registry.register(Box::new(bank_entries.clone())).expect("unique metric");
+        let panics = counter("panics_total", "Panics caught in the hashing pipeline, by stage.", &["stage"]);
+        let pipeline_restarts =
+            IntCounter::new("pipeline_restarts_total", "Times the batcher thread died and was restarted.")
+                .expect("valid metric");
+        registry.register(Box::new(pipeline_restarts.clone())).expect("unique metric");
+        let matches_truncated =
+            IntCounter::new("matches_truncated_total", "Queries whose matches were cut at max_matches.")
+                .expect("valid metric");
+        registry.register(Box::new(matches_truncated.clone())).expect("unique metric");
         Metrics {
+            panics,
+            pipeline_restarts,
+            matches_truncated,
             registry,
             images_hashed,
             errors,

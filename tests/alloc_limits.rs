@@ -12,8 +12,9 @@
 
 mod common;
 use common::crc32;
+use pharos::engine::{DecodeAndHash, HashOptions};
+use pharos::hash::Hashers;
 use pharos::image::{decode, DecodeOptions};
-use pharos::pipeline::{HashOptions, Hashers};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;

@@ -11,11 +11,12 @@
 mod common;
 
 use common::{gpu, histogram, rows};
+use pharos::engine::Backend;
 use pharos::hash::pdq::{self, PdqHasher};
 use pharos::hash::phash::PhashHasher;
-use pharos::hash::{Backend, ImageView};
+use pharos::hash::{HashRecord, Hashers};
 use pharos::image::{decode, DecodeOptions, Decoded};
-use pharos::pipeline::{HashRecord, Hashers};
+use pharos::pixels::ImageView;
 
 fn corpus(step: usize) -> Vec<(String, Decoded)> {
     rows()
@@ -195,13 +196,38 @@ fn max_rel(got: &[f32], want: &[f32]) -> f32 {
     got.iter().zip(want).map(|(g, w)| (g - w).abs() / w.abs().max(1.0)).fold(0.0, f32::max)
 }
 
+/// Defect 11: a GPU wait has a timeout. A submission that does not finish in time (here: a zero timeout,
+/// so every real submission "hangs") is recomputed on the CPU like a lost device, instead of blocking its
+/// thread forever, and the device is not used again.
+#[test]
+fn a_hung_gpu_submission_falls_back_to_the_cpu_like_a_lost_device() {
+    if gpu().is_none() {
+        return;
+    }
+    let gpu = pharos::engine::GpuEngine::new(
+        pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU"),
+    );
+    let images = corpus(1).into_iter().take(8).collect::<Vec<_>>();
+    let views: Vec<ImageView<'_>> = images.iter().map(|(_, d)| d.view()).collect();
+    gpu.set_wait_timeout(std::time::Duration::ZERO);
+    let started = std::time::Instant::now();
+    let got = gpu.hash_batch(&views, true);
+    assert_eq!(got, cpu(&views, true), "the hung batch's hashes are the CPU reference's");
+    assert_eq!(gpu.fallbacks(), 1, "the fallback is counted");
+    let err = gpu.try_hash_batch(&views, false).expect_err("a hung device is not used again");
+    assert!(err.to_string().contains("lost"), "{err}");
+    eprintln!("hung submission handled in {:?}", started.elapsed());
+}
+
 #[test]
 fn an_injected_gpu_failure_falls_back_to_exact_cpu_hashes() {
     if gpu().is_none() {
         return;
     }
     // A hasher of its own: the shared one serves tests running in parallel, which must not see the failure.
-    let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
+    let gpu = pharos::engine::GpuEngine::new(
+        pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU"),
+    );
     let images = corpus(1).into_iter().take(6).collect::<Vec<_>>();
     let views: Vec<ImageView<'_>> = images.iter().map(|(_, d)| d.view()).collect();
     let before = gpu.fallbacks();

@@ -7,12 +7,14 @@
 
 mod common;
 use common::crc32;
+use pharos::engine::{DecodeAndHash, HashOptions};
 use pharos::error::Limit;
 use pharos::hash::pdq::PdqHasher;
 use pharos::hash::phash::PhashHasher;
-use pharos::hash::{Hash256, ImageView};
+use pharos::hash::Hash256;
+use pharos::hash::{HashRecord, Hashers};
 use pharos::image::{decode, DecodeOptions, Decoded, Format, Limits};
-use pharos::pipeline::{HashOptions, HashRecord, Hashers};
+use pharos::pixels::ImageView;
 use pharos::Error;
 
 // ---------------------------------------------------------------------------------------------------------

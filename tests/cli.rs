@@ -8,8 +8,9 @@ mod common;
 
 use common::{pharos, pharos_env, show};
 
+use pharos::engine::{DecodeAndHash, HashOptions};
+use pharos::hash::{HashRecord, Hashers};
 use pharos::image::{DecodeOptions, Limits};
-use pharos::pipeline::{HashOptions, HashRecord, Hashers};
 use serde_json::Value;
 use std::ffi::OsString;
 use std::fmt;

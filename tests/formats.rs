@@ -3,8 +3,9 @@
 //! 16-bit or lossless-WebP file, so these are generated here with the `image` crate's encoders.
 
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, LumaA, Rgb, Rgba};
+use pharos::engine::{DecodeAndHash, HashOptions};
+use pharos::hash::Hashers;
 use pharos::image::{decode, DecodeOptions, Format, PixelData};
-use pharos::pipeline::{HashOptions, Hashers};
 use std::io::Cursor;
 
 const W: u32 = 97;
@@ -36,7 +37,7 @@ fn lossless_containers_return_the_same_rgb_and_the_same_hashes() {
     let rgb = rgb_pixels();
     let img = DynamicImage::ImageRgb8(ImageBuffer::<Rgb<u8>, _>::from_raw(W, H, rgb.clone()).unwrap());
     let mut hashers = Hashers::new();
-    let want = hashers.hash_pixels(pharos::hash::ImageView::rgb(W, H, &rgb), true);
+    let want = hashers.hash_pixels(pharos::pixels::ImageView::rgb(W, H, &rgb), true);
     for (format, expect) in [
         (ImageFormat::Png, Format::Png),
         (ImageFormat::Bmp, Format::Bmp),

@@ -2,8 +2,8 @@
 //! on clustered data (near-duplicate families and skewed substrings, as real PDQ banks have), including
 //! after interleaved adds and removes.
 
-use pharos::hash::SplitMix64 as Rng;
 use pharos::matcher::{Hit, MihIndex};
+use pharos::synth::SplitMix64 as Rng;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 

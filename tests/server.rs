@@ -17,9 +17,7 @@ use pharos::server::proto::banks_client::BanksClient;
 use pharos::server::proto::hasher_client::HasherClient;
 use pharos::server::proto::matcher_client::MatcherClient;
 use pharos::server::proto::{self, hash_and_match_response, hash_response};
-use pharos::server::Server;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,41 +25,7 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::Code;
 
-/// A server running on a background task, stopped (and awaited) on drop of the sender.
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<pharos::Result<()>>,
-    metrics: Arc<pharos::metrics::Metrics>,
-    _dir: tempfile::TempDir,
-}
-
-impl TestServer {
-    async fn start(cfg: ServeConfig) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        Self::start_in(cfg, dir).await
-    }
-
-    async fn start_in(cfg: ServeConfig, dir: tempfile::TempDir) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = Server::new(cfg, dir.path().to_path_buf()).expect("server starts");
-        let metrics = server.metrics();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(server.run(listener, async { drop(stopped.await) }));
-        TestServer { addr, stop: Some(stop), done, metrics, _dir: dir }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.expect("connect")
-    }
-
-    /// Triggers shutdown and waits for `run` to return.
-    async fn shutdown(mut self) -> pharos::Result<()> {
-        drop(self.stop.take());
-        tokio::time::timeout(Duration::from_secs(60), self.done).await.expect("server stops").unwrap()
-    }
-}
+use common::server::TestServer;
 
 fn cpu_config() -> ServeConfig {
     ServeConfig { backend: "cpu".into(), metrics: String::new(), ..ServeConfig::default() }
@@ -512,7 +476,7 @@ async fn acknowledged_bank_writes_survive_a_restart() {
 
 /// A large, slow-to-decode PNG (noise does not compress, so decoding is real work).
 fn big_png(w: u32, h: u32) -> Vec<u8> {
-    let pixels = pharos::hash::synthetic_rgb(w as usize, h as usize);
+    let pixels = pharos::synth::synthetic_rgb(w as usize, h as usize);
     let mut out = std::io::Cursor::new(Vec::new());
     image::RgbImage::from_raw(w, h, pixels).unwrap().write_to(&mut out, image::ImageFormat::Png).unwrap();
     out.into_inner()

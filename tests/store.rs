@@ -62,7 +62,7 @@ fn store_round_trip_and_reload_matches_memory() {
         banks.iter().map(|b| (b.name.as_str(), b.live())).collect::<Vec<_>>(),
         [("a", 2996), ("p", 1)]
     );
-    let bank = store.load("a").unwrap();
+    let bank = pharos::banks::load(&store, "a").unwrap();
     assert_eq!(bank.index.len(), 2996);
     let opts = SearchOptions { radius: 0, method: Method::Index };
     let mut out = Vec::new();
@@ -83,7 +83,7 @@ fn store_round_trip_and_reload_matches_memory() {
         .unwrap();
     assert_eq!(n, 2996);
     store.delete_bank("a").unwrap();
-    assert!(matches!(store.load("a"), Err(pharos::Error::UnknownBank(_))));
+    assert!(matches!(pharos::banks::load(&store, "a"), Err(pharos::Error::UnknownBank(_))));
 }
 
 #[test]
@@ -226,7 +226,7 @@ fn sigkill_during_import_keeps_acknowledged_batches() {
     assert!(info.next_id >= acked, "acknowledged {acked}, found {}", info.next_id);
     assert!(info.next_id <= N);
     assert_eq!(info.next_id % BATCH, 0, "batches are atomic");
-    let bank = store.load("big").unwrap();
+    let bank = pharos::banks::load(&store, "big").unwrap();
     assert_eq!(bank.index.len() as u64, info.next_id);
     let mut n = 0u64;
     store

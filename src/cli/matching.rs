@@ -1,21 +1,25 @@
 //! `pharos match`: query lines in (hex, or the JSON lines of `pharos hash`), one JSON object per query out,
 //! in input order.
 //!
-//! The banks are loaded from the store and indexed once; queries are read in blocks and each block is
-//! answered in parallel on `--jobs` threads. A line that is not a query gets an in-band
-//! `{"line":N,"error":…}` and the others carry on (exit status 2).
+//! The named banks are loaded from the store and indexed once ([`pharos::banks::BankSet`], the daemon's
+//! bank search); queries are read in blocks and each block is answered in parallel on `--jobs` threads.
+//! A line that is not a query gets an in-band `{"line":N,"error":…}` and the others carry on (exit
+//! status 2). Each query returns at most `--max-matches` matches, nearest first (`"truncated":true` when
+//! more were within the radius).
 
 use super::bank::{kind_hashes, DataDir};
 use anyhow::Context as _;
 use clap::Args;
-use pharos::matcher::{Method, SearchOptions};
+use pharos::banks::{BankSet, SearchPolicy, SearchResult};
+use pharos::matcher::Kind;
+use pharos::metrics::Metrics;
 use pharos::store::formats::{parse_query, QueryLine};
-use pharos::store::{LoadedBank, Store};
 use serde::Serialize;
 use std::io::{BufRead, BufReader, Write};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Queries answered per parallel block.
 const BLOCK: usize = 4096;
@@ -37,6 +41,9 @@ pub(crate) struct MatchArgs {
     /// Skip queries whose PDQ quality is below this (Meta: do not trust quality < 50).
     #[arg(long, value_name = "Q")]
     min_quality: Option<u32>,
+    /// Most matches reported per query, nearest first (the object then says `"truncated":true`).
+    #[arg(long, value_name = "N", default_value_t = SearchPolicy::default().max_matches)]
+    max_matches: usize,
     /// Worker threads [default: number of CPUs].
     #[arg(long, short = 'j', env = "PHAROS_JOBS")]
     jobs: Option<NonZeroUsize>,
@@ -48,7 +55,7 @@ pub(crate) struct MatchArgs {
 #[derive(Serialize)]
 struct MatchOut<'a> {
     bank: &'a str,
-    id: u32,
+    id: u64,
     hash: String,
     distance: u32,
     label: Option<String>,
@@ -68,24 +75,19 @@ struct QueryOut<'a> {
     matches: Vec<MatchOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 pub(crate) fn run(args: MatchArgs) -> anyhow::Result<ExitCode> {
     let store = args.data_dir.open()?;
-    let mut banks = Vec::new();
+    let policy = SearchPolicy { max_matches: args.max_matches };
+    let banks = BankSet::open_only(store, &args.bank, Arc::new(Metrics::new()), policy)?;
+    let mut kinds = Vec::new();
     for name in &args.bank {
-        let t = std::time::Instant::now();
-        let bank = store.load(name)?;
-        if let Some(r) = args.radius {
-            anyhow::ensure!(
-                r <= bank.info.kind.bits(),
-                "--radius {r} is larger than a {} hash ({} bits)",
-                bank.info.kind,
-                bank.info.kind.bits()
-            );
-        }
-        log::debug!("loaded bank '{name}' ({} entries) in {:?}", bank.index.len(), t.elapsed());
-        banks.push(bank);
+        let kind = banks.kind(name)?;
+        policy.radius(kind, args.radius).map_err(|e| anyhow::anyhow!("--radius: {e}"))?;
+        kinds.push(kind);
     }
     let jobs = args
         .jobs
@@ -122,7 +124,7 @@ pub(crate) fn run(args: MatchArgs) -> anyhow::Result<ExitCode> {
         if block.is_empty() {
             break;
         }
-        failed += answer_block(&pool, &store, &banks, &args, &block, &mut out)?;
+        failed += answer_block(&pool, &banks, &kinds, &args, &block, &mut out)?;
     }
     out.flush()?;
     Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
@@ -131,15 +133,17 @@ pub(crate) fn run(args: MatchArgs) -> anyhow::Result<ExitCode> {
 /// Answers one block of queries; returns how many lines failed.
 fn answer_block(
     pool: &rayon::ThreadPool,
-    store: &Store,
-    banks: &[LoadedBank],
+    banks: &BankSet,
+    kinds: &[Kind],
     args: &MatchArgs,
     block: &[(usize, Result<QueryLine, String>)],
     out: &mut impl Write,
 ) -> anyhow::Result<usize> {
-    // Per bank, the hashes each query offers it (empty: not asked, skipped or unusable).
     let mut skipped: Vec<Option<String>> = vec![None; block.len()];
     let mut errors: Vec<Option<String>> = block.iter().map(|(_, q)| q.as_ref().err().cloned()).collect();
+    // Per query, every hash it offers the banks (each bank uses those of its own kind); empty when the
+    // line is skipped or unusable.
+    let mut queries: Vec<Vec<_>> = vec![Vec::new(); block.len()];
     for (i, (_, q)) in block.iter().enumerate() {
         let Ok(q) = q else { continue };
         if let (Some(min), Some(qual)) = (args.min_quality, q.quality) {
@@ -151,43 +155,23 @@ fn answer_block(
             errors[i] =
                 Some("--dihedral needs the dihedral hashes: hash with `pharos hash --dihedral`".into());
         }
-        if !banks.iter().any(|b| !kind_hashes(q, b.info.kind, false).is_empty()) {
-            let kinds: Vec<_> = banks.iter().map(|b| b.info.kind.name()).collect();
-            errors[i] = Some(format!("no hash of the banks' kind ({}) on this line", kinds.join(", ")));
+        if !kinds.iter().any(|&k| !kind_hashes(q, k, false).is_empty()) {
+            let names: Vec<_> = kinds.iter().map(|k| k.name()).collect();
+            errors[i] = Some(format!("no hash of the banks' kind ({}) on this line", names.join(", ")));
         }
-    }
-    let mut results: Vec<Vec<(usize, pharos::matcher::Hit)>> = vec![Vec::new(); block.len()];
-    for (b, bank) in banks.iter().enumerate() {
-        let queries: Vec<Vec<_>> = block
-            .iter()
-            .enumerate()
-            .map(|(i, (_, q))| match q {
-                Ok(q) if errors[i].is_none() && skipped[i].is_none() => {
-                    kind_hashes(q, bank.info.kind, args.dihedral)
+        if errors[i].is_none() && skipped[i].is_none() {
+            let mut seen = Vec::new();
+            for &k in kinds {
+                if !seen.contains(&k) {
+                    seen.push(k);
+                    queries[i].extend(kind_hashes(q, k, args.dihedral));
                 }
-                _ => Vec::new(),
-            })
-            .collect();
-        let opts = SearchOptions {
-            radius: args.radius.unwrap_or(bank.info.kind.default_radius()),
-            method: Method::Auto,
-        };
-        for (i, hits) in pool.install(|| bank.index.search_batch(&queries, opts)).into_iter().enumerate() {
-            results[i].extend(hits.into_iter().map(|h| (b, h)));
+            }
         }
     }
-    // Labels stay in the store: one read per bank and block, for the hits only.
-    let mut labels: Vec<std::collections::HashMap<u32, String>> = Vec::with_capacity(banks.len());
-    for (b, bank) in banks.iter().enumerate() {
-        let mut ids: Vec<u64> =
-            results.iter().flatten().filter(|(hb, _)| *hb == b).map(|(_, h)| h.row as u64).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let found = store.labels(&bank.info.name, &ids)?;
-        labels.push(ids.iter().zip(found).filter_map(|(&id, l)| Some((id as u32, l?))).collect());
-    }
+    let results: Vec<SearchResult> = pool.install(|| banks.search_many(&args.bank, &queries, args.radius))?;
     let mut failed = 0;
-    for (i, (line, q)) in block.iter().enumerate() {
+    for (i, ((line, q), found)) in block.iter().zip(results).enumerate() {
         if let Some(e) = &errors[i] {
             failed += 1;
             serde_json::to_writer(&mut *out, &LineErr { line: *line, error: e })?;
@@ -195,22 +179,25 @@ fn answer_block(
             continue;
         }
         let q = q.as_ref().expect("no error");
-        let mut hits = std::mem::take(&mut results[i]);
-        hits.sort_by_key(|(b, h)| (h.distance, *b, h.row));
-        let mut matches = Vec::with_capacity(hits.len());
-        for (b, h) in hits {
-            let bank = &banks[b];
-            let label = labels[b].get(&h.row).cloned();
-            matches.push(MatchOut {
-                bank: &bank.info.name,
-                id: h.row,
-                hash: bank.index.get(h.row).map(|x| x.to_hex()).unwrap_or_default(),
+        let matches = found
+            .hits
+            .iter()
+            .map(|h| MatchOut {
+                bank: &h.bank,
+                id: h.id,
+                hash: h.hash.to_hex(),
                 distance: h.distance,
-                label,
-            });
-        }
+                label: h.label.clone(),
+            })
+            .collect();
         let query = q.pdq.map(|h| h.to_hex()).or_else(|| q.phash.map(|h| h.to_hex())).unwrap_or_default();
-        let rec = QueryOut { query, path: q.path.as_deref(), matches, skipped: skipped[i].take() };
+        let rec = QueryOut {
+            query,
+            path: q.path.as_deref(),
+            matches,
+            skipped: skipped[i].take(),
+            truncated: found.truncated,
+        };
         serde_json::to_writer(&mut *out, &rec)?;
         writeln!(out)?;
     }

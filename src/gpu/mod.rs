@@ -17,15 +17,15 @@
 //! 32 × 32 thumbnail the GPU produces) and the LANCZOS coefficient tables (built once per input length).
 //!
 //! # Blocking
-//! [`GpuHasher::hash_batch`] blocks its thread until the results are read back (`device.poll` waits for the
+//! [`GpuHasher::try_hash_batch`] blocks its thread until the results are read back (`device.poll` waits for the
 //! submission). Call it from a worker thread — `tokio::task::spawn_blocking` in async code, never on a
 //! runtime thread.
 //!
 //! # Failures
-//! A device loss, an out-of-memory or validation error reported by wgpu, or a failed buffer mapping makes
-//! [`GpuHasher::try_hash_batch`] return a [`GpuError`]; [`GpuHasher::hash_batch`] then recomputes the batch
-//! on the CPU, logs it and counts it ([`GpuHasher::fallbacks`]), so callers always get the reference's
-//! hashes. After a device loss every batch goes to the CPU.
+//! A device loss, an out-of-memory or validation error reported by wgpu, a failed buffer mapping or a
+//! submission that does not finish within the wait timeout makes [`GpuHasher::try_hash_batch`] return a
+//! [`GpuError`]. This module never falls back by itself: the engine ([`crate::engine`]) recomputes such a
+//! batch on the CPU, logs it and counts it. After a device loss or a hang every batch goes to the CPU.
 
 mod buffers;
 mod context;
@@ -36,14 +36,15 @@ pub use context::{probe, AdapterPolicy, AdapterSummary};
 
 use crate::hash::pdq::{self, Dihedral, PdqHash};
 use crate::hash::phash::{self, LanczosTable};
-use crate::hash::{Hash256, Hash64, ImageView, Pixels};
-use crate::pipeline::{HashRecord, Hashers};
+use crate::hash::{Hash256, Hash64, HashRecord};
+use crate::pixels::{ImageView, Pixels};
 use buffers::{Sizes, Slot};
 use layout::*;
 use pipelines::Pipelines;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 /// Why the GPU could not produce a batch's hashes.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -64,6 +65,13 @@ pub enum GpuError {
     /// Reading the results back failed.
     #[error("GPU readback failed: {0}")]
     Map(String),
+    /// A submission did not finish within the wait timeout ([`GpuHasher::set_wait_timeout`]): the device
+    /// is treated as lost, since its buffers may still be in use.
+    #[error("GPU submission did not finish within {0:?}; treating the device as lost")]
+    Timeout(Duration),
+    /// An image larger than one submission's buffers ([`GpuHasher::fits`]); the engine hashes those on the CPU.
+    #[error("a {0}×{1} image does not fit the GPU's buffers")]
+    TooLarge(u32, u32),
     /// A failure injected by a test ([`GpuHasher::inject_failures`]).
     #[error("injected GPU failure (test hook)")]
     Injected,
@@ -73,6 +81,9 @@ pub enum GpuError {
 const MAX_IMAGES_PER_SUBMISSION: usize = 1024;
 /// Default budget of filter-plane floats per submission (each of the two planes): 32 M floats, 128 MB.
 const DEFAULT_PLANE_BUDGET: usize = 32 << 20;
+/// How long a submission may take before the device is considered hung. Generous: a full submission of the
+/// largest images takes well under a second on real GPUs and a few seconds on a software adapter.
+const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grid-stride dispatches use at most this many workgroups along x.
 const MAX_GROUPS_X: usize = 2048;
 
@@ -98,7 +109,8 @@ pub struct GpuHasher {
     lost: Arc<AtomicBool>,
     inject: AtomicU32,
     div_perturb: AtomicI32,
-    fallbacks: AtomicU64,
+    /// Longest wait for one submission, in nanoseconds.
+    wait_timeout_ns: AtomicU64,
 }
 
 /// Per-image results before assembly.
@@ -177,13 +189,13 @@ impl GpuHasher {
         {
             let uncaptured = uncaptured.clone();
             device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                log::error!("GPU error: {e}");
+                tracing::error!("GPU error: {e}");
                 let mut slot = uncaptured.lock().unwrap_or_else(|p| p.into_inner());
                 slot.get_or_insert_with(|| e.to_string());
             }));
             let lost = lost.clone();
             device.set_device_lost_callback(move |reason, msg| {
-                log::error!("GPU device lost ({reason:?}): {msg}");
+                tracing::error!("GPU device lost ({reason:?}): {msg}");
                 lost.store(true, Ordering::SeqCst);
             });
         }
@@ -215,7 +227,7 @@ impl GpuHasher {
             lost,
             inject: AtomicU32::new(0),
             div_perturb: AtomicI32::new(0),
-            fallbacks: AtomicU64::new(0),
+            wait_timeout_ns: AtomicU64::new(DEFAULT_WAIT_TIMEOUT.as_nanos() as u64),
         };
         // Surface compilation or validation errors now rather than on the first batch.
         hasher
@@ -223,7 +235,7 @@ impl GpuHasher {
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Device(e.to_string()))?;
         hasher.check_errors()?;
-        log::info!("GPU backend on {}", hasher.adapter);
+        tracing::info!("GPU backend on {}", hasher.adapter);
         Ok(hasher)
     }
 
@@ -232,9 +244,19 @@ impl GpuHasher {
         &self.adapter
     }
 
-    /// How many batches were recomputed on the CPU because the GPU failed.
-    pub fn fallbacks(&self) -> u64 {
-        self.fallbacks.load(Ordering::Relaxed)
+    /// Whether one submission's buffers can hold `img` (the engine hashes larger images on the CPU).
+    pub fn fits(&self, img: &ImageView<'_>) -> bool {
+        plane_len(img) <= self.plane_budget && pixel_words(img) <= self.pixel_budget
+    }
+
+    /// How long to wait for one submission before treating the device as hung (lost). A test hook too: a
+    /// zero timeout makes every submission on a real driver "hang".
+    pub fn set_wait_timeout(&self, timeout: Duration) {
+        self.wait_timeout_ns.store(timeout.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::SeqCst);
+    }
+
+    fn wait_timeout(&self) -> Duration {
+        Duration::from_nanos(self.wait_timeout_ns.load(Ordering::SeqCst))
     }
 
     /// Test hook: the next `n` batches fail as a readback failure would, after their submission.
@@ -250,22 +272,6 @@ impl GpuHasher {
         self.div_perturb.store(ulps, Ordering::SeqCst);
     }
 
-    /// Hashes `images` (PDQ with quality, pHash, and the dihedral variants when asked). On any GPU failure
-    /// the batch is recomputed on the CPU, so the result is always there. Blocks until done.
-    pub fn hash_batch(&self, images: &[ImageView<'_>], dihedral: bool) -> Vec<HashRecord> {
-        match self.try_hash_batch(images, dihedral) {
-            Ok(records) => records,
-            Err(e) => {
-                let n = self.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
-                log::warn!(
-                    "GPU batch of {} images failed ({e}); recomputed on the CPU ({n} so far)",
-                    images.len()
-                );
-                cpu_batch(images, dihedral)
-            }
-        }
-    }
-
     /// Hashes `images` on the GPU, or says why it could not.
     pub fn try_hash_batch(
         &self,
@@ -275,22 +281,11 @@ impl GpuHasher {
         if self.lost.load(Ordering::SeqCst) {
             return Err(GpuError::DeviceLost("earlier in this process".into()));
         }
-        let mut raw: Vec<Option<Raw>> = vec![None; images.len()];
-        // Images too large for one submission's buffers go to the CPU one by one.
-        let mut gpu_indices = Vec::with_capacity(images.len());
-        for (i, img) in images.iter().enumerate() {
-            if plane_len(img) > self.plane_budget || pixel_words(img) > self.pixel_budget {
-                log::debug!(
-                    "{}×{} image exceeds the GPU buffer budget; hashed on the CPU",
-                    img.width,
-                    img.height
-                );
-                let rec = cpu_batch(std::slice::from_ref(img), dihedral).remove(0);
-                raw[i] = Some((rec.pdq, rec.dihedral, rec.phash));
-            } else {
-                gpu_indices.push(i);
-            }
+        if let Some(img) = images.iter().find(|img| !self.fits(img)) {
+            return Err(GpuError::TooLarge(img.width, img.height));
         }
+        let mut raw: Vec<Option<Raw>> = vec![None; images.len()];
+        let gpu_indices: Vec<usize> = (0..images.len()).collect();
         let chunks = self.chunks(images, &gpu_indices);
         let result = self.run_chunks(images, &chunks, dihedral, &mut raw);
         if result.is_err() {
@@ -422,9 +417,22 @@ impl GpuHasher {
 
     /// Waits for a chunk and decodes its results.
     fn finish(&self, slot: &Slot, p: Pending) -> Result<Vec<Raw>, GpuError> {
-        self.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(p.index), timeout: None })
-            .map_err(|e| GpuError::Submission(e.to_string()))?;
+        let timeout = self.wait_timeout();
+        match self
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: Some(p.index), timeout: Some(timeout) })
+        {
+            Ok(_) => {}
+            Err(wgpu::PollError::Timeout) => {
+                // A hung submission: its buffers stay busy, so this device is not used again.
+                tracing::error!(
+                    "GPU submission did not finish within {timeout:?}; using the CPU from now on"
+                );
+                self.lost.store(true, Ordering::SeqCst);
+                return Err(GpuError::Timeout(timeout));
+            }
+            Err(e) => return Err(GpuError::Submission(e.to_string())),
+        }
         let mapped = p.rx.recv().map_err(|_| GpuError::Map("mapping callback dropped".into()))?;
         mapped.map_err(|e| GpuError::Map(e.to_string()))?;
         self.check_errors()?;
@@ -751,10 +759,4 @@ fn pixel_words(img: &ImageView<'_>) -> usize {
     match img.pixels {
         Pixels::Rgb(p) | Pixels::Gray(p) => p.len().div_ceil(4),
     }
-}
-
-/// The CPU reference over a batch, on rayon's pool.
-fn cpu_batch(images: &[ImageView<'_>], dihedral: bool) -> Vec<HashRecord> {
-    use rayon::prelude::*;
-    images.par_iter().map_init(Hashers::new, |h, img| h.hash_pixels(*img, dihedral)).collect()
 }

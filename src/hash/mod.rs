@@ -10,6 +10,9 @@ pub mod pdq;
 pub mod phash;
 
 use crate::error::{Error, Result};
+use crate::pixels::ImageView;
+use pdq::{Dihedral, PdqHash, PdqHasher};
+use phash::PhashHasher;
 use std::fmt;
 use std::str::FromStr;
 
@@ -172,6 +175,49 @@ impl FromStr for Hash64 {
     }
 }
 
+/// Everything computed for one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashRecord {
+    /// Width of the hashed pixels (after EXIF orientation, when applied).
+    pub width: u32,
+    /// Height of the hashed pixels.
+    pub height: u32,
+    /// PDQ hash and quality.
+    pub pdq: PdqHash,
+    /// 64-bit pHash.
+    pub phash: Hash64,
+    /// The PDQ dihedral variants, when asked for.
+    pub dihedral: Option<Dihedral>,
+}
+
+/// Scratch space for every CPU hasher, so hashing an image allocates nothing once warm; one per thread.
+///
+/// This is the CPU reference for a whole image: the GPU backend's results are tested against it, and the
+/// engine falls back to it.
+#[derive(Default)]
+pub struct Hashers {
+    pdq: PdqHasher,
+    phash: PhashHasher,
+}
+
+impl Hashers {
+    /// Empty scratch space (grows on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// PDQ (with the dihedral variants when asked) and pHash of decoded pixels.
+    pub fn hash_pixels(&mut self, img: ImageView<'_>, dihedral: bool) -> HashRecord {
+        let (pdq, dihedral) = if dihedral {
+            let (h, d) = self.pdq.hash_with_dihedral(img);
+            (h, Some(d))
+        } else {
+            (self.pdq.hash(img), None)
+        };
+        HashRecord { width: img.width, height: img.height, pdq, phash: self.phash.hash(img), dihedral }
+    }
+}
+
 fn parse_hex_u64(digits: &str, whole: &str) -> Result<u64> {
     // from_str_radix accepts a leading '+', which is not hex.
     if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -187,140 +233,6 @@ fn truncate_for_message(s: &str) -> String {
         s.to_string()
     } else {
         format!("{}…", s.chars().take(MAX).collect::<String>())
-    }
-}
-
-/// Which implementation computes the hashes (`--backend`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// A real GPU adapter when one exists, the CPU otherwise.
-    #[default]
-    Auto,
-    /// The CPU reference.
-    Cpu,
-    /// The wgpu compute shaders (also on a software adapter, which is how CI exercises them).
-    Gpu,
-}
-
-impl Backend {
-    /// The backend that will actually run, probing the adapters without opening a device: `auto` gives `gpu`
-    /// when a real GPU adapter (discrete or integrated) exists and `cpu` otherwise — never a software
-    /// adapter; `gpu` accepts any adapter, software included (how CI runs the shaders on lavapipe), and is
-    /// an error when there is none. [`crate::pipeline::Engine::new`] makes the same choice and opens it.
-    pub fn resolve(self) -> Result<Backend> {
-        use crate::gpu::{probe, AdapterPolicy};
-        match self {
-            Backend::Cpu => Ok(Backend::Cpu),
-            Backend::Auto => Ok(match probe(AdapterPolicy::HardwareOnly) {
-                Some(_) => Backend::Gpu,
-                None => Backend::Cpu,
-            }),
-            Backend::Gpu => match probe(AdapterPolicy::AllowSoftware) {
-                Some(_) => Ok(Backend::Gpu),
-                None => Err(Error::BackendUnavailable(
-                    "no GPU adapter (install a Vulkan driver, e.g. mesa-vulkan-drivers); use --backend cpu or auto"
-                        .into(),
-                )),
-            },
-        }
-    }
-
-    /// The name used on the command line and in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Auto => "auto",
-            Backend::Cpu => "cpu",
-            Backend::Gpu => "gpu",
-        }
-    }
-}
-
-impl FromStr for Backend {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(Backend::Auto),
-            "cpu" => Ok(Backend::Cpu),
-            "gpu" => Ok(Backend::Gpu),
-            _ => Err(Error::BackendUnavailable(format!("unknown backend '{s}' (expected auto, cpu or gpu)"))),
-        }
-    }
-}
-
-/// SplitMix64: a tiny, fast, reproducible pseudo-random generator for generated test and benchmark data
-/// (random banks, queries, bit flips). Not for anything that needs unpredictability.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator whose sequence is fixed by `seed`.
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (modulo bias is irrelevant for test data).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
-
-/// Deterministic, photo-like synthetic RGB pixels (`3 × w × h` bytes) for benchmarks of a chosen size
-/// (`pharos bench hash`, `benches/hash_*.rs`): every hashing stage's cost depends on the size alone, so
-/// generated images measure it as well as photos do, without shipping large files.
-pub fn synthetic_rgb(w: usize, h: usize) -> Vec<u8> {
-    let mut px = Vec::with_capacity(w * h * 3);
-    for y in 0..h {
-        for x in 0..w {
-            let v = ((x * 13 + y * 7) ^ (x * y / 97)) as u8;
-            px.extend_from_slice(&[v, v.wrapping_mul(3), (x / 3 + y) as u8]);
-        }
-    }
-    px
-}
-
-/// Pixels to hash: a borrowed, tightly packed, row-major 8-bit buffer.
-///
-/// Grey images stay one channel (a third of the memory of RGB); the hashers treat a grey value `g` exactly as
-/// the reference treats the RGB pixel `(g, g, g)` that Pillow's `convert("RGB")` would have produced.
-#[derive(Clone, Copy, Debug)]
-pub struct ImageView<'a> {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// The samples.
-    pub pixels: Pixels<'a>,
-}
-
-/// The sample layout of an [`ImageView`].
-#[derive(Clone, Copy, Debug)]
-pub enum Pixels<'a> {
-    /// `R, G, B` interleaved, `3 × width × height` bytes.
-    Rgb(&'a [u8]),
-    /// One grey byte per pixel, `width × height` bytes.
-    Gray(&'a [u8]),
-}
-
-impl<'a> ImageView<'a> {
-    /// A view over interleaved RGB bytes. Panics if the length is not `3 × width × height`.
-    pub fn rgb(width: u32, height: u32, data: &'a [u8]) -> Self {
-        assert_eq!(data.len(), 3 * width as usize * height as usize, "RGB buffer size");
-        ImageView { width, height, pixels: Pixels::Rgb(data) }
-    }
-
-    /// A view over grey bytes. Panics if the length is not `width × height`.
-    pub fn gray(width: u32, height: u32, data: &'a [u8]) -> Self {
-        assert_eq!(data.len(), width as usize * height as usize, "grey buffer size");
-        ImageView { width, height, pixels: Pixels::Gray(data) }
     }
 }
 

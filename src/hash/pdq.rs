@@ -15,7 +15,8 @@
 //! the horizontal pass advances eight rows' sums in lock-step, the DCT accumulates whole rows. Scratch
 //! buffers live in [`PdqHasher`] and are reused, so hashing allocates nothing once they have grown.
 
-use super::{Hash256, ImageView, Pixels};
+use super::Hash256;
+use crate::pixels::{ImageView, Pixels};
 use std::sync::OnceLock;
 
 /// Images with a side shorter than this hash to all zeros with quality 0 (the reference's

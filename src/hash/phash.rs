@@ -19,7 +19,8 @@
 //! A warm [`PhashHasher`] allocates nothing per image: the scratch buffers only grow, and the coefficient
 //! tables for the last few input sizes are kept.
 
-use super::{Hash64, ImageView, Pixels};
+use super::Hash64;
+use crate::pixels::{ImageView, Pixels};
 use std::sync::OnceLock;
 
 /// Side of the thumbnail the DCT is taken of: imagehash's `hash_size * highfreq_factor`.

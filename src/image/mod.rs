@@ -24,7 +24,7 @@ mod jpeg;
 mod webp;
 
 use crate::error::{Error, Limit, Result};
-use crate::hash::{ImageView, Pixels};
+use crate::pixels::{ImageView, Pixels};
 use std::io::Cursor;
 
 /// Upper bounds on what an input may declare. Checked against the header before decoding.

@@ -61,6 +61,12 @@ impl Kind {
         }
     }
 
+    /// The largest radius a query may ask for: a quarter of the bits (PDQ 64, pHash 16). Unrelated PDQ hashes
+    /// lie ~128 bits apart, so a larger radius matches noise, and it makes every query a full scan.
+    pub fn max_radius(self) -> u32 {
+        self.bits() / 4
+    }
+
     /// The usual match radius: Meta's 31 for PDQ; 10 for the 64-bit pHash (a common choice, ~16 %).
     pub fn default_radius(self) -> u32 {
         match self {

@@ -4,9 +4,9 @@
 //! durable: `AddHashes` commits each request message before reading the next, and says in its error how
 //! much was committed when a later message is refused.
 
-use super::bankset::BankSummary;
 use super::proto::{self, HashKind};
 use super::{error_status, Shared};
+use crate::banks::{validate_label, BankSummary};
 use crate::error::Error;
 use crate::matcher::{AnyHash, Kind};
 use crate::store::NewEntry;
@@ -64,6 +64,9 @@ fn parse_entries(kind: Kind, entries: Vec<proto::NewEntry>) -> Result<Vec<NewEnt
             let hash = AnyHash::from_hex(e.hash.trim()).map_err(|err| format!("entry {i}: {err}"))?;
             if hash.kind() != kind {
                 return Err(format!("entry {i}: a {} hash in a {kind} bank", hash.kind()));
+            }
+            if !e.label.is_empty() {
+                validate_label(&e.label).map_err(|err| format!("entry {i}: {err}"))?;
             }
             Ok(NewEntry { hash, label: (!e.label.is_empty()).then_some(e.label) })
         })

@@ -4,10 +4,11 @@
 //! keys named as the fields below), `PHAROS_*` environment variables, command-line flags. The CLI does the
 //! last two (clap) and calls [`ServeConfig::apply`]; `pharos serve --print-config` shows the result.
 
-use crate::batch::BatchConfig;
+use crate::banks::SearchPolicy;
+use crate::engine::Backend;
 use crate::error::{Error, Result};
-use crate::hash::Backend;
 use crate::image::Limits;
+use crate::pipeline::PipelineConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,12 +53,14 @@ pub struct ServeConfig {
     pub decode_threads: usize,
     /// Seconds to drain in-flight work on SIGTERM/SIGINT before exiting anyway.
     pub shutdown_grace_s: u64,
+    /// Most matches one query returns (nearest first); beyond it the answer says `truncated`.
+    pub max_matches: usize,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
         let limits = Limits::default();
-        let batch = BatchConfig::default();
+        let batch = PipelineConfig::default();
         ServeConfig {
             listen: "127.0.0.1:50051".into(),
             metrics: "127.0.0.1:9464".into(),
@@ -77,6 +80,7 @@ impl Default for ServeConfig {
             max_delay_ms: batch.max_delay.as_millis() as u64,
             decode_threads: 0,
             shutdown_grace_s: 30,
+            max_matches: SearchPolicy::default().max_matches,
         }
     }
 }
@@ -102,6 +106,7 @@ impl ServeConfig {
             ("max_in_flight_per_stream", self.max_in_flight_per_stream as u64),
             ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
             ("max_batch", self.max_batch as u64),
+            ("max_matches", self.max_matches as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::InvalidInput(format!("{name} must be at least 1")));
@@ -125,10 +130,15 @@ impl ServeConfig {
         }
     }
 
-    /// The batcher's settings.
-    pub fn batch(&self) -> BatchConfig {
+    /// The search bounds.
+    pub fn search_policy(&self) -> SearchPolicy {
+        SearchPolicy { max_matches: self.max_matches }
+    }
+
+    /// The pipeline's settings.
+    pub fn pipeline(&self) -> PipelineConfig {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        BatchConfig {
+        PipelineConfig {
             max_batch: self.max_batch,
             max_delay: Duration::from_millis(self.max_delay_ms),
             decode_threads: if self.decode_threads == 0 { cpus } else { self.decode_threads },

@@ -8,12 +8,13 @@
 //! control pushes back on the client: memory stays bounded.
 
 use super::proto::{self, hash_and_match_response, hash_response};
-use super::{batch_status, deadline_of, error_status, in_band, Shared};
-use crate::batch::Job;
+use super::{deadline_of, error_status, in_band, pipeline_status, Shared};
+use crate::engine::HashOptions;
 use crate::hash::pdq::Dihedral;
+use crate::hash::HashRecord;
 use crate::image::DecodeOptions;
 use crate::matcher::AnyHash;
-use crate::pipeline::{HashOptions, HashRecord};
+use crate::pipeline::{Job, Source};
 use futures_util::stream::{FuturesOrdered, StreamExt as _};
 use std::future::Future;
 use std::pin::Pin;
@@ -34,7 +35,7 @@ type ResponseStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Statu
 impl Shared {
     fn job(&self, image: bytes::Bytes, dihedral: bool, exif: bool, deadline: Option<Instant>) -> Job {
         Job {
-            image,
+            source: Source::Bytes(image),
             opts: HashOptions {
                 decode: DecodeOptions { limits: self.cfg.limits(), exif_orientation: exif },
                 dihedral,
@@ -54,7 +55,7 @@ impl Shared {
         if image.is_empty() {
             return Err(Status::invalid_argument("the image field is empty"));
         }
-        self.batcher.hash(self.job(image, dihedral, exif, deadline)).await.0.map_err(batch_status)
+        self.pipeline.hash(self.job(image, dihedral, exif, deadline)).await.0.map_err(pipeline_status)
     }
 
     /// Hashes and matches one image: the work of one `HashAndMatch` item.
@@ -67,14 +68,14 @@ impl Shared {
         let hashes = Some(hashes_of(&rec));
         if let Some(min) = r.min_quality.filter(|&m| rec.pdq.quality < m) {
             let skipped = format!("quality {} is below min_quality {min}: not matched", rec.pdq.quality);
-            return Ok(proto::HashAndMatchResult { hashes, matches: Vec::new(), skipped });
+            return Ok(proto::HashAndMatchResult { hashes, matches: Vec::new(), skipped, truncated: false });
         }
         let mut query = vec![AnyHash::Pdq(rec.pdq.hash), AnyHash::Phash(rec.phash)];
         if let Some(d) = &rec.dihedral {
             query.extend(d.named().iter().map(|(_, h)| AnyHash::Pdq(*h)));
         }
-        let matches = self.match_blocking(r.banks, query, r.radius).await?;
-        Ok(proto::HashAndMatchResult { hashes, matches, skipped: String::new() })
+        let (matches, truncated) = self.match_blocking(r.banks, query, r.radius).await?;
+        Ok(proto::HashAndMatchResult { hashes, matches, skipped: String::new(), truncated })
     }
 
     /// Runs a bank search on the blocking pool (it reads labels from the store) and converts the hits.
@@ -83,15 +84,16 @@ impl Shared {
         banks: Vec<String>,
         query: Vec<AnyHash>,
         radius: Option<u32>,
-    ) -> Result<Vec<proto::Match>, Status> {
+    ) -> Result<(Vec<proto::Match>, bool), Status> {
         let start = Instant::now();
         let shared = self.clone();
-        let hits = tokio::task::spawn_blocking(move || shared.banks.search(&banks, &query, radius))
+        let found = tokio::task::spawn_blocking(move || shared.banks.search(&banks, &query, radius))
             .await
             .map_err(|e| Status::internal(format!("match task failed: {e}")))?
             .map_err(|e| error_status(&e))?;
         self.metrics.stage_seconds.with_label_values(&["match"]).observe(start.elapsed().as_secs_f64());
-        Ok(hits
+        let matches = found
+            .hits
             .into_iter()
             .map(|h| proto::Match {
                 bank: h.bank,
@@ -100,7 +102,8 @@ impl Shared {
                 distance: h.distance,
                 label: h.label.unwrap_or_default(),
             })
-            .collect())
+            .collect();
+        Ok((matches, found.truncated))
     }
 }
 
@@ -247,7 +250,8 @@ impl proto::matcher_server::Matcher for MatcherService {
         }
         .await;
         self.0.record("Match", start, result.as_ref().err());
-        Ok(Response::new(proto::MatchResponse { id: r.id, matches: result? }))
+        let (matches, truncated) = result?;
+        Ok(Response::new(proto::MatchResponse { id: r.id, matches, truncated }))
     }
 
     type HashAndMatchStream = ResponseStream<proto::HashAndMatchResponse>;

@@ -2,9 +2,12 @@
 //!
 //! - [`proto`]: the messages and the tonic server and client generated from `proto/pharos/v1/pharos.proto`.
 //! - [`config`]: every limit, from defaults, a TOML file, `PHAROS_*` variables and flags.
-//! - [`bankset`]: the banks (store + in-memory indexes kept in step).
-//! - `hashing`, `banks`: the three services. Handlers are thin: validate → domain call ([`crate::batch`],
-//!   [`bankset`]) → map the result; errors become statuses in one place ([`code_of`]).
+//! - `hashing`, `banks`: the three services. Handlers are thin: validate → domain call
+//!   ([`crate::pipeline`], [`crate::banks`]) → map the result; errors become statuses in one place
+//!   ([`code_of`]).
+//!
+//! Health follows the pipeline: while its batcher thread is being restarted after a failure, every
+//! service (and the whole server, "") reports NOT_SERVING.
 //!
 //! [`Server`] owns the shared state; [`Server::run`] serves a listener until a shutdown future resolves,
 //! then drains: streams stop reading new requests, every request already read is answered, and the
@@ -12,16 +15,15 @@
 //! committed durably, so there is nothing left to flush.
 
 mod banks;
-pub mod bankset;
 pub mod config;
 mod hashing;
 
-use crate::batch::{BatchError, Batcher};
+use crate::banks::BankSet;
+use crate::engine::Engine;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::pipeline::Engine;
+use crate::pipeline::{Pipeline, PipelineError};
 use crate::store::Store;
-use bankset::BankSet;
 use config::ServeConfig;
 use std::future::Future;
 use std::path::PathBuf;
@@ -49,7 +51,7 @@ pub mod proto {
 
 /// State every handler shares.
 struct Shared {
-    batcher: Batcher,
+    pipeline: Pipeline,
     banks: BankSet,
     metrics: Arc<Metrics>,
     cfg: ServeConfig,
@@ -71,17 +73,17 @@ pub fn code_of(e: &Error) -> Code {
         Error::UnknownBank(_) | Error::UnknownEntry { .. } => Code::NotFound,
         Error::BankExists(_) => Code::AlreadyExists,
         Error::BackendUnavailable(_) => Code::Unavailable,
-        Error::Io(_) | Error::Store(_) => Code::Internal,
+        Error::Io(_) | Error::Store(_) | Error::Internal(_) => Code::Internal,
     }
 }
 
 /// The status for a failed hashing job.
-fn batch_status(e: BatchError) -> Status {
+fn pipeline_status(e: PipelineError) -> Status {
     match e {
-        BatchError::Overloaded(m) => Status::resource_exhausted(m),
-        BatchError::DeadlineExceeded => Status::deadline_exceeded(e.to_string()),
-        BatchError::ShuttingDown => Status::unavailable(e.to_string()),
-        BatchError::Failed(e) => error_status(&e),
+        PipelineError::Overloaded(m) => Status::resource_exhausted(m),
+        PipelineError::DeadlineExceeded => Status::deadline_exceeded(e.to_string()),
+        PipelineError::ShuttingDown => Status::unavailable(e.to_string()),
+        PipelineError::Failed(e) => error_status(&e),
     }
 }
 
@@ -156,23 +158,23 @@ fn deadline_of<T>(req: &tonic::Request<T>) -> Option<Instant> {
     Instant::now().checked_add(timeout - margin)
 }
 
-/// The daemon: its backend, batcher, banks and metrics, ready to serve.
+/// The daemon: its backend, pipeline, banks and metrics, ready to serve.
 pub struct Server {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
 }
 
 impl Server {
-    /// Opens the backend, the store (loading every bank) and starts the batcher.
+    /// Opens the backend, the store (loading every bank) and starts the pipeline.
     pub fn new(cfg: ServeConfig, data_dir: PathBuf) -> crate::Result<Server> {
         cfg.validate()?;
         let metrics = Arc::new(Metrics::new());
         let engine = Engine::new(cfg.backend()?)?;
-        let batcher = Batcher::new(engine, cfg.batch(), metrics.clone())?;
+        let pipeline = Pipeline::new(engine, cfg.pipeline(), metrics.clone())?;
         std::fs::create_dir_all(&data_dir)?;
-        let banks = BankSet::open(Store::open(&data_dir)?, metrics.clone())?;
+        let banks = BankSet::open(Store::open(&data_dir)?, metrics.clone(), cfg.search_policy())?;
         let (stop, stopping) = watch::channel(false);
-        Ok(Server { shared: Arc::new(Shared { batcher, banks, metrics, cfg, stopping }), stop })
+        Ok(Server { shared: Arc::new(Shared { pipeline, banks, metrics, cfg, stopping }), stop })
     }
 
     /// The metrics this server records (what `GET /metrics` renders).
@@ -180,9 +182,15 @@ impl Server {
         self.shared.metrics.clone()
     }
 
-    /// The batcher (for in-process use and benchmarks: the same pipeline the gRPC handlers feed).
-    pub fn batcher(&self) -> &Batcher {
-        &self.shared.batcher
+    /// The pipeline (for in-process use, benchmarks and test hooks: the one the gRPC handlers feed).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.shared.pipeline
+    }
+
+    /// The banks (for test hooks).
+    #[doc(hidden)]
+    pub fn banks(&self) -> &BankSet {
+        &self.shared.banks
     }
 
     /// Serves gRPC on `listener` until `shutdown` resolves, then drains (see the module docs).
@@ -217,6 +225,24 @@ impl Server {
             .max_encoding_message_size(max);
 
         let stop = self.stop;
+        // Health follows the pipeline (NOT_SERVING while a dead batcher thread is restarted), until shutdown.
+        let follow = {
+            let (health, mut pipeline_health, mut stopping) =
+                (health.clone(), shared.pipeline.health(), shared.stopping.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        changed = pipeline_health.changed() => if changed.is_err() { return },
+                        _ = stopping.changed() => return,
+                    }
+                    let serving = *pipeline_health.borrow_and_update();
+                    if *stopping.borrow() {
+                        return;
+                    }
+                    set_health(&health, serving).await;
+                }
+            })
+        };
         let stopped = Arc::new(tokio::sync::Notify::new());
         let signal = {
             let (stopped, health) = (stopped.clone(), health.clone());
@@ -224,11 +250,7 @@ impl Server {
                 shutdown.await;
                 tracing::info!("shutting down: no new connections; draining requests in flight");
                 let _ = stop.send(true);
-                health.set_not_serving::<HasherServer<hashing::HasherService>>().await;
-                health.set_not_serving::<MatcherServer<hashing::MatcherService>>().await;
-                health.set_not_serving::<BanksServer<banks::BanksService>>().await;
-                // "" is the whole server, what load balancers usually probe.
-                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                set_health(&health, false).await;
                 stopped.notify_one();
             }
         };
@@ -247,13 +269,31 @@ impl Server {
         let result = tokio::select! {
             r = serve => r.map_err(|e| Error::Io(std::io::Error::other(e))),
             _ = async { stopped.notified().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(in_flight = shared.batcher.in_flight(), "shutdown grace period over; exiting");
+                tracing::warn!(in_flight = shared.pipeline.in_flight(), "shutdown grace period over; exiting");
                 Ok(())
             }
         };
-        shared.batcher.close();
+        shared.pipeline.close();
+        follow.abort();
         tracing::info!("stopped");
         result
+    }
+}
+
+/// Sets every service's health and the whole server's ("", what load balancers usually probe).
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    use proto::banks_server::BanksServer;
+    use proto::hasher_server::HasherServer;
+    use proto::matcher_server::MatcherServer;
+    use tonic_health::ServingStatus;
+    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+    for name in [
+        <HasherServer<hashing::HasherService> as tonic::server::NamedService>::NAME,
+        <MatcherServer<hashing::MatcherService> as tonic::server::NamedService>::NAME,
+        <BanksServer<banks::BanksService> as tonic::server::NamedService>::NAME,
+        "",
+    ] {
+        health.set_service_status(name, status).await;
     }
 }
 

@@ -21,7 +21,7 @@ pub mod formats;
 
 use crate::error::{Error, Result};
 use crate::hash::{Hash256, Hash64};
-use crate::matcher::{AnyHash, Index, Kind, MihIndex};
+use crate::matcher::{AnyHash, Kind};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -107,13 +107,24 @@ pub struct Entry {
     pub added_ms: u64,
 }
 
-/// A bank read from the store, indexed and ready to query.
+/// Every hash ever added to a bank, in id order (row `i` is entry id `i`), packed as the matcher indexes them.
 #[derive(Debug)]
-pub struct LoadedBank {
+pub enum Rows {
+    /// PDQ: four little-endian limbs per hash.
+    Pdq(Vec<[u64; 4]>),
+    /// pHash: one u64 per hash.
+    Phash(Vec<[u64; 1]>),
+}
+
+/// A bank's rows as stored: what the banks module indexes.
+#[derive(Debug)]
+pub struct StoredBank {
     /// Its metadata.
     pub info: BankInfo,
-    /// The index; row `i` is entry id `i`.
-    pub index: Index,
+    /// Every row ever added, removed ones included (their ids are in `removed`).
+    pub rows: Rows,
+    /// Ids of the removed entries.
+    pub removed: Vec<u64>,
 }
 
 /// The bank store: one redb database file in a data directory.
@@ -309,8 +320,8 @@ impl Store {
         txn.commit().map_err(store_err)
     }
 
-    /// Reads a bank and builds its index: the time from store to ready-to-query.
-    pub fn load(&self, name: &str) -> Result<LoadedBank> {
+    /// Reads a bank's rows and removed ids in one consistent snapshot (sequential reads of large values).
+    pub fn load(&self, name: &str) -> Result<StoredBank> {
         let txn = self.db.begin_read().map_err(store_err)?;
         let info = read_info(&txn.open_table(BANKS).map_err(store_err)?, name)?;
         let removed: Vec<u64> = {
@@ -323,7 +334,7 @@ impl Store {
         };
         let chunks = txn.open_table(CHUNKS).map_err(store_err)?;
         let n = info.next_id as usize;
-        let index = match info.kind {
+        let rows = match info.kind {
             Kind::Pdq => {
                 let mut rows: Vec<[u64; 4]> = Vec::with_capacity(n);
                 self.read_chunks(&chunks, name, 32, |b| {
@@ -331,7 +342,7 @@ impl Store {
                     rows.push([u(0), u(1), u(2), u(3)]);
                 })?;
                 check_rows(name, rows.len(), n)?;
-                Index::Pdq(MihIndex::build(rows, &removed))
+                Rows::Pdq(rows)
             }
             Kind::Phash => {
                 let mut rows: Vec<[u64; 1]> = Vec::with_capacity(n);
@@ -339,10 +350,10 @@ impl Store {
                     rows.push([u64::from_le_bytes(b.try_into().expect("8 bytes"))]);
                 })?;
                 check_rows(name, rows.len(), n)?;
-                Index::Phash(MihIndex::build(rows, &removed))
+                Rows::Phash(rows)
             }
         };
-        Ok(LoadedBank { info, index })
+        Ok(StoredBank { info, rows, removed })
     }
 
     fn read_chunks(

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset of these helpers")]
 
+pub(crate) mod server;
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -76,13 +78,13 @@ pub(crate) fn crc32(data: &[u8]) -> u32 {
 /// The GPU hasher the GPU tests share, on any adapter (lavapipe included), or `None` when this machine has
 /// none: then the test says loudly that it was skipped, unless `PHAROS_REQUIRE_GPU=1` (set by `.ci/run`),
 /// which turns a missing adapter into a failure.
-pub(crate) fn gpu() -> Option<&'static pharos::gpu::GpuHasher> {
+pub(crate) fn gpu() -> Option<&'static pharos::engine::GpuEngine> {
     use std::sync::OnceLock;
-    static GPU: OnceLock<Option<pharos::gpu::GpuHasher>> = OnceLock::new();
+    static GPU: OnceLock<Option<pharos::engine::GpuEngine>> = OnceLock::new();
     GPU.get_or_init(|| match pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware) {
         Ok(g) => {
             eprintln!("GPU tests run on {}", g.adapter());
-            Some(g)
+            Some(pharos::engine::GpuEngine::new(g))
         }
         Err(e) => {
             if std::env::var("PHAROS_REQUIRE_GPU").is_ok_and(|v| v == "1") {

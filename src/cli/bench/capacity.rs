@@ -41,10 +41,10 @@ use super::{
 };
 use anyhow::bail;
 use clap::{Args, ValueEnum};
-use pharos::hash::{Backend, ImageView};
+use pharos::engine::{Backend, Engine};
 use pharos::image::Decoded;
 use pharos::matcher::Kind;
-use pharos::pipeline::Engine;
+use pharos::pixels::ImageView;
 use serde::Serialize;
 use std::path::PathBuf;
 

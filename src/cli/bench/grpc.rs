@@ -5,7 +5,7 @@
 //! Without `--target`, a server is started in this process on loopback (port 0) with the chosen backend,
 //! and three things are measured on the same images, alternating in each repetition so that machine noise
 //! hits all of them alike:
-//! - `in-process`: the daemon's own pipeline (the shared [`Batcher`]) fed directly, with the same number of
+//! - `in-process`: the daemon's own pipeline (the shared [`Pipeline`]) fed directly, with the same number of
 //!   images in flight as the gRPC clients keep;
 //! - `grpc`: `--concurrency` HashStream streams over loopback, each keeping `--window` requests in flight;
 //! - `direct`: what `pharos hash` does (decode + hash on every core, no batcher), for reference.
@@ -21,8 +21,8 @@
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use clap::Args;
-use pharos::batch::{Batcher, Job};
-use pharos::pipeline::HashOptions;
+use pharos::engine::HashOptions;
+use pharos::pipeline::{Job, Pipeline};
 use pharos::server::config::ServeConfig;
 use pharos::server::proto::hasher_client::HasherClient;
 use pharos::server::proto::{hash_response, HashRequest};
@@ -130,7 +130,7 @@ pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
             None => {
                 let cfg = ServeConfig { backend: a.backend.clone(), metrics: String::new(), ..ServeConfig::default() };
                 let server = Server::new(cfg, dir.clone())?;
-                let batcher = server.batcher().clone();
+                let batcher = server.pipeline().clone();
                 let backend = batcher.engine().describe();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let addr = listener.local_addr()?;
@@ -313,7 +313,7 @@ async fn grpc_run(
 
 /// The batcher fed directly with `in_flight` images outstanding, for `duration`.
 async fn in_process_run(
-    batcher: &Batcher,
+    batcher: &Pipeline,
     images: &[Bytes],
     in_flight: usize,
     dihedral: bool,
@@ -328,7 +328,7 @@ async fn in_process_run(
     while Instant::now() < stop_at {
         let permit = permits.clone().acquire_owned().await.expect("semaphore open");
         let job = Job {
-            image: images[i % images.len()].clone(),
+            source: pharos::pipeline::Source::Bytes(images[i % images.len()].clone()),
             opts: HashOptions { dihedral, ..HashOptions::default() },
             deadline: None,
         };
@@ -362,7 +362,7 @@ fn direct_run(images: &[Bytes], dihedral: bool, duration: Duration) -> Run {
             .par_iter()
             .map(|b| {
                 let t0 = Instant::now();
-                let ok = pharos::pipeline::hash_bytes(b, &opts).is_ok();
+                let ok = pharos::engine::hash_bytes(b, &opts).is_ok();
                 (t0.elapsed(), ok)
             })
             .collect();

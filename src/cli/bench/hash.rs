@@ -11,9 +11,9 @@ use super::{
     Report,
 };
 use clap::Args;
-use pharos::hash::{Backend, ImageView};
+use pharos::engine::{Backend, Engine};
 use pharos::image::Decoded;
-use pharos::pipeline::Engine;
+use pharos::pixels::ImageView;
 
 #[derive(Args, Debug)]
 pub(crate) struct HashBench {
@@ -53,7 +53,7 @@ pub(crate) fn run(a: HashBench) -> anyhow::Result<()> {
     } else {
         let sizes = if a.source.size.is_empty() { vec![(1280, 800)] } else { a.source.size.clone() };
         for &(w, h) in &sizes {
-            let pixels = pharos::hash::synthetic_rgb(w as usize, h as usize);
+            let pixels = pharos::synth::synthetic_rgb(w as usize, h as usize);
             for &batch in &a.batch {
                 let views = vec![ImageView::rgb(w, h, &pixels); batch];
                 for &threads in &jobs {

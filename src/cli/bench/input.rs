@@ -269,7 +269,7 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> anyhow::Result<Vec<u8>> {
 // ---------------------------------------------------------------------------------------------------------
 
 /// The generator behind every generated bank and query.
-pub(crate) use pharos::hash::SplitMix64 as Rng;
+pub(crate) use pharos::synth::SplitMix64 as Rng;
 
 /// A generated bank (uniform random hashes) and its queries: half are bank entries with 0..=radius bits
 /// flipped (hits), half fresh random hashes (misses).

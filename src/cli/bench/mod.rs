@@ -137,7 +137,7 @@ pub(crate) fn parse_seconds(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-pub(crate) fn parse_backend(s: &str) -> Result<pharos::hash::Backend, String> {
+pub(crate) fn parse_backend(s: &str) -> Result<pharos::engine::Backend, String> {
     s.parse().map_err(|e: pharos::Error| e.to_string())
 }
 

@@ -1,11 +1,11 @@
 //! `pharos bench pipeline`: end to end in-process, file bytes (in memory) → decode → PDQ + pHash → match the
 //! PDQ hash against a generated PDQ bank, per image set, backend, batch size and thread count.
 //!
-//! One call runs the whole image set in batches of `--batch`. Per batch, on the cpu backend every image is
-//! decoded and hashed by one worker (`Hashers::hash_bytes`, as `pharos hash` does), in parallel on `--jobs`
-//! threads; on the gpu backend the batch is decoded in parallel, then hashed in one GPU submission. The
-//! batch's PDQ hashes are then matched in parallel (`Index::search_batch`). All stages share the same
-//! threads, as they would in the daemon.
+//! One call runs the whole image set through the shared hashing pipeline ([`pharos::pipeline`], the one
+//! `pharos hash` and the daemon use) with `--jobs` decode workers and GPU batches of up to `--batch`
+//! images (on the cpu backend each worker hashes what it decoded). Results come back in input order, and
+//! every `--batch` of them have their PDQ hashes matched in parallel (`Index::search_batch`) on the same
+//! number of threads.
 
 use super::input::{bank, image_sets, Bank, Format, ImageSet, Source};
 use super::{
@@ -13,11 +13,12 @@ use super::{
     Report,
 };
 use clap::Args;
-use pharos::hash::{Backend, ImageView};
-use pharos::image::{decode, DecodeOptions, Decoded};
+use pharos::engine::{Backend, Engine, HashOptions};
+use pharos::hash::HashRecord;
 use pharos::matcher::{AnyHash, Kind, Method, Query, SearchOptions};
-use pharos::pipeline::{Engine, HashOptions, HashRecord, Hashers};
-use rayon::prelude::*;
+use pharos::metrics::Metrics;
+use pharos::pipeline::{run_ordered, Job, Pipeline, PipelineConfig};
+use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub(crate) struct PipelineBench {
@@ -82,36 +83,40 @@ pub(crate) fn measure_pipeline(
     c: &Common,
 ) -> anyhow::Result<Measurement> {
     let pool = pool(threads)?;
+    let cfg = PipelineConfig {
+        max_batch: batch,
+        decode_threads: threads,
+        max_in_flight: (threads * 4).max(2 * batch),
+        ..PipelineConfig::default()
+    };
+    let pipeline = Pipeline::new(engine.clone(), cfg, Arc::new(Metrics::new()))?;
     let opts = SearchOptions { radius, method: Method::Auto };
     let hash_opts = HashOptions::default();
+    let files: Vec<bytes::Bytes> = set.files.iter().map(|f| bytes::Bytes::from(f.to_vec())).collect();
     let mut matches = 0usize;
     let stats = measure(c, || {
-        pool.install(|| {
-            let mut n = 0;
-            matches = 0;
-            for chunk in set.files.chunks(batch) {
-                let records: Vec<HashRecord> = match engine {
-                    Engine::Cpu => chunk
-                        .par_iter()
-                        .map_init(Hashers::new, |h, bytes| h.hash_bytes(bytes, &hash_opts))
-                        .filter_map(Result::ok)
-                        .collect(),
-                    Engine::Gpu(_) => {
-                        let decoded: Vec<Decoded> = chunk
-                            .par_iter()
-                            .filter_map(|b| decode(b, &DecodeOptions::default()).ok())
-                            .collect();
-                        let views: Vec<ImageView<'_>> = decoded.iter().map(Decoded::view).collect();
-                        engine.hash_batch(&views, false)
-                    }
-                };
-                let queries: Vec<Query> = records.iter().map(|r| vec![AnyHash::Pdq(r.pdq.hash)]).collect();
-                let hits = b.index.search_batch(&queries, opts);
-                matches += hits.iter().map(Vec::len).sum::<usize>();
-                n += std::hint::black_box(records).len() as u64;
+        matches = 0;
+        let mut n = 0u64;
+        let mut records: Vec<HashRecord> = Vec::with_capacity(batch);
+        let mut match_batch = |records: &mut Vec<HashRecord>, matches: &mut usize| {
+            let queries: Vec<Query> = records.iter().map(|r| vec![AnyHash::Pdq(r.pdq.hash)]).collect();
+            let hits = pool.install(|| b.index.search_batch(&queries, opts));
+            *matches += hits.iter().map(Vec::len).sum::<usize>();
+            n += std::hint::black_box(std::mem::take(records)).len() as u64;
+        };
+        let items = files.iter().map(|f| ((), Ok(Job::bytes(f.clone(), hash_opts))));
+        let done = run_ordered(&pipeline, items, |(), result| -> Result<(), std::convert::Infallible> {
+            if let Ok(rec) = result {
+                records.push(rec);
+                if records.len() == batch {
+                    match_batch(&mut records, &mut matches);
+                }
             }
-            n
-        })
+            Ok(())
+        });
+        let Ok(()) = done;
+        match_batch(&mut records, &mut matches);
+        n
     });
     let mp = set.mean_megapixels();
     let mut params = vec![Param::new("backend", engine.describe()), set.param()];

@@ -1,0 +1,217 @@
+//! The daemon contains its failures (issue 10's defects 1–4 and 9, over gRPC): a panicking decoder fails
+//! one item; a dead batcher thread makes health NOT_SERVING until it is restarted; match answers are
+//! bounded; a slow bank write never stalls cheap calls; labels are validated.
+
+mod common;
+
+use common::server::TestServer;
+use pharos::server::config::ServeConfig;
+use pharos::server::proto::{self, hash_response};
+use pharos::server::proto::{
+    banks_client::BanksClient, hasher_client::HasherClient, matcher_client::MatcherClient,
+};
+use std::time::{Duration, Instant};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+fn cpu_config() -> ServeConfig {
+    ServeConfig { backend: "cpu".into(), metrics: String::new(), ..ServeConfig::default() }
+}
+
+fn images(n: usize) -> Vec<Vec<u8>> {
+    common::rows().iter().take(n).map(|r| std::fs::read(r.path()).unwrap()).collect()
+}
+
+fn request(id: &str, image: Vec<u8>) -> proto::HashRequest {
+    proto::HashRequest { id: id.into(), image: image.into(), ..Default::default() }
+}
+
+fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = server.metrics.render();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Defect 1: a panic inside a decoder on the decode pool fails that item with INTERNAL (in-band on a
+/// stream), is counted, and the daemon keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_decoder_fails_one_item_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(cpu_config(), dir, |s| s.pipeline().inject_decode_panics(1)).await;
+    let mut hasher = HasherClient::new(server.channel().await);
+    let imgs = images(6);
+    let reqs: Vec<_> = imgs.iter().enumerate().map(|(i, b)| request(&i.to_string(), b.clone())).collect();
+    let mut stream = hasher.hash_stream(tokio_stream::iter(reqs)).await.unwrap().into_inner();
+    let (mut ok, mut internal) = (0, 0);
+    while let Some(r) = stream.message().await.unwrap() {
+        match r.outcome.unwrap() {
+            hash_response::Outcome::Hashes(_) => ok += 1,
+            hash_response::Outcome::Error(e) => {
+                assert_eq!((e.code, e.code_name.as_str()), (Code::Internal as u32, "INTERNAL"), "{e:?}");
+                internal += 1;
+            }
+        }
+    }
+    assert_eq!((ok, internal), (imgs.len() - 1, 1), "exactly the one item failed");
+    assert_eq!(metric(&server, "pharos_panics_total"), 1.0);
+    // Still serving, unary too.
+    hasher.hash(request("after", imgs[0].clone())).await.expect("the daemon serves after the panic");
+    server.shutdown().await.unwrap();
+}
+
+/// Defect 2: if the batcher thread dies, health goes NOT_SERVING (never SERVING while every request
+/// fails), the thread is restarted, health returns to SERVING and requests succeed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_batcher_thread_is_reported_and_restarted() {
+    // The batcher thread hashes only for the GPU backend (on the CPU, decode workers hash inline).
+    if common::gpu().is_none() {
+        return;
+    }
+    let cfg = ServeConfig { backend: "gpu".into(), ..cpu_config() };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(cfg, dir, |s| s.pipeline().inject_batcher_death()).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+
+    let mut hasher = HasherClient::new(server.channel().await);
+    let img = images(1).remove(0);
+    let err = hasher.hash(request("dies", img.clone())).await.expect_err("the item in the dying batch");
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    let statuses = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut seen = Vec::new();
+        while let Some(m) = watch.message().await.unwrap() {
+            seen.push(m.status);
+            if m.status == ServingStatus::Serving as i32 {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .expect("health comes back");
+    assert_eq!(
+        statuses,
+        vec![ServingStatus::NotServing as i32, ServingStatus::Serving as i32],
+        "NOT_SERVING while restarting, then SERVING"
+    );
+    for service in ["pharos.v1.Hasher", ""] {
+        let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{service}");
+    }
+    hasher.hash(request("after", img)).await.expect("hashing works after the restart");
+    assert_eq!(metric(&server, "pharos_pipeline_restarts_total"), 1.0);
+    server.shutdown().await.unwrap();
+}
+
+/// Defect 3 over gRPC: a query near thousands of entries gets `max_matches` of them, nearest first, with
+/// `truncated` set; a radius beyond the kind's cap is INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_answers_are_bounded() {
+    let cfg = ServeConfig { max_matches: 50, ..cpu_config() };
+    let server = TestServer::start(cfg).await;
+    let channel = server.channel().await;
+    let (mut banks, mut matcher) = (BanksClient::new(channel.clone()), MatcherClient::new(channel));
+    banks
+        .create_bank(proto::CreateBankRequest { name: "b".into(), kind: proto::HashKind::Phash as i32 })
+        .await
+        .unwrap();
+    // 2,000 pHashes within 3 bits of 0.
+    let entries: Vec<proto::NewEntry> = (0..2000u64)
+        .map(|i| proto::NewEntry {
+            hash: format!("{:016x}", (1u64 << (i % 64)) * (i % 3)),
+            label: String::new(),
+        })
+        .collect();
+    banks
+        .add_hashes(tokio_stream::iter(vec![proto::AddHashesRequest { bank: "b".into(), entries }]))
+        .await
+        .unwrap();
+    let ask = |radius: Option<u32>| proto::MatchRequest {
+        id: "q".into(),
+        hash: "0000000000000000".into(),
+        radius,
+        ..Default::default()
+    };
+    let r = matcher.r#match(ask(Some(3))).await.unwrap().into_inner();
+    assert_eq!((r.matches.len(), r.truncated), (50, true));
+    assert!(r.matches.windows(2).all(|w| w[0].distance <= w[1].distance), "nearest first");
+    assert_eq!(r.matches[0].distance, 0);
+    let err = matcher.r#match(ask(Some(64))).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("largest allowed"), "{}", err.message());
+    server.shutdown().await.unwrap();
+}
+
+/// Defect 4: a bank write that spends long in the store (a slow fsync) holds no lock that cheap calls
+/// need: listing banks and matching answer at once while a create and an add are stuck in the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_bank_write_does_not_stall_other_calls() {
+    // Every store write takes 1.5 s, inside whatever locks the write holds.
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with(cpu_config(), dir, |s| s.banks().set_write_delay(Duration::from_millis(1500)))
+            .await;
+    let channel = server.channel().await;
+    let mut banks = BanksClient::new(channel.clone());
+    let mut matcher = MatcherClient::new(channel.clone());
+    let slow = {
+        let mut banks = banks.clone();
+        tokio::spawn(async move {
+            banks
+                .create_bank(proto::CreateBankRequest {
+                    name: "slow".into(),
+                    kind: proto::HashKind::Pdq as i32,
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let listed = banks.list_banks(proto::ListBanksRequest {}).await.unwrap().into_inner();
+    let m = matcher
+        .r#match(proto::MatchRequest { id: "q".into(), hash: "0".repeat(16), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let took = t.elapsed();
+    assert!(m.matches.is_empty());
+    assert!(listed.banks.iter().all(|b| b.name != "slow"), "the create has not committed yet");
+    assert!(took < Duration::from_millis(1000), "list + match waited {took:?} behind a slow create");
+    slow.await.unwrap().expect("the slow create finishes");
+    server.shutdown().await.unwrap();
+}
+
+/// Defect 9 over gRPC: labels with control characters or over 4 KiB are INVALID_ARGUMENT and nothing is
+/// written; commas, quotes and newlines are kept exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_from_grpc_are_validated() {
+    let server = TestServer::start(cpu_config()).await;
+    let mut banks = BanksClient::new(server.channel().await);
+    banks
+        .create_bank(proto::CreateBankRequest { name: "b".into(), kind: proto::HashKind::Phash as i32 })
+        .await
+        .unwrap();
+    let add = |label: String| {
+        let entries = vec![proto::NewEntry { hash: "00000000000000ff".into(), label }];
+        tokio_stream::iter(vec![proto::AddHashesRequest { bank: "b".into(), entries }])
+    };
+    for bad in ["red\u{1b}[31m".to_string(), "nul\0".into(), "x".repeat(5000)] {
+        let err = banks.add_hashes(add(bad)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    }
+    let fine = "case 7, \"disputed\"\nsecond line".to_string();
+    banks.add_hashes(add(fine.clone())).await.unwrap();
+    let mut export =
+        banks.export_bank(proto::ExportBankRequest { bank: "b".into() }).await.unwrap().into_inner();
+    let mut labels = Vec::new();
+    while let Some(e) = export.message().await.unwrap() {
+        labels.push(e.label);
+    }
+    assert_eq!(labels, vec![fine], "only the valid entry was written, label intact");
+    server.shutdown().await.unwrap();
+}
