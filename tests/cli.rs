@@ -514,3 +514,45 @@ fn exif_flag_applies_orientation_6() {
         assert_ne!(e.str("pdq"), p.str("pdq"), "{}: a rotated image hashes differently", f.display());
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Where banks live
+// ---------------------------------------------------------------------------------------------------------
+
+/// The data directory is `--data-dir`, else `PHAROS_DATA_DIR`, else `pharos-data` in the platform's data
+/// directory: on Linux `$XDG_DATA_HOME` when set (absolute), else `$HOME/.local/share`.
+#[cfg(target_os = "linux")]
+#[test]
+fn data_dir_is_the_flag_then_the_environment_then_the_platform_data_dir() {
+    let tmp = TempDir::new().unwrap();
+    let t = tmp.path();
+    let (home, xdg, env_dir, flag) = (t.join("home"), t.join("xdg"), t.join("env"), t.join("flag"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (h, x, e, f) = (s(&home), s(&xdg), s(&env_dir), s(&flag));
+    let cases: [(&str, Vec<&str>, Vec<(&str, &str)>, PathBuf); 4] = [
+        ("a", vec![], vec![("HOME", &h), ("XDG_DATA_HOME", "")], home.join(".local/share/pharos-data")),
+        ("b", vec![], vec![("HOME", &h), ("XDG_DATA_HOME", &x)], xdg.join("pharos-data")),
+        ("c", vec![], vec![("HOME", &h), ("XDG_DATA_HOME", &x), ("PHAROS_DATA_DIR", &e)], env_dir.clone()),
+        (
+            "d",
+            vec!["--data-dir", &f],
+            vec![("HOME", &h), ("XDG_DATA_HOME", &x), ("PHAROS_DATA_DIR", &e)],
+            flag.clone(),
+        ),
+    ];
+    for (bank, extra, env, dir) in &cases {
+        let mut args: Vec<&str> = vec!["bank", "create", bank];
+        args.extend(extra.iter().copied());
+        let out = pharos_env(args, env);
+        assert!(out.status.success(), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("in {}", dir.join("banks.redb").display())), "{bank}: {err}");
+        let dir = s(dir);
+        let out = pharos(["bank", "list", "--data-dir", dir.as_str()]);
+        let names: Vec<String> = stdout_lines(&out)
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, [bank.to_string()], "{}", show(&out));
+    }
+}

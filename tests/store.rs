@@ -295,3 +295,212 @@ fn cli_dihedral_match_reports_best_variant_once() {
     assert_eq!(m.len(), 1, "{out}");
     assert_eq!(m[0]["distance"], 1, "the best variant's distance: {out}");
 }
+
+/// Every entry of a bank as `(id, hash, label)`, through the library.
+fn entries_of(store: &Store, bank: &str) -> Vec<(u64, AnyHash, Option<String>)> {
+    let mut v = Vec::new();
+    store
+        .for_each_entry(bank, |e| {
+            v.push((e.id, e.hash, e.label));
+            Ok(())
+        })
+        .unwrap();
+    v
+}
+
+/// Defect 9: a label holding a comma, a double quote or a newline (even a line that would read as a comment,
+/// a blank line or JSON on its own) comes back exactly through `bank export --format csv` → `bank import`,
+/// from stdin and from a file.
+#[test]
+fn cli_csv_export_import_keeps_labels_with_commas_quotes_and_newlines() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let labels = [
+        "plain",
+        "a,b",
+        "say \"hi\"",
+        "\"quoted\", then more",
+        "ends with a quote\"",
+        "two\nlines",
+        "crlf\r\ninside",
+        "x\n# not a comment\n\n{\"not\":\"json\"}\nhash,label\nend",
+        "naïve, ünïcode ✓",
+    ];
+    {
+        let store = Store::open(d).unwrap();
+        store.create_bank("a", Kind::Pdq).unwrap();
+        let mut entries: Vec<NewEntry> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| NewEntry { hash: AnyHash::Pdq(pdq(i as u64)), label: Some(l.to_string()) })
+            .collect();
+        entries.insert(2, NewEntry { hash: AnyHash::Pdq(pdq(99)), label: None });
+        store.add("a", &entries).unwrap();
+    }
+    let (code, csv, err) = pharos(d, &["bank", "export", "a", "--format", "csv"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(csv.starts_with("hash,label\n"), "{csv}");
+    let (code, _, err) = pharos(d, &["bank", "import", "from-stdin", "--create", "pdq"], &csv);
+    assert_eq!(code, 0, "{err}");
+    let file = d.join("export.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let (code, _, err) =
+        pharos(d, &["bank", "import", "from-file", "--create", "pdq", file.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = pharos(d, &["bank", "create", "added"], "");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = pharos(d, &["bank", "add", "added"], &csv);
+    assert_eq!(code, 0, "{err}");
+
+    let store = Store::open(d).unwrap();
+    let want = entries_of(&store, "a");
+    assert_eq!(want.len(), labels.len() + 1);
+    for bank in ["from-stdin", "from-file", "added"] {
+        assert_eq!(entries_of(&store, bank), want, "bank {bank}");
+    }
+}
+
+/// Runs `pharos` on `PHAROS_DATA_DIR=data` with its stdin from `stdin` (a file, or piped from a thread) and
+/// its data segment limited to `data_limit` bytes (Linux enforces RLIMIT_DATA on heap and anonymous maps).
+#[cfg(target_os = "linux")]
+fn pharos_limited(
+    data: &Path,
+    args: &[&str],
+    stdin: Option<&Path>,
+    data_limit: Option<u64>,
+) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("PHAROS_DATA_DIR", data).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    if let Some(limit) = data_limit {
+        // SAFETY: setrlimit(2) is async-signal-safe; the closure touches nothing else.
+        unsafe {
+            cmd.pre_exec(move || {
+                let r = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                if libc::setrlimit(libc::RLIMIT_DATA, &r) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let feeder = stdin.map(|p| {
+        let mut pipe = child.stdin.take().unwrap();
+        let mut f = std::fs::File::open(p).unwrap();
+        // A pipe, not a file: the importer cannot seek back and must spool.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut f, &mut pipe);
+        })
+    });
+    let out = child.wait_with_output().unwrap();
+    if let Some(t) = feeder {
+        t.join().unwrap();
+    }
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `n` lines `HEX,label i` of distinct PDQ hashes, then `tail`.
+fn write_big_input(path: &Path, n: u64, tail: &str) {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..n {
+        writeln!(w, "{},label {i}", pdq(i)).unwrap();
+    }
+    w.write_all(tail.as_bytes()).unwrap();
+    w.flush().unwrap();
+}
+
+/// Defect 10: `bank import` streams its input. A 2,000,000-line file (≈ 150 MB) whose last line is bad is
+/// rejected whole (nothing written, exit 1, the line named), from a file and from a pipe, by a process
+/// whose data segment is limited to 64 MiB: holding every entry in memory (as the importer once did,
+/// ≈ 100 bytes an entry) cannot fit in that.
+#[cfg(target_os = "linux")]
+#[test]
+fn cli_import_of_a_big_file_with_a_bad_last_line_writes_nothing_in_bounded_memory() {
+    const N: u64 = 2_000_000;
+    const LIMIT: u64 = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = d.join("big.txt");
+    write_big_input(&file, N, "not a hash\n");
+    let data = d.join("data");
+    assert_eq!(pharos(&data, &["bank", "create", "big"], "").0, 0);
+    let f = file.to_str().unwrap();
+    for (source, stdin, args) in [
+        (f, None, vec!["bank", "import", "big", "--batch", "1000", f]),
+        ("<stdin>", Some(file.as_path()), vec!["bank", "import", "big", "--batch", "1000", "-"]),
+    ] {
+        let (code, err) = pharos_limited(&data, &args, stdin, Some(LIMIT));
+        assert_eq!(code, Some(1), "{source}: {err}");
+        assert!(err.contains(&format!("{source}:line {}: ", N + 1)), "{source}: {err}");
+        assert!(err.contains("nothing was written"), "{source}: {err}");
+        assert!(!err.contains("committed"), "{source}: {err}");
+    }
+    let store = Store::open(&data).unwrap();
+    assert_eq!(store.bank("big").unwrap().next_id, 0, "nothing was written");
+    let leftovers: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers, [std::ffi::OsString::from("banks.redb")], "no spool file is left behind");
+}
+
+/// Defect 10: a big import (from a file, and from a pipe, which is spooled) commits in `--batch` batches as
+/// it goes, each acknowledged with `committed N`, and the bank ends up holding exactly the input;
+/// `--skip-invalid` drops the bad lines (exit 2) and keeps the others in order.
+#[cfg(target_os = "linux")]
+#[test]
+fn cli_import_of_a_big_file_commits_in_batches() {
+    const N: u64 = 300_000;
+    const BATCH: u64 = 40_000;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = d.join("big.txt");
+    write_big_input(&file, N, "");
+    let bad = d.join("bad.txt");
+    write_big_input(&bad, N, "zz-bad\n");
+    let data = d.join("data");
+    let f = file.to_str().unwrap();
+    let b = bad.to_str().unwrap();
+    let batch = BATCH.to_string();
+    let want_acks: Vec<String> =
+        (1..=N.div_ceil(BATCH)).map(|k| format!("committed {}", (k * BATCH).min(N))).collect();
+    for (bank, stdin, args, want_code) in [
+        ("file", None, vec!["bank", "import", "file", "--create", "pdq", "--batch", &batch, f], 0),
+        (
+            "pipe",
+            Some(file.as_path()),
+            vec!["bank", "import", "pipe", "--create", "pdq", "--batch", &batch],
+            0,
+        ),
+        (
+            "skip",
+            Some(bad.as_path()),
+            vec!["bank", "import", "skip", "--create", "pdq", "--batch", &batch, "--skip-invalid"],
+            2,
+        ),
+        (
+            "skipfile",
+            None,
+            vec!["bank", "import", "skipfile", "--create", "pdq", "--batch", &batch, "--skip-invalid", b],
+            2,
+        ),
+    ] {
+        let (code, err) = pharos_limited(&data, &args, stdin, None);
+        assert_eq!(code, Some(want_code), "{bank}: {err}");
+        let acks: Vec<&str> = err.lines().filter(|l| l.starts_with("committed ")).collect();
+        assert_eq!(acks, want_acks, "{bank}: {err}");
+    }
+    let store = Store::open(&data).unwrap();
+    for bank in ["file", "pipe", "skip", "skipfile"] {
+        let mut n = 0u64;
+        store
+            .for_each_entry(bank, |e| {
+                assert_eq!((e.id, e.hash), (n, AnyHash::Pdq(pdq(n))), "{bank}");
+                assert_eq!(e.label.as_deref(), Some(format!("label {n}").as_str()), "{bank}");
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, N, "{bank}");
+    }
+}

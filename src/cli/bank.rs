@@ -5,14 +5,23 @@
 //! `--skip-invalid` is given, in which case the good lines are written and the exit status is 2.
 //! `add` writes everything in one transaction; `import` commits in batches of `--batch` entries and prints
 //! `committed N` on stderr after each durable commit, so an interrupted import leaves a known prefix.
+//!
+//! `import` streams its input, so its memory is bounded by `--batch` whatever the input's size: a regular
+//! file (or stdin redirected from one) is read twice, to validate it and then, seeking back, to write it;
+//! stdin from a pipe, which cannot be read twice, is spooled as it is validated, as packed hashes and labels
+//! (never the raw input), to an anonymous temporary file in the data directory (the disk the bank goes to,
+//! not a RAM-backed /tmp), removed when the import ends. `add` is one transaction and so holds its entries
+//! in memory: `import` is the command for large inputs.
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
+use pharos::hash::{Hash256, Hash64};
 use pharos::matcher::{AnyHash, Kind};
-use pharos::store::formats::{csv_field, read_entries};
+use pharos::store::formats::{CsvExport, EntryReader, LineError, Record};
 use pharos::store::{NewEntry, Store};
 use serde::Serialize;
-use std::io::{BufRead, BufReader, Write};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -30,9 +39,11 @@ impl DataDir {
         if let Some(d) = &self.data_dir {
             return Ok(d.clone());
         }
-        platform_data_dir()
+        // `$XDG_DATA_HOME` or `~/.local/share` on Linux, `~/Library/Application Support` on macOS,
+        // `%APPDATA%` (the roaming AppData folder) on Windows.
+        dirs::data_dir()
             .map(|d| d.join("pharos-data"))
-            .context("no data directory: set --data-dir or PHAROS_DATA_DIR (HOME is not set)")
+            .context("no data directory: set --data-dir or PHAROS_DATA_DIR (no home directory is known)")
     }
 
     /// The directory given by flag or PHAROS_DATA_DIR, if any.
@@ -44,20 +55,6 @@ impl DataDir {
         let dir = self.resolve()?;
         Ok(Store::open(&dir)?)
     }
-}
-
-/// `$XDG_DATA_HOME` or `~/.local/share` on Unix, `~/Library/Application Support` on macOS, `%APPDATA%`
-/// on Windows.
-fn platform_data_dir() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if cfg!(windows) {
-        return env("APPDATA");
-    }
-    let home = env("HOME");
-    if cfg!(target_os = "macos") {
-        return home.map(|h| h.join("Library/Application Support"));
-    }
-    env("XDG_DATA_HOME").or_else(|| home.map(|h| h.join(".local/share")))
 }
 
 #[derive(Args, Debug)]
@@ -216,23 +213,20 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
                 )),
                 None => Box::new(&mut out),
             };
-            if matches!(format, ExportFormat::Csv) {
-                writeln!(w, "hash,label")?;
+            match format {
+                ExportFormat::Csv => {
+                    let mut csv = CsvExport::new(&mut w)?;
+                    store.for_each_entry(&name, |e| csv.write(&e))?;
+                    csv.flush()?;
+                }
+                ExportFormat::Hex => store.for_each_entry(&name, |e| {
+                    writeln!(w, "{}", e.hash.to_hex()).map_err(pharos::Error::Io)
+                })?,
+                ExportFormat::Jsonl => store.for_each_entry(&name, |e| {
+                    let line = serde_json::json!({"id": e.id, "hash": e.hash.to_hex(), "label": e.label, "added_ms": e.added_ms});
+                    writeln!(w, "{line}").map_err(pharos::Error::Io)
+                })?,
             }
-            store.for_each_entry(&name, |e| {
-                let r = match format {
-                    ExportFormat::Csv => {
-                        writeln!(w, "{},{}", e.hash.to_hex(), csv_field(e.label.as_deref().unwrap_or("")))
-                    }
-                    ExportFormat::Hex => writeln!(w, "{}", e.hash.to_hex()),
-                    ExportFormat::Jsonl => writeln!(
-                        w,
-                        "{}",
-                        serde_json::json!({"id": e.id, "hash": e.hash.to_hex(), "label": e.label, "added_ms": e.added_ms})
-                    ),
-                };
-                r.map_err(pharos::Error::Io)
-            })?;
             w.flush()?;
         }
     }
@@ -240,12 +234,76 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_input(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
+/// An input of `add` or `import`.
+enum Input {
+    /// A regular file, or stdin redirected from one: it can be read again from `start`.
+    File { file: File, start: u64 },
+    /// stdin or a pipe: read once.
+    Stream(Box<dyn Read>),
+}
+
+/// Input buffers: large sequential reads.
+const READ_BUFFER: usize = 1 << 20;
+
+fn open_input(path: &Path) -> anyhow::Result<Input> {
     if path.as_os_str() == "-" {
-        Ok(Box::new(BufReader::new(std::io::stdin())))
+        #[cfg(unix)]
+        {
+            // stdin redirected from a file can be read twice like a named file (from where it stood).
+            use std::os::fd::AsFd;
+            if let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() {
+                let mut file = File::from(fd);
+                if file.metadata().is_ok_and(|m| m.is_file()) {
+                    if let Ok(start) = file.stream_position() {
+                        return Ok(Input::File { file, start });
+                    }
+                }
+            }
+        }
+        return Ok(Input::Stream(Box::new(std::io::stdin())));
+    }
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if file.metadata().is_ok_and(|m| m.is_file()) {
+        Ok(Input::File { file, start: 0 })
     } else {
-        let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
+        Ok(Input::Stream(Box::new(file)))
+    }
+}
+
+/// How many bad lines are printed; the others are counted.
+const SHOWN: usize = 100;
+
+/// The bad lines of an input: the first [`SHOWN`] to print, and how many there are.
+#[derive(Default)]
+struct BadLines {
+    first: Vec<LineError>,
+    count: usize,
+}
+
+impl BadLines {
+    fn push(&mut self, e: LineError) {
+        if self.first.len() < SHOWN {
+            self.first.push(e);
+        }
+        self.count += 1;
+    }
+
+    /// Prints them; fails (nothing is to be written) when there are some and `--skip-invalid` is not given.
+    fn report(&self, source: &str, a: &AddArgs) -> anyhow::Result<()> {
+        for e in &self.first {
+            eprintln!("{source}:{e}");
+        }
+        if self.count > SHOWN {
+            eprintln!("{source}: … and {} more bad lines", self.count - SHOWN);
+        }
+        if self.count > 0 && !a.skip_invalid {
+            anyhow::bail!(
+                "{} bad line(s) in {source}; nothing was written to bank '{}' (--skip-invalid writes the good lines)",
+                self.count,
+                a.name
+            );
+        }
+        Ok(())
     }
 }
 
@@ -253,53 +311,192 @@ fn open_input(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
 fn add(store: &Store, a: &AddArgs, batch: Option<usize>) -> anyhow::Result<ExitCode> {
     // The bank must exist (and tells us the kind) before the input is read.
     let info = store.bank(&a.name)?;
-    let (entries, errors) = read_entries(open_input(&a.input)?, info.kind)?;
     let source =
         if a.input.as_os_str() == "-" { "<stdin>".to_string() } else { a.input.display().to_string() };
-    for e in errors.iter().take(100) {
-        eprintln!("{source}:{e}");
-    }
-    if errors.len() > 100 {
-        eprintln!("{source}: … and {} more bad lines", errors.len() - 100);
-    }
-    if !errors.is_empty() && !a.skip_invalid {
-        anyhow::bail!(
-            "{} bad line(s) in {source}; nothing was written to bank '{}' (--skip-invalid writes the good lines)",
-            errors.len(),
-            a.name
-        );
-    }
-    let first = write_entries(store, &a.name, &entries, batch)?;
-    eprintln!(
-        "added {} entries to '{}' (ids {}..{})",
-        entries.len(),
-        a.name,
-        first,
-        first + entries.len() as u64
-    );
-    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    let input = open_input(&a.input)?;
+    let (first, added, bad) = match batch {
+        None => add_in_one_transaction(store, a, info.kind, input, &source)?,
+        Some(batch) => import_in_batches(store, a, info.kind, input, &source, batch)?,
+    };
+    eprintln!("added {added} entries to '{}' (ids {first}..{})", a.name, first + added);
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
-fn write_entries(
+/// `add`: every entry in memory, then one transaction. Returns the first id, the number of entries written
+/// and of bad lines.
+fn add_in_one_transaction(
+    store: &Store,
+    a: &AddArgs,
+    kind: Kind,
+    input: Input,
+    source: &str,
+) -> anyhow::Result<(u64, u64, usize)> {
+    let input: Box<dyn Read> = match input {
+        Input::File { file, .. } => Box::new(file),
+        Input::Stream(r) => r,
+    };
+    let mut entries = Vec::new();
+    let mut bad = BadLines::default();
+    for r in EntryReader::new(BufReader::with_capacity(READ_BUFFER, input), kind) {
+        match r? {
+            Record::Entry(e) => entries.push(e),
+            Record::Invalid(e) => bad.push(e),
+        }
+    }
+    bad.report(source, a)?;
+    let first = store.add(&a.name, &entries)?;
+    Ok((first, entries.len() as u64, bad.count))
+}
+
+/// `import`: validates the whole input in a first streaming pass, then writes it in a second, `batch`
+/// entries per transaction (see the module documentation). Returns what [`add_in_one_transaction`] does.
+fn import_in_batches(
+    store: &Store,
+    a: &AddArgs,
+    kind: Kind,
+    input: Input,
+    source: &str,
+    batch: usize,
+) -> anyhow::Result<(u64, u64, usize)> {
+    let mut bad = BadLines::default();
+    let mut good = 0u64;
+    match input {
+        Input::File { file, start } => {
+            let mut rdr = BufReader::with_capacity(READ_BUFFER, file);
+            for r in EntryReader::new(&mut rdr, kind) {
+                match r? {
+                    Record::Entry(_) => good += 1,
+                    Record::Invalid(e) => bad.push(e),
+                }
+            }
+            bad.report(source, a)?;
+            let mut file = rdr.into_inner();
+            file.seek(SeekFrom::Start(start)).with_context(|| format!("cannot read {source} again"))?;
+            let changed =
+                |what: String| anyhow::anyhow!("{source} changed while it was being imported: {what}");
+            let entries =
+                EntryReader::new(BufReader::with_capacity(READ_BUFFER, file), kind).filter_map(|r| match r {
+                    Ok(Record::Entry(e)) => Some(Ok(e)),
+                    Ok(Record::Invalid(_)) if a.skip_invalid => None,
+                    Ok(Record::Invalid(e)) => Some(Err(changed(format!("{e}")))),
+                    Err(e) => Some(Err(e.into())),
+                });
+            let (first, written) = write_batches(store, &a.name, entries, batch)?;
+            if written != good {
+                return Err(changed(format!("it held {good} entries, then {written}")));
+            }
+            Ok((first, written, bad.count))
+        }
+        Input::Stream(r) => {
+            let dir = store.path().parent().unwrap_or(Path::new("."));
+            let mut spool = Spool::new(dir, kind)?;
+            for r in EntryReader::new(BufReader::with_capacity(READ_BUFFER, r), kind) {
+                match r? {
+                    Record::Entry(e) => spool.push(&e).context("cannot write the import's spool file")?,
+                    Record::Invalid(e) => bad.push(e),
+                }
+            }
+            bad.report(source, a)?;
+            let (first, written) = write_batches(store, &a.name, spool.into_entries()?, batch)?;
+            Ok((first, written, bad.count))
+        }
+    }
+}
+
+/// Writes `entries` in transactions of `batch`, printing `committed N` after each. Returns the first id and
+/// the number written.
+fn write_batches(
     store: &Store,
     name: &str,
-    entries: &[NewEntry],
-    batch: Option<usize>,
-) -> anyhow::Result<u64> {
-    let Some(batch) = batch else {
-        return Ok(store.add(name, entries)?);
-    };
+    entries: impl Iterator<Item = anyhow::Result<NewEntry>>,
+    batch: usize,
+) -> anyhow::Result<(u64, u64)> {
+    let mut buf = Vec::with_capacity(batch.min(1 << 16));
     let mut first = None;
-    let mut done = 0usize;
-    let stderr = std::io::stderr();
-    for chunk in entries.chunks(batch) {
-        let id = store.add(name, chunk)?;
+    let mut done = 0u64;
+    let mut commit = |buf: &mut Vec<NewEntry>| -> anyhow::Result<()> {
+        let id = store.add(name, buf)?;
         first.get_or_insert(id);
-        done += chunk.len();
+        done += buf.len() as u64;
+        buf.clear();
         // Printed only after the commit returned: every entry counted here is durable.
-        let _ = writeln!(stderr.lock(), "committed {done}");
+        let _ = writeln!(std::io::stderr().lock(), "committed {done}");
+        Ok(())
+    };
+    for e in entries {
+        buf.push(e?);
+        if buf.len() == batch {
+            commit(&mut buf)?;
+        }
     }
-    Ok(first.unwrap_or(0))
+    if !buf.is_empty() {
+        commit(&mut buf)?;
+    }
+    Ok((first.unwrap_or(0), done))
+}
+
+/// The entries of an input that cannot be read twice, kept until the whole input has been validated: each
+/// as its hash's little-endian u64 limbs, then `0` (no label) or the label's length + 1 (u64 LE) and its
+/// bytes, in an anonymous temporary file (removed by the OS when it is closed, even on a crash).
+struct Spool {
+    w: BufWriter<File>,
+    kind: Kind,
+    len: u64,
+}
+
+impl Spool {
+    fn new(dir: &Path, kind: Kind) -> anyhow::Result<Spool> {
+        let file = tempfile::tempfile_in(dir)
+            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        Ok(Spool { w: BufWriter::with_capacity(READ_BUFFER, file), kind, len: 0 })
+    }
+
+    fn push(&mut self, e: &NewEntry) -> std::io::Result<()> {
+        match &e.hash {
+            AnyHash::Pdq(h) => {
+                for l in h.limbs {
+                    self.w.write_all(&l.to_le_bytes())?;
+                }
+            }
+            AnyHash::Phash(h) => self.w.write_all(&h.0.to_le_bytes())?,
+        }
+        let label = e.label.as_deref().map(str::as_bytes);
+        let tag = label.map_or(0, |l| l.len() as u64 + 1);
+        self.w.write_all(&tag.to_le_bytes())?;
+        self.w.write_all(label.unwrap_or_default())?;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The entries, in the order they were pushed.
+    fn into_entries(self) -> anyhow::Result<impl Iterator<Item = anyhow::Result<NewEntry>>> {
+        let mut file = self.w.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        let mut r = BufReader::with_capacity(READ_BUFFER, file);
+        let kind = self.kind;
+        Ok((0..self.len).map(move |_| unspool(&mut r, kind).context("cannot read the import's spool file")))
+    }
+}
+
+fn unspool(r: &mut impl Read, kind: Kind) -> anyhow::Result<NewEntry> {
+    let mut u64_le = || -> std::io::Result<u64> {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    };
+    let hash = match kind {
+        Kind::Pdq => AnyHash::Pdq(Hash256 { limbs: [u64_le()?, u64_le()?, u64_le()?, u64_le()?] }),
+        Kind::Phash => AnyHash::Phash(Hash64(u64_le()?)),
+    };
+    let label = match u64_le()? {
+        0 => None,
+        n => {
+            let mut b = vec![0; usize::try_from(n - 1)?];
+            r.read_exact(&mut b)?;
+            Some(String::from_utf8(b)?)
+        }
+    };
+    Ok(NewEntry { hash, label })
 }
 
 /// Used by `match` too: the hashes of a query line that a bank of `kind` can use.

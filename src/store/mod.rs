@@ -179,6 +179,129 @@ fn decode_hash(kind: Kind, b: &[u8]) -> AnyHash {
     }
 }
 
+/// The merge `for_each_entry` does: a bank's ids are dense (its chunks), its `labels` and `removed` tables
+/// sparse, all three read in id order. Every read error of either table is returned, never taken for the
+/// end of the table (which would export later removed entries as live and drop later labels).
+mod merge {
+    use super::Entry;
+    use crate::error::Result;
+    use crate::matcher::AnyHash;
+
+    /// A sparse table read in id order, as `(id, value)` pairs.
+    pub(super) struct Sparse<I, V> {
+        iter: std::iter::Fuse<I>,
+        next: Option<(u64, V)>,
+    }
+
+    impl<I: Iterator<Item = Result<(u64, V)>>, V> Sparse<I, V> {
+        pub(super) fn new(iter: I) -> Sparse<I, V> {
+            Sparse { iter: iter.fuse(), next: None }
+        }
+
+        /// The value at `id`, passing over smaller ids (ask for ids in increasing order).
+        pub(super) fn at(&mut self, id: u64) -> Result<Option<V>> {
+            loop {
+                let (k, v) = match self.next.take() {
+                    Some(kv) => kv,
+                    None => match self.iter.next() {
+                        Some(r) => r?,
+                        None => return Ok(None),
+                    },
+                };
+                if k > id {
+                    self.next = Some((k, v));
+                    return Ok(None);
+                }
+                if k == id {
+                    return Ok(Some(v));
+                }
+            }
+        }
+    }
+
+    /// The labels and removed ids of a bank, walked alongside its ids.
+    pub(super) struct Merge<L, R> {
+        labels: Sparse<L, String>,
+        removed: Sparse<R, ()>,
+    }
+
+    impl<L, R> Merge<L, R>
+    where
+        L: Iterator<Item = Result<(u64, String)>>,
+        R: Iterator<Item = Result<(u64, ())>>,
+    {
+        pub(super) fn new(labels: L, removed: R) -> Merge<L, R> {
+            Merge { labels: Sparse::new(labels), removed: Sparse::new(removed) }
+        }
+
+        /// Entry `id` (ask for ids in increasing order), or `None` when it was removed.
+        pub(super) fn entry(&mut self, id: u64, hash: AnyHash, added_ms: u64) -> Result<Option<Entry>> {
+            let label = self.labels.at(id)?;
+            if self.removed.at(id)?.is_some() {
+                return Ok(None);
+            }
+            Ok(Some(Entry { id, hash, label, added_ms }))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::error::Error;
+        use crate::hash::Hash64;
+
+        /// Exports ids `0..n` as `bank export` does: the live entries, or the first error.
+        fn export<L, R>(mut m: Merge<L, R>, n: u64, out: &mut Vec<Entry>) -> Result<()>
+        where
+            L: Iterator<Item = Result<(u64, String)>>,
+            R: Iterator<Item = Result<(u64, ())>>,
+        {
+            for id in 0..n {
+                if let Some(e) = m.entry(id, AnyHash::Phash(Hash64(id)), 7)? {
+                    out.push(e);
+                }
+            }
+            Ok(())
+        }
+
+        fn disk() -> Error {
+            Error::Store("read error".into())
+        }
+
+        #[test]
+        fn merges_labels_and_drops_removed_ids() {
+            let labels =
+                vec![Ok((1, "one".to_string())), Ok((2, "two".to_string())), Ok((4, "four".to_string()))];
+            let removed = vec![Ok((2, ())), Ok((3, ()))];
+            let mut out = Vec::new();
+            export(Merge::new(labels.into_iter(), removed.into_iter()), 6, &mut out).unwrap();
+            let got: Vec<_> = out.iter().map(|e| (e.id, e.label.as_deref())).collect();
+            assert_eq!(got, [(0, None), (1, Some("one")), (4, Some("four")), (5, None)]);
+        }
+
+        /// Defect 6: an error reading the removed ids fails the export; it never exports the entries after
+        /// it as live.
+        #[test]
+        fn a_read_error_in_the_removed_ids_fails_the_export() {
+            let removed = vec![Ok((1, ())), Err(disk()), Ok((3, ()))];
+            let mut out = Vec::new();
+            let r = export(Merge::new(std::iter::empty(), removed.into_iter()), 5, &mut out);
+            assert!(matches!(r, Err(Error::Store(_))), "{r:?}");
+            assert!(out.iter().all(|e| e.id < 2), "exported past the error: {out:?}");
+        }
+
+        /// Defect 6: an error reading the labels fails the export; it never drops the labels after it.
+        #[test]
+        fn a_read_error_in_the_labels_fails_the_export() {
+            let labels = vec![Ok((0, "zero".to_string())), Err(disk()), Ok((3, "three".to_string()))];
+            let mut out = Vec::new();
+            let r = export(Merge::new(labels.into_iter(), std::iter::empty()), 5, &mut out);
+            assert!(matches!(r, Err(Error::Store(_))), "{r:?}");
+            assert!(out.iter().all(|e| e.id < 1), "exported past the error: {out:?}");
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating when needed) the store in `dir` (created too).
     pub fn open(dir: &Path) -> Result<Store> {
@@ -387,7 +510,8 @@ impl Store {
             .collect()
     }
 
-    /// Calls `f` on every live entry of a bank, in id order (what `bank export` writes).
+    /// Calls `f` on every live entry of a bank, in id order (what `bank export` writes). A read error ends
+    /// it with that error: a removed entry is never passed as live, nor a label dropped.
     pub fn for_each_entry(&self, name: &str, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
         let txn = self.db.begin_read().map_err(store_err)?;
         let info = read_info(&txn.open_table(BANKS).map_err(store_err)?, name)?;
@@ -395,8 +519,15 @@ impl Store {
         let removed_t = txn.open_table(REMOVED).map_err(store_err)?;
         let labels_t = txn.open_table(LABELS).map_err(store_err)?;
         let chunks = txn.open_table(CHUNKS).map_err(store_err)?;
-        let mut removed = removed_t.range(range.clone()).map_err(store_err)?.peekable();
-        let mut labels = labels_t.range(range.clone()).map_err(store_err)?.peekable();
+        let labels = labels_t
+            .range(range.clone())
+            .map_err(store_err)?
+            .map(|r| r.map(|(k, v)| (k.value().1, v.value().to_string())).map_err(store_err));
+        let removed = removed_t
+            .range(range.clone())
+            .map_err(store_err)?
+            .map(|r| r.map(|(k, _)| (k.value().1, ())).map_err(store_err));
+        let mut merge = merge::Merge::new(labels, removed);
         let size = hash_size(info.kind);
         for item in chunks.range(range).map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
@@ -406,29 +537,8 @@ impl Store {
             }
             let added_ms = u64::from_le_bytes(blob[..8].try_into().expect("8 bytes"));
             for (i, h) in blob[8..].chunks_exact(size).enumerate() {
-                let id = first + i as u64;
-                let mut label = None;
-                while let Some(Ok((k, _))) = labels.peek() {
-                    let lid = k.value().1;
-                    if lid > id {
-                        break;
-                    }
-                    let (_, v) = labels.next().expect("peeked").map_err(store_err)?;
-                    if lid == id {
-                        label = Some(v.value().to_string());
-                    }
-                }
-                let mut dead = false;
-                while let Some(Ok((k, _))) = removed.peek() {
-                    let rid = k.value().1;
-                    if rid > id {
-                        break;
-                    }
-                    removed.next();
-                    dead |= rid == id;
-                }
-                if !dead {
-                    f(Entry { id, hash: decode_hash(info.kind, h), label, added_ms })?;
+                if let Some(e) = merge.entry(first + i as u64, decode_hash(info.kind, h), added_ms)? {
+                    f(e)?;
                 }
             }
         }
