@@ -7,9 +7,12 @@
 //!   `truncated` flag), a radius no larger than [`Kind::max_radius`], at most [`MAX_VARIANTS`] hashes of
 //!   one kind (the dihedral variants of one image).
 //! - [`validate_label`]: what a label may contain.
+//! - [`formats`]: the text forms banks are imported from and exported to (hex, `pharos hash` JSON lines,
+//!   python-threatexchange, CSV), and the query lines `pharos match` reads.
 //!
 //! The store ([`crate::store`]) only stores rows; indexes are built here ([`load`]).
 
+pub mod formats;
 mod set;
 
 pub use set::{BankHit, BankSet, BankSummary, SearchResult};

@@ -15,9 +15,9 @@
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
+use pharos::banks::formats::{CsvExport, EntryReader, LineError, Record};
 use pharos::hash::{Hash256, Hash64};
 use pharos::matcher::{AnyHash, Kind};
-use pharos::store::formats::{CsvExport, EntryReader, LineError, Record};
 use pharos::store::{NewEntry, Store};
 use serde::Serialize;
 use std::fs::File;
@@ -500,7 +500,7 @@ fn unspool(r: &mut impl Read, kind: Kind) -> anyhow::Result<NewEntry> {
 }
 
 /// Used by `match` too: the hashes of a query line that a bank of `kind` can use.
-pub(crate) fn kind_hashes(q: &pharos::store::formats::QueryLine, kind: Kind, dihedral: bool) -> Vec<AnyHash> {
+pub(crate) fn kind_hashes(q: &pharos::banks::formats::QueryLine, kind: Kind, dihedral: bool) -> Vec<AnyHash> {
     match kind {
         Kind::Pdq => {
             let mut v: Vec<AnyHash> = q.pdq.map(AnyHash::Pdq).into_iter().collect();

@@ -10,10 +10,10 @@
 use super::bank::{kind_hashes, DataDir};
 use anyhow::Context as _;
 use clap::Args;
+use pharos::banks::formats::{parse_query, QueryLine};
 use pharos::banks::{BankSet, SearchPolicy, SearchResult};
 use pharos::matcher::Kind;
 use pharos::metrics::Metrics;
-use pharos::store::formats::{parse_query, QueryLine};
 use serde::Serialize;
 use std::io::{BufRead, BufReader, Write};
 use std::num::NonZeroUsize;

@@ -17,8 +17,6 @@
 //! Ids are assigned densely from 0 in the order entries are added, and never reused; the matcher's row
 //! number is the id. Each `add` is one transaction: all its entries are durable, or none are.
 
-pub mod formats;
-
 use crate::error::{Error, Result};
 use crate::hash::{Hash256, Hash64};
 use crate::matcher::{AnyHash, Kind};

@@ -324,6 +324,9 @@ impl RecordParser {
             );
         }
         let label = label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
+        if let Some(l) = &label {
+            super::validate_label(l).map_err(|e| e.to_string())?;
+        }
         Ok(NewEntry { hash, label })
     }
 
