@@ -529,7 +529,9 @@ fn data_dir_is_the_flag_then_the_environment_then_the_platform_data_dir() {
     let (home, xdg, env_dir, flag) = (t.join("home"), t.join("xdg"), t.join("env"), t.join("flag"));
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let (h, x, e, f) = (s(&home), s(&xdg), s(&env_dir), s(&flag));
-    let cases: [(&str, Vec<&str>, Vec<(&str, &str)>, PathBuf); 4] = [
+    /// Bank name, extra arguments, environment, the data directory expected.
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, PathBuf);
+    let cases: [Case<'_>; 4] = [
         ("a", vec![], vec![("HOME", &h), ("XDG_DATA_HOME", "")], home.join(".local/share/pharos-data")),
         ("b", vec![], vec![("HOME", &h), ("XDG_DATA_HOME", &x)], xdg.join("pharos-data")),
         ("c", vec![], vec![("HOME", &h), ("XDG_DATA_HOME", &x), ("PHAROS_DATA_DIR", &e)], env_dir.clone()),
