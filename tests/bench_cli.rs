@@ -340,6 +340,7 @@ fn bad_arguments_exit_1_with_a_message() {
 /// adapter the binary refuses `--backend gpu` (exit 1, "backend unavailable"): the test then says it was
 /// skipped, or fails when `PHAROS_REQUIRE_GPU=1` (as CI sets it).
 #[test]
+#[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
 fn capacity_on_the_gpu_backend() {
     let fx = fixtures();
     let dir = TempDir::new().unwrap();
