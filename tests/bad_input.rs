@@ -527,6 +527,90 @@ fn jpeg_with_garbage_after_eoi_decodes_to_the_same_pixels() {
     }
 }
 
+#[test]
+fn damaged_jpeg_whose_last_row_is_black_still_decodes() {
+    // A stream with a benign warning decodes to the full image. Whether libjpeg got to the end is told from
+    // the last row it wrote; a black last row looks like one it never wrote, so it must still be accepted
+    // (and give the same pixels as the undamaged stream).
+    let (w, h) = (64, 48);
+    let mut rgb = synthetic_rgb(w, h, 16);
+    rgb[(w * (h - 16) * 3) as usize..].fill(0);
+    let clean = encode_jpeg(w, h, &rgb);
+    let intact = decode_on_fresh_thread(&clean).expect("clean JPEG");
+    let last_row = &intact.to_rgb()[(w * (h - 1) * 3) as usize..];
+    assert!(last_row.iter().all(|&b| b == 0), "precondition: the decoded last row is black");
+    let dht = jpeg_segment(&clean, |m| m == 0xC4).expect("DHT");
+    let damaged = [&clean[..dht], &[0u8, 0, 0], &clean[dht..]].concat();
+    let got = decode_on_fresh_thread(&damaged);
+    assert!(got.as_ref().ok() == Some(&intact), "extraneous bytes, black last row: {:?}", got.map(|_| ()));
+}
+
+#[test]
+fn jpeg_followed_by_a_cut_off_second_jpeg_decodes_to_the_first_image() {
+    // Files with something appended after the end-of-image marker are common (a preview, a video clip in
+    // "motion photos", another tool's trailer), and the appended bytes can contain anything, including a
+    // start-of-scan marker with no end-of-image after it. libjpeg and Pillow stop at the first EOI and keep
+    // the image; whether the image was complete must not depend on bytes after it.
+    let (w, h) = (80, 56);
+    let jpeg = encode_jpeg(w, h, &synthetic_rgb(w, h, 13));
+    let clean = decode(&jpeg, &opts()).expect("intact JPEG");
+    let other = encode_jpeg(32, 32, &synthetic_rgb(32, 32, 14));
+    let cut_second = &other[..jpeg_scan_start(&other) + 40];
+    for (tail, what) in [
+        (cut_second.to_vec(), "a second JPEG cut inside its scan data"),
+        (
+            [&b"trailer"[..], &[0xFF, 0xDA, 0x00, 0x08], &[7u8; 40]].concat(),
+            "bytes FF DA in a binary trailer",
+        ),
+    ] {
+        let bytes = [&jpeg[..], &tail].concat();
+        match decode_both(&bytes, &opts()) {
+            Ok((img, rec)) => {
+                assert!(img == clean, "{what} after EOI changed the pixels");
+                assert_eq!(rec, hash_of(&jpeg), "{what}");
+            }
+            Err(e) => panic!("{what} after EOI: expected the first image, got {e:?} ({e})"),
+        }
+    }
+}
+
+#[test]
+fn jpeg_cut_inside_a_segment_after_its_scan_is_truncated_even_after_a_warning() {
+    // A stream whose last marker segment (here a comment after the scan, holding the bytes FF D9) is cut
+    // short: libjpeg runs out of data, warns "Premature end of JPEG file" and carries on, and Pillow refuses
+    // the file as truncated. libjpeg keeps the text of the *first* warning only, so when an earlier, benign
+    // warning (extraneous bytes before a marker) comes first, a decision taken from the warning's text sees
+    // "Corrupt JPEG data: ..." and accepts the truncated file. The answer must be "truncated" either way.
+    let (w, h) = (64, 48);
+    let clean = encode_jpeg(w, h, &synthetic_rgb(w, h, 15));
+    assert_eq!(&clean[clean.len() - 2..], b"\xFF\xD9");
+    let dht = jpeg_segment(&clean, |m| m == 0xC4).expect("DHT");
+    let with_extraneous = [&clean[..dht], &[0u8, 0], &clean[dht..]].concat();
+    let intact = decode_on_fresh_thread(&clean).expect("clean JPEG");
+    assert!(
+        decode_on_fresh_thread(&with_extraneous).ok() == Some(intact),
+        "extraneous bytes alone are benign"
+    );
+
+    // A comment segment declaring 256 bytes, of which only 8 arrive (they contain FF D9).
+    let cut_comment = |b: &[u8]| {
+        let body = &b[..b.len() - 2];
+        [body, &[0xFF, 0xFE, 0x01, 0x00], b"ab\xFF\xD9cdef"].concat()
+    };
+    let mut failures = Vec::new();
+    for (bytes, what) in [
+        (cut_comment(&clean), "cut inside a trailing comment"),
+        (cut_comment(&with_extraneous), "extraneous bytes, then cut inside a trailing comment"),
+    ] {
+        match decode_on_fresh_thread(&bytes) {
+            Err(Error::Decode { reason, .. }) if reason.starts_with("truncated (") => {}
+            Err(e) => failures.push(format!("{what}: expected Error::Decode \"truncated (...)\", got {e:?}")),
+            Ok(d) => failures.push(format!("{what}: expected a truncation error, got an image {d:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Limits, checked from the header
 // ---------------------------------------------------------------------------------------------------------

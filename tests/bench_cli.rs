@@ -336,10 +336,10 @@ fn bad_arguments_exit_1_with_a_message() {
     }
 }
 
-/// The gpu backend's path through `pipeline` and `capacity` (any adapter, lavapipe included). Without an
-/// adapter the binary refuses `--backend gpu` (exit 1, "backend unavailable"): the test then says it was
-/// skipped, or fails when `PHAROS_REQUIRE_GPU=1` (as CI sets it).
+/// The gpu backend's path through `pipeline` and `capacity` (any adapter, lavapipe included). Ignored where
+/// `build.rs` expects no adapter; where it runs, a binary that refuses `--backend gpu` fails the test.
 #[test]
+#[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
 fn capacity_on_the_gpu_backend() {
     let fx = fixtures();
     let dir = TempDir::new().unwrap();
@@ -350,13 +350,6 @@ fn capacity_on_the_gpu_backend() {
     args.extend(QUICK.map(OsString::from));
     args.extend([OsString::from("--json"), json.clone().into_os_string()]);
     let out = pharos(args);
-    if out.status.code() == Some(1) && String::from_utf8_lossy(&out.stderr).contains("backend unavailable") {
-        if std::env::var("PHAROS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-            panic!("PHAROS_REQUIRE_GPU=1 but no GPU adapter:\n{}", show(&out));
-        }
-        eprintln!("\n*** SKIPPED: this test needs a GPU adapter ***\n");
-        return;
-    }
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     check_report(&v, "capacity");

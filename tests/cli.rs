@@ -398,6 +398,101 @@ fn failures_are_reported_in_band_in_place_and_exit_2() {
     assert_eq!(stdout_lines(&out).len(), 1, "{}", show(&out));
 }
 
+/// The path and error message of each line of `out`, in order; `None` for a hash line (which is checked).
+fn walk_result(out: &Output) -> Vec<(String, Option<String>)> {
+    stdout_lines(out)
+        .iter()
+        .map(|line| {
+            let obj = Ordered::parse(line);
+            let path = obj.str("path").to_string();
+            if obj.keys().contains(&"error") {
+                let msg = check_error_line(line, Path::new(&path));
+                (path, Some(msg))
+            } else {
+                check_hash_line(line, Path::new(&path), false, false);
+                (path, None)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_symlink_loop_in_a_walked_directory_is_reported_in_band_and_each_image_hashed_once() {
+    // root/a.png, root/sub/b.png, root/sub/up -> root (a loop: walking it would walk root again, forever).
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("root");
+    let a = synthetic_file(&root.join("a.png"), 40, 40, 1);
+    let b = synthetic_file(&root.join("sub/b.png"), 40, 32, 2);
+    let up = root.join("sub/up");
+    std::os::unix::fs::symlink(&root, &up).unwrap();
+
+    for jobs in ["1", "2"] {
+        let out =
+            pharos([OsString::from("hash"), "--jobs".into(), jobs.into(), root.clone().into_os_string()]);
+        assert_eq!(out.status.code(), Some(2), "the loop is a failed input: {}", show(&out));
+        let got = walk_result(&out);
+        let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+        let want = [a.display().to_string(), b.display().to_string(), up.display().to_string()];
+        assert_eq!(paths, want, "each image once, then the loop, in walk order: {}", show(&out));
+        let msg = got[2].1.as_deref().expect("the loop is an error line");
+        assert!(msg.contains("loop"), "the message should say it is a loop: {msg}");
+    }
+}
+
+#[test]
+fn unreadable_entries_in_a_walked_directory_are_reported_in_band() {
+    // Links to nothing cannot be read whoever runs the test (root included): a link named like a directory
+    // (say, to a share that is not mounted) may hold images, so it is reported, not dropped; a link named
+    // like an image is reported as before; a hidden one stays skipped, as every hidden entry is.
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("root");
+    let ok = synthetic_file(&root.join("ok.png"), 32, 32, 3);
+    let nowhere = tmp.path().join("nowhere");
+    let (album, gone) = (root.join("album"), root.join("gone.jpg"));
+    for link in [&album, &gone, &root.join(".cache")] {
+        std::os::unix::fs::symlink(&nowhere, link).unwrap();
+    }
+    let out = pharos([OsString::from("hash"), root.clone().into_os_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let got = walk_result(&out);
+    let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+    let want = [album.display().to_string(), gone.display().to_string(), ok.display().to_string()];
+    assert_eq!(paths, want, "{}", show(&out));
+    assert!(got[0].1.is_some() && got[1].1.is_some(), "the dangling links are error lines: {}", show(&out));
+
+    // A directory whose entries cannot be looked up (read but no search permission): its subdirectory can be
+    // neither told apart from a file nor listed, and must be reported too. Permissions do not stop root (CI
+    // runs the tests as root), so this half is checked only where they do.
+    use std::os::unix::fs::PermissionsExt as _;
+    let root2 = tmp.path().join("root2");
+    let locked = root2.join("locked");
+    synthetic_file(&locked.join("inner/x.png"), 16, 16, 4);
+    synthetic_file(&locked.join("y.png"), 16, 16, 5);
+    let sealed = root2.join("sealed");
+    synthetic_file(&sealed.join("z.png"), 16, 16, 6);
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&sealed, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let permissions_apply = std::fs::read_dir(&sealed).is_err();
+    let out = permissions_apply.then(|| pharos([OsString::from("hash"), root2.clone().into_os_string()]));
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&sealed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let Some(out) = out else {
+        println!(
+            "note: permissions do not stop this user (root?): the unreadable-directory half of this test \
+             was not run; the dangling-link half above was"
+        );
+        return;
+    };
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let got = walk_result(&out);
+    let want: Vec<(String, bool)> = [locked.join("inner"), locked.join("y.png"), sealed]
+        .iter()
+        .map(|p| (p.display().to_string(), true))
+        .collect();
+    let got: Vec<(String, bool)> = got.into_iter().map(|(p, e)| (p, e.is_some())).collect();
+    assert_eq!(got, want, "three error lines: {}", show(&out));
+}
+
 #[test]
 fn usage_errors_exit_1_with_a_message_on_stderr_and_nothing_on_stdout() {
     let tmp = TempDir::new().unwrap();

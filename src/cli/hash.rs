@@ -5,6 +5,7 @@
 //! for millions of files while memory stays bounded. A failing input is reported in-band
 //! (`{"path":…,"error":…}`) and the others carry on.
 
+use super::inputs::{collect_inputs, Input};
 use anyhow::Context as _;
 use clap::Args;
 use pharos::engine::{Backend, Engine, HashOptions};
@@ -20,10 +21,6 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-
-/// File name extensions picked up when walking a directory (case-insensitive). Files named explicitly are
-/// always tried, whatever their name: the format is sniffed from the bytes, not the name.
-const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "tif", "tiff"];
 
 #[derive(Args, Debug)]
 pub(crate) struct HashArgs {
@@ -55,20 +52,6 @@ pub(crate) struct HashArgs {
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse().map_err(|e: pharos::Error| e.to_string())
-}
-
-/// One input: a file to hash, or a directory entry that could not be listed.
-enum Input {
-    File(PathBuf),
-    Unreadable(PathBuf, String),
-}
-
-impl Input {
-    fn path(&self) -> &Path {
-        match self {
-            Input::File(p) | Input::Unreadable(p, _) => p,
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -177,46 +160,4 @@ fn hash_line<'a>(path: &'a str, rec: &HashRecord) -> HashLine<'a> {
 
 fn dihedral_map(d: &Dihedral) -> BTreeMap<&'static str, String> {
     d.named().into_iter().map(|(name, h)| (name, h.to_hex())).collect()
-}
-
-/// Expands directories (recursively, sorted by name for a stable order) and keeps files in argument order.
-fn collect_inputs(paths: &[PathBuf]) -> Vec<Input> {
-    let mut inputs = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            walk(p, &mut inputs);
-        } else {
-            inputs.push(Input::File(p.clone()));
-        }
-    }
-    inputs
-}
-
-fn walk(dir: &Path, inputs: &mut Vec<Input>) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>(),
-        Err(e) => {
-            inputs.push(Input::Unreadable(dir.to_path_buf(), format!("cannot list directory: {e}")));
-            return;
-        }
-    };
-    let mut entries = entries;
-    entries.sort();
-    for p in entries {
-        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if p.is_dir() {
-            walk(&p, inputs);
-        } else if has_image_extension(&p) {
-            inputs.push(Input::File(p));
-        }
-    }
-}
-
-fn has_image_extension(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }

@@ -3,6 +3,7 @@
 mod bank;
 mod bench;
 mod hash;
+mod inputs;
 mod matching;
 mod serve;
 
