@@ -37,7 +37,7 @@ use super::input::{bank, generated, load_corpus, Format, ImageSet};
 use super::matching::measure_match;
 use super::pipeline::measure_pipeline;
 use super::{
-    cpus, fmt_rate, parse_backend, parse_count, parse_size, Common, Measurement, Report, Stats, Table,
+    cpus, fmt_rate, parse_backend, parse_count, parse_size, table, Common, Measurement, Report, Stats,
 };
 use anyhow::bail;
 use clap::{Args, ValueEnum};
@@ -374,7 +374,7 @@ pub(crate) fn run(a: CapacityBench) -> anyhow::Result<()> {
         volumes,
     };
 
-    print!("{}", super::results_table(&report.results, false).render());
+    print!("{}", super::results_table(&report.results, false));
     println!();
     print!("{}", capacity_text(&cap));
     report.capacity = Some(serde_json::to_value(&cap)?);
@@ -397,9 +397,8 @@ fn capacity_text(c: &Capacity) -> String {
         "Capacity of this machine ({} threads, backend {}, bank {} PDQ hashes at radius {}):\n\n",
         c.jobs, c.backend, c.bank, c.radius
     ));
-    let mut t = Table::new(&["stage", "device", "images/s alone", "ms per image", "share of CPU time"]);
-    for s in &c.stages {
-        t.row(vec![
+    let stages = c.stages.iter().map(|s| {
+        vec![
             s.stage.into(),
             s.device.into(),
             fmt_rate(s.images_per_sec),
@@ -409,9 +408,10 @@ fn capacity_text(c: &Capacity) -> String {
             } else {
                 "- (overlaps)".into()
             },
-        ]);
-    }
-    out.push_str(&t.render());
+        ]
+    });
+    let header = ["stage", "device", "images/s alone", "ms per image", "share of CPU time"];
+    out.push_str(&table(header, stages));
     out.push_str(&format!("\nModel: {}.\n", c.model));
     let software = ["llvmpipe", "lavapipe", "swiftshader", "software"];
     if c.backend.starts_with("gpu") && software.iter().any(|s| c.backend.to_ascii_lowercase().contains(s)) {
@@ -456,15 +456,14 @@ fn capacity_text(c: &Capacity) -> String {
         fmt_big(c.planned_images_per_day),
         fmt_big(c.planned_images_per_year)
     ));
-    let mut v = Table::new(&["images per year", "machines", "utilisation each"]);
-    for x in &c.volumes {
-        v.row(vec![
+    let volumes = c.volumes.iter().map(|x| {
+        vec![
             fmt_big(x.images_per_year),
             format!("{:.0}", x.machines),
             format!("{:.0}%", x.utilisation_at_that_count * 100.0),
-        ]);
-    }
-    out.push_str(&v.render());
+        ]
+    });
+    out.push_str(&table(["images per year", "machines", "utilisation each"], volumes));
     out
 }
 

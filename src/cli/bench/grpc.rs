@@ -227,24 +227,19 @@ fn load_images(dir: Option<&Path>, (w, h): (u32, u32)) -> anyhow::Result<Vec<Byt
     Ok(set.files.iter().map(|f| Bytes::copy_from_slice(f)).collect())
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
-}
-
-fn finish(mut latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Run {
-    latencies.sort_unstable();
+fn finish(latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Run {
+    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    // No answer, no latency: 0 rather than NaN (which JSON cannot hold).
+    let percentile = |q| if ms.is_empty() { 0.0 } else { super::percentile(&ms, q) };
     let images = latencies.len();
     Run {
         images,
         errors,
         seconds: elapsed.as_secs_f64(),
         images_per_sec: images as f64 / elapsed.as_secs_f64(),
-        p50_ms: percentile(&latencies, 0.5),
-        p99_ms: percentile(&latencies, 0.99),
+        p50_ms: percentile(0.5),
+        p99_ms: percentile(0.99),
     }
 }
 
@@ -380,7 +375,7 @@ fn direct_run(images: &[Bytes], dihedral: bool, duration: Duration) -> Run {
 fn summarise(mode: &'static str, runs: Vec<Run>) -> Summary {
     let med = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        super::percentile(&v, 0.5)
     };
     let rates: Vec<f64> = runs.iter().map(|r| r.images_per_sec).collect();
     Summary {
@@ -399,22 +394,18 @@ fn print_table(r: &Report) {
         "gRPC benchmark: {} ({}), {} images, {} streams × {} in flight",
         r.target, r.backend, r.images_in_set, r.concurrency, r.window
     );
-    println!(
-        "{:<12} {:>14} {:>22} {:>10} {:>10} {:>8}",
-        "mode", "images/s (med)", "range (min–max)", "p50 ms", "p99 ms", "errors"
-    );
-    for m in &r.modes {
-        let errors: usize = m.runs.iter().map(|x| x.errors).sum();
-        println!(
-            "{:<12} {:>14.1} {:>22} {:>10.2} {:>10.2} {:>8}",
-            m.mode,
-            m.median_images_per_sec,
+    let rows = r.modes.iter().map(|m| {
+        vec![
+            m.mode.to_string(),
+            format!("{:.1}", m.median_images_per_sec),
             format!("{:.1}–{:.1}", m.min_images_per_sec, m.max_images_per_sec),
-            m.median_p50_ms,
-            m.median_p99_ms,
-            errors
-        );
-    }
+            format!("{:.2}", m.median_p50_ms),
+            format!("{:.2}", m.median_p99_ms),
+            m.runs.iter().map(|x| x.errors).sum::<usize>().to_string(),
+        ]
+    });
+    let header = ["mode", "images/s (med)", "range (min–max)", "p50 ms", "p99 ms", "errors"];
+    print!("{}", super::table(header, rows));
     if let Some(x) = r.grpc_vs_in_process {
         println!("grpc / in-process: {:.1}% (target ≥ 85%)", x * 100.0);
     }
