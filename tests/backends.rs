@@ -9,7 +9,7 @@
 //! `PHAROS_GPU_CORPUS_STEP=N` subsamples the corpus to every N-th image
 //! (default 1: all of it; the 517-image corpus takes about 20 s on lavapipe with 2 cores).
 
-mod common;
+use crate::common;
 
 use common::{gpu, histogram, rows};
 use pharos::engine::Backend;

@@ -5,7 +5,7 @@
 //! synthetic pixels (the `image` crate's encoders, the `gif` crate's encoder, hand-built headers), so nothing
 //! depends on the corpus and nothing is written to disk.
 
-mod common;
+use crate::common;
 use common::crc32;
 use pharos::engine::{DecodeAndHash, HashOptions};
 use pharos::error::Limit;

@@ -5,7 +5,7 @@
 //! Inputs: the fixture images (tests/fixtures/images) or small generated images; outputs go to temporary
 //! directories.
 
-mod common;
+use crate::common;
 
 use common::{pharos, show};
 use serde_json::Value;

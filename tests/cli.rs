@@ -4,7 +4,7 @@
 //! an `expected.tsv` is present); nothing is written into the repository. Expected hashes come from the
 //! library (`pipeline::Hashers`) on the same bytes, so these tests check the front end, not the hashers.
 
-mod common;
+use crate::common;
 
 use common::{pharos, pharos_env, show};
 

@@ -5,7 +5,7 @@
 //! the hashes must be identical; where it does not (another decoder's rounding), PDQ must stay within Meta's
 //! own tolerance for ports: ≤ 10 bits when quality ≥ 80.
 
-mod common;
+use crate::common;
 
 use common::{histogram, rows, sha256_hex, Row};
 use pharos::hash::pdq::PdqHasher;

@@ -9,7 +9,7 @@
 //! The interpreter is `$PHAROS_PYTHON` (the venv `scripts/setup-python-example.sh` makes). Without it the test
 //! says loudly that it was skipped, unless `PHAROS_REQUIRE_PYTHON=1`, which makes that a failure.
 
-mod common;
+use crate::common;
 
 use pharos::server::proto::banks_client::BanksClient;
 use pharos::server::proto::{self, HashKind};

@@ -2,7 +2,7 @@
 //! one item; a dead batcher thread makes health NOT_SERVING until it is restarted; match answers are
 //! bounded; a slow bank write never stalls cheap calls; labels are validated.
 
-mod common;
+use crate::common;
 
 use common::server::TestServer;
 use pharos::server::config::ServeConfig;

@@ -10,7 +10,7 @@
 //! - shutdown answers every request the server accepted before it stops;
 //! - health, reflection and the metrics endpoint answer.
 
-mod common;
+use crate::common;
 
 use pharos::server::config::ServeConfig;
 use pharos::server::proto::banks_client::BanksClient;
