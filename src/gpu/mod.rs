@@ -7,6 +7,8 @@
 //! - `layout`: the `#[repr(C)]` structs the shaders read (mirrors of `shaders/common.wgsl`).
 //! - `buffers`: one submission's buffers, grown on demand and reused; two of them, so a batch uploads and
 //!   computes while the previous one is read back.
+//! - `plan`: a submission's bookkeeping: stage order, where each image sits in the buffers, dispatch extents.
+//! - `debug`: the stage-by-stage test hook ([`StageDump`]).
 //!
 //! # A batch
 //! Images of any sizes are packed into one submission (split only when their pixels exceed the buffer
@@ -29,10 +31,14 @@
 
 mod buffers;
 mod context;
+mod debug;
 pub(crate) mod layout;
 pub(crate) mod pipelines;
+mod plan;
 
 pub use context::{probe, AdapterPolicy, AdapterSummary};
+pub use debug::StageDump;
+use plan::{pixel_words, plane_len, stages, Dims, Stage};
 
 use crate::hash::pdq::{self, Dihedral, PdqHash};
 use crate::hash::phash::{self, LanczosTable};
@@ -122,52 +128,6 @@ struct Pending {
     rx: mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
     flags: Vec<u32>,
     dihedral: bool,
-}
-
-/// Dispatch extents of one submission.
-#[derive(Clone, Copy, Default)]
-struct Dims {
-    n: u32,
-    max_pixels: usize,
-    max_w: usize,
-    max_h: usize,
-    max_first: usize,
-    dihedral: bool,
-}
-
-/// The stages, in submission order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    PhashFirst,
-    PhashSecond,
-    Luma,
-    BoxRows,
-    BoxCols,
-    Decimate,
-    Quality,
-    Dct,
-    Dihedral,
-    Threshold,
-}
-
-/// Intermediate results of every stage for one image, for the stage-by-stage tests against the CPU.
-#[doc(hidden)]
-#[derive(Debug, Default)]
-pub struct StageDump {
-    /// After `luma` (h × w).
-    pub luma: Vec<f32>,
-    /// After each `box_rows` and `box_cols` pass: rows 1, cols 1, rows 2, cols 2 (h × w each).
-    pub passes: Vec<Vec<f32>>,
-    /// After `decimate` (64 × 64).
-    pub buf64: Vec<f32>,
-    /// After `quality`.
-    pub quality: u32,
-    /// After `dct` and `dihedral`: 8 slots of 16 × 16.
-    pub dct: Vec<f32>,
-    /// After `threshold`: the original and the 7 variants.
-    pub hashes: [Hash256; 8],
-    /// After `phash_resize`.
-    pub thumb: Vec<u8>,
 }
 
 impl GpuHasher {
@@ -491,78 +451,6 @@ impl GpuHasher {
         }
     }
 
-    /// Metadata, coefficient tables, buffer sizes and dispatch extents of a chunk.
-    fn plan(&self, images: &[ImageView<'_>], dihedral: bool) -> (Vec<ImageMeta>, Vec<i32>, Sizes, Dims) {
-        let mut metas = Vec::with_capacity(images.len());
-        let mut coeffs: Vec<i32> = Vec::new();
-        let mut axis_at: HashMap<usize, (u32, u32)> = HashMap::new();
-        let mut sizes = Sizes { images: images.len(), ..Default::default() };
-        let mut dims = Dims { n: images.len() as u32, dihedral, ..Default::default() };
-        for img in images {
-            let (w, h) = (img.width as usize, img.height as usize);
-            let mut flags = 0;
-            if img.width < pdq::MIN_HASHABLE_DIM || img.height < pdq::MIN_HASHABLE_DIM {
-                flags |= FLAG_PDQ_SKIP;
-            }
-            if w == 64 && h == 64 {
-                flags |= FLAG_NO_FILTER;
-            }
-            let mut meta = ImageMeta {
-                width: img.width,
-                height: img.height,
-                channels: match img.pixels {
-                    Pixels::Rgb(_) => 3,
-                    Pixels::Gray(_) => 1,
-                },
-                pixel_word: sizes.pixel_words as u32,
-                plane: sizes.plane as u32,
-                win_rows: pdq::window_size(w) as u32,
-                win_cols: pdq::window_size(h) as u32,
-                temp: sizes.temp as u32,
-                ..Default::default()
-            };
-            sizes.pixel_words += pixel_words(img);
-            if flags & FLAG_PDQ_SKIP == 0 {
-                sizes.plane += w * h;
-                dims.max_pixels = dims.max_pixels.max(w * h);
-                dims.max_w = dims.max_w.max(w);
-                dims.max_h = dims.max_h.max(h);
-            }
-            if w == 0 || h == 0 {
-                flags |= FLAG_PHASH_SKIP;
-            } else {
-                let mut axis = |n: usize| -> (u32, u32) {
-                    *axis_at.entry(n).or_insert_with(|| {
-                        let t = self.table(n);
-                        let at = coeffs.len() as u32;
-                        for &(first, count) in &t.bounds {
-                            coeffs.extend([first as i32, count as i32]);
-                        }
-                        coeffs.extend_from_slice(&t.fixed);
-                        (at, t.stride as u32)
-                    })
-                };
-                (meta.h_axis, meta.h_stride) = axis(w);
-                (meta.v_axis, meta.v_stride) = axis(h);
-                let first = if phash::vertical_first_order(img.width, img.height) {
-                    flags |= FLAG_VERTICAL_FIRST;
-                    32 * w
-                } else {
-                    let span = self.table(h).span();
-                    meta.span_first = span.start as u32;
-                    meta.span_len = span.len() as u32;
-                    32 * span.len()
-                };
-                sizes.temp += first;
-                dims.max_first = dims.max_first.max(first);
-            }
-            meta.flags = flags;
-            metas.push(meta);
-        }
-        sizes.coeffs = coeffs.len();
-        (metas, coeffs, sizes, dims)
-    }
-
     /// Writes a chunk's parameters, metadata, tables and pixels (packed bytes) into the slot's buffers.
     fn upload(
         &self,
@@ -627,104 +515,6 @@ impl GpuHasher {
         pass.set_bind_group(0, group, &[]);
         pass.dispatch_workgroups(x, d.n, 1);
     }
-
-    /// Test hook: runs one image stage by stage and reads every intermediate buffer back.
-    #[doc(hidden)]
-    pub fn debug_stages(&self, img: ImageView<'_>) -> Result<StageDump, GpuError> {
-        let images = [img];
-        let (metas, coeffs, sizes, dims) = self.plan(&images, true);
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = self.slot(&mut slots, 0, &sizes);
-        self.upload(slot, &images, &metas, &coeffs, &sizes, true);
-        let plane = (img.width * img.height) as usize;
-        let mut dump = StageDump::default();
-        for stage in stages(true) {
-            let mut encoder = self.device.create_command_encoder(&Default::default());
-            self.record(&mut encoder, slot, stage, &dims);
-            self.queue.submit([encoder.finish()]);
-            match stage {
-                Stage::Luma => dump.luma = self.read_f32(&slot.plane_a, plane)?,
-                Stage::BoxRows => dump.passes.push(self.read_f32(&slot.plane_b, plane)?),
-                Stage::BoxCols => dump.passes.push(self.read_f32(&slot.plane_a, plane)?),
-                Stage::Decimate => dump.buf64 = self.read_f32(&slot.buf64, BUF64)?,
-                Stage::Quality => dump.quality = self.read_u32(&slot.hashes, OUT_STRIDE)?[OUT_QUALITY],
-                Stage::Dihedral => dump.dct = self.read_f32(&slot.dct16, DCT_SLOTS)?,
-                Stage::Threshold => {
-                    let words = self.read_u32(&slot.hashes, OUT_STRIDE)?;
-                    dump.hashes = std::array::from_fn(|v| hash256(&words[v * 8..v * 8 + 8]));
-                }
-                Stage::PhashSecond => {
-                    dump.thumb = self.read_u32(&slot.thumbs, THUMB)?.into_iter().map(|v| v as u8).collect()
-                }
-                _ => {}
-            }
-        }
-        self.check_errors()?;
-        Ok(dump)
-    }
-
-    fn read_u32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<u32>, GpuError> {
-        let bytes = (len.max(1) * 4) as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("debug readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
-        let index = self.queue.submit([encoder.finish()]);
-        let (tx, rx) = mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
-            .map_err(|e| GpuError::Submission(e.to_string()))?;
-        rx.recv()
-            .map_err(|_| GpuError::Map("callback dropped".into()))?
-            .map_err(|e| GpuError::Map(e.to_string()))?;
-        let out = {
-            let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Map(e.to_string()))?;
-            bytemuck::cast_slice::<u8, u32>(&view)[..len].to_vec()
-        };
-        staging.unmap();
-        Ok(out)
-    }
-
-    fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, GpuError> {
-        Ok(self.read_u32(buffer, len)?.into_iter().map(f32::from_bits).collect())
-    }
-}
-
-impl Stage {
-    fn name(self) -> &'static str {
-        match self {
-            Stage::PhashFirst => "phash_resize first",
-            Stage::PhashSecond => "phash_resize second",
-            Stage::Luma => "luma",
-            Stage::BoxRows => "box_rows",
-            Stage::BoxCols => "box_cols",
-            Stage::Decimate => "decimate",
-            Stage::Quality => "quality",
-            Stage::Dct => "dct",
-            Stage::Dihedral => "dihedral",
-            Stage::Threshold => "threshold",
-        }
-    }
-}
-
-/// The stages of a submission, in order: two rounds of the box filter (the reference's
-/// `PDQ_NUM_JAROSZ_XY_PASSES`), the dihedral stage only when asked.
-fn stages(dihedral: bool) -> Vec<Stage> {
-    use Stage::*;
-    let mut s =
-        vec![PhashFirst, PhashSecond, Luma, BoxRows, BoxCols, BoxRows, BoxCols, Decimate, Quality, Dct];
-    if dihedral {
-        s.push(Dihedral);
-    }
-    s.push(Threshold);
-    s
 }
 
 /// The constants buffer: the CPU's luma tables (`c · v` in float32), then the DCT matrix, row-major.
@@ -743,20 +533,4 @@ fn constants() -> Vec<f32> {
 /// 8 u32 words (bit k of the hash in word k / 32) as a [`Hash256`].
 fn hash256(words: &[u32]) -> Hash256 {
     Hash256 { limbs: std::array::from_fn(|l| u64::from(words[2 * l]) | (u64::from(words[2 * l + 1]) << 32)) }
-}
-
-/// f32 of one filter plane for `img` (none when PDQ skips it).
-fn plane_len(img: &ImageView<'_>) -> usize {
-    if img.width < pdq::MIN_HASHABLE_DIM || img.height < pdq::MIN_HASHABLE_DIM {
-        0
-    } else {
-        img.width as usize * img.height as usize
-    }
-}
-
-/// u32 words of `img`'s packed pixel bytes.
-fn pixel_words(img: &ImageView<'_>) -> usize {
-    match img.pixels {
-        Pixels::Rgb(p) | Pixels::Gray(p) => p.len().div_ceil(4),
-    }
 }

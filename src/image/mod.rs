@@ -226,16 +226,6 @@ fn decode_error(format: Format, reason: impl ToString) -> Error {
     Error::Decode { format: format.name(), reason: reason.to_string() }
 }
 
-/// Reserves (without initialising) room for `len` bytes once the size has passed the limits; a failed
-/// allocation is an error, not an abort. For decoders that write every byte through a raw pointer, which
-/// saves zero-filling a buffer that is overwritten at once.
-fn reserve_pixels(len: usize, format: Format) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len)
-        .map_err(|_| decode_error(format, format!("cannot allocate {len} bytes for pixels")))?;
-    Ok(v)
-}
-
 /// Allocates the zero-filled output buffer only once the size has passed the limits; a failed allocation
 /// is an error, not an abort.
 fn alloc_pixels(len: usize, format: Format) -> Result<Vec<u8>> {

@@ -3,7 +3,7 @@
 //! Animated WebP goes through the `image` crate, which composites the first frame onto the canvas as
 //! Pillow's animation decoder does.
 
-use super::{decode_error, reserve_pixels, Decoded, Format, Limits, PixelData};
+use super::{alloc_pixels, decode_error, Decoded, Format, Limits, PixelData};
 use crate::error::Result;
 use libwebp_sys as webp;
 
@@ -47,17 +47,17 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Option<Decoded>> {
     }
     let (w, h) = (f.width as usize, f.height as usize);
     let len = w * h * 3;
-    let mut buf = reserve_pixels(len, Format::WebP)?;
-    // SAFETY: `buf` has capacity for `h` rows of `w * 3` bytes; libwebp writes every byte of the output
-    // on success and returns null on failure, in which case the buffer is dropped unread.
+    // Zero-filled, not merely reserved: the buffer is initialised memory whatever libwebp does with it, so no
+    // `set_len` rests on a promise about a C decoder's behaviour (the JPEG decoder's rule too).
+    let mut buf = alloc_pixels(len, Format::WebP)?;
+    // SAFETY: `buf` holds `h` rows of `w * 3` initialised bytes and outlives the call; libwebp writes at most
+    // `len` bytes at a stride of `w * 3` and reads only `bytes`.
     let out = unsafe {
         webp::WebPDecodeRGBInto(bytes.as_ptr(), bytes.len(), buf.as_mut_ptr(), len, (w * 3) as libc::c_int)
     };
     if out.is_null() {
         return Err(decode_error(Format::WebP, "corrupt or truncated bitstream"));
     }
-    // SAFETY: the successful decode above initialised all `len` bytes.
-    unsafe { buf.set_len(len) };
     Ok(Some(Decoded { width: f.width, height: f.height, format: Format::WebP, data: PixelData::Rgb(buf) }))
 }
 

@@ -1,0 +1,99 @@
+//! Test hooks: one image run stage by stage with every intermediate buffer read back, so the tests can
+//! compare each GPU stage with the CPU function it mirrors.
+
+use super::layout::*;
+use super::plan::{stages, Stage};
+use super::{hash256, GpuError, GpuHasher};
+use crate::hash::Hash256;
+use crate::pixels::ImageView;
+use std::sync::mpsc;
+
+/// Intermediate results of every stage for one image, for the stage-by-stage tests against the CPU.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct StageDump {
+    /// After `luma` (h × w).
+    pub luma: Vec<f32>,
+    /// After each `box_rows` and `box_cols` pass: rows 1, cols 1, rows 2, cols 2 (h × w each).
+    pub passes: Vec<Vec<f32>>,
+    /// After `decimate` (64 × 64).
+    pub buf64: Vec<f32>,
+    /// After `quality`.
+    pub quality: u32,
+    /// After `dct` and `dihedral`: 8 slots of 16 × 16.
+    pub dct: Vec<f32>,
+    /// After `threshold`: the original and the 7 variants.
+    pub hashes: [Hash256; 8],
+    /// After `phash_resize`.
+    pub thumb: Vec<u8>,
+}
+
+impl GpuHasher {
+    /// Test hook: runs one image stage by stage and reads every intermediate buffer back.
+    #[doc(hidden)]
+    pub fn debug_stages(&self, img: ImageView<'_>) -> Result<StageDump, GpuError> {
+        let images = [img];
+        let (metas, coeffs, sizes, dims) = self.plan(&images, true);
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = self.slot(&mut slots, 0, &sizes);
+        self.upload(slot, &images, &metas, &coeffs, &sizes, true);
+        let plane = (img.width * img.height) as usize;
+        let mut dump = StageDump::default();
+        for stage in stages(true) {
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            self.record(&mut encoder, slot, stage, &dims);
+            self.queue.submit([encoder.finish()]);
+            match stage {
+                Stage::Luma => dump.luma = self.read_f32(&slot.plane_a, plane)?,
+                Stage::BoxRows => dump.passes.push(self.read_f32(&slot.plane_b, plane)?),
+                Stage::BoxCols => dump.passes.push(self.read_f32(&slot.plane_a, plane)?),
+                Stage::Decimate => dump.buf64 = self.read_f32(&slot.buf64, BUF64)?,
+                Stage::Quality => dump.quality = self.read_u32(&slot.hashes, OUT_STRIDE)?[OUT_QUALITY],
+                Stage::Dihedral => dump.dct = self.read_f32(&slot.dct16, DCT_SLOTS)?,
+                Stage::Threshold => {
+                    let words = self.read_u32(&slot.hashes, OUT_STRIDE)?;
+                    dump.hashes = std::array::from_fn(|v| hash256(&words[v * 8..v * 8 + 8]));
+                }
+                Stage::PhashSecond => {
+                    dump.thumb = self.read_u32(&slot.thumbs, THUMB)?.into_iter().map(|v| v as u8).collect()
+                }
+                _ => {}
+            }
+        }
+        self.check_errors()?;
+        Ok(dump)
+    }
+
+    fn read_u32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<u32>, GpuError> {
+        let bytes = (len.max(1) * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("debug readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+        let index = self.queue.submit([encoder.finish()]);
+        let (tx, rx) = mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| GpuError::Submission(e.to_string()))?;
+        rx.recv()
+            .map_err(|_| GpuError::Map("callback dropped".into()))?
+            .map_err(|e| GpuError::Map(e.to_string()))?;
+        let out = {
+            let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Map(e.to_string()))?;
+            bytemuck::cast_slice::<u8, u32>(&view)[..len].to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, GpuError> {
+        Ok(self.read_u32(buffer, len)?.into_iter().map(f32::from_bits).collect())
+    }
+}
