@@ -23,6 +23,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{probe, AdapterPolicy, GpuError, GpuHasher};
+use crate::hash::exact::ExactHashes;
 use crate::hash::{HashRecord, Hashers};
 use crate::image::{decode, DecodeOptions};
 use crate::pixels::ImageView;
@@ -94,6 +95,9 @@ pub struct HashOptions {
     pub decode: DecodeOptions,
     /// Also compute the seven PDQ dihedral variants (free: they come from the same DCT).
     pub dihedral: bool,
+    /// Also compute MD5, SHA-1 and SHA-256 of the encoded bytes. Off unless asked: on a 45 KB JPEG the three
+    /// cost a sizeable fraction of the decode, and most perceptual-hashing callers do not want them.
+    pub exact: bool,
 }
 
 /// Decoding plus the CPU reference: file bytes → every hash, on the caller's thread and scratch space.
@@ -104,8 +108,9 @@ pub trait DecodeAndHash {
 
 impl DecodeAndHash for Hashers {
     fn hash_bytes(&mut self, bytes: &[u8], opts: &HashOptions) -> Result<HashRecord> {
+        let exact = opts.exact.then(|| ExactHashes::of(bytes));
         let img = decode(bytes, &opts.decode)?;
-        Ok(self.hash_pixels(img.view(), opts.dihedral))
+        Ok(HashRecord { exact, ..self.hash_pixels(img.view(), opts.dihedral) })
     }
 }
 

@@ -70,8 +70,11 @@ impl Ordered {
 /// What the CLI should print for `path`: the library's record for the file's bytes.
 fn library_record(path: &Path, exif: bool, dihedral: bool) -> HashRecord {
     let bytes = std::fs::read(path).expect("read input");
-    let opts =
-        HashOptions { decode: DecodeOptions { exif_orientation: exif, ..Default::default() }, dihedral };
+    let opts = HashOptions {
+        decode: DecodeOptions { exif_orientation: exif, ..Default::default() },
+        dihedral,
+        exact: false,
+    };
     Hashers::new().hash_bytes(&bytes, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -255,6 +258,59 @@ fn key_order_is_exact_in_the_raw_text() {
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "key order {positions:?}: {line}");
     assert!(line.ends_with('}'), "{line}");
+}
+
+/// `--exact`: MD5, SHA-1 and SHA-256 of every file of the corpus (517 files with `PHAROS_CORPUS`) equal what
+/// Python's `hashlib` computes from the same files, and the keys come after "phash" in the raw line. Without
+/// the flag the keys are absent.
+#[test]
+fn exact_hashes_equal_pythons_hashlib_on_the_corpus() {
+    let dir = common::corpus_dir().join("images");
+    let out = pharos([OsString::from("hash"), OsString::from("--exact"), dir.clone().into_os_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let mut ours = std::collections::BTreeMap::new();
+    for line in stdout_lines(&out) {
+        let at = |k: &str| line.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("{k} in {line}"));
+        assert!(at("phash") < at("md5") && at("md5") < at("sha1") && at("sha1") < at("sha256"), "{line}");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let hex = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k} in {line}")).to_string();
+        ours.insert(hex("path"), (hex("md5"), hex("sha1"), hex("sha256")));
+    }
+    // The oracle: hashlib over the same paths, one "path md5 sha1 sha256" line each.
+    let script = r#"
+import hashlib, sys
+for p in sys.stdin.read().split("\n"):
+    if p:
+        b = open(p, "rb").read()
+        print(p, hashlib.md5(b).hexdigest(), hashlib.sha1(b).hexdigest(), hashlib.sha256(b).hexdigest())
+"#;
+    let python = std::env::var("PHAROS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("this test needs Python 3 ({python}): {e}"));
+    let paths: Vec<&str> = ours.keys().map(String::as_str).collect();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), paths.join("\n").as_bytes()).unwrap();
+    let py = child.wait_with_output().unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let mut checked = 0;
+    for line in String::from_utf8(py.stdout).unwrap().lines() {
+        let mut f = line.rsplitn(4, ' ');
+        let (sha256, sha1, md5, path) =
+            (f.next().unwrap(), f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        let want = (md5.to_string(), sha1.to_string(), sha256.to_string());
+        assert_eq!(ours[path], want, "{path}");
+        checked += 1;
+    }
+    assert_eq!(checked, ours.len());
+    assert!(checked >= 21, "{checked} files");
+    eprintln!("pharos hash --exact: MD5, SHA-1 and SHA-256 equal hashlib's on {checked} of {checked} files");
+
+    let out = pharos([OsString::from("hash"), dir.into_os_string()]);
+    let first = stdout_lines(&out).swap_remove(0);
+    assert!(!first.contains("\"md5\"") && !first.contains("\"sha256\""), "not asked for: {first}");
 }
 
 #[test]
@@ -538,7 +594,11 @@ fn limits_from_flags_and_environment_fail_in_band() {
     let small = synthetic_file(&tmp.path().join("small.png"), 8, 8, 2);
     let bytes = std::fs::read(&img).unwrap();
     let library_error = |limits: Limits| {
-        let opts = HashOptions { decode: DecodeOptions { limits, exif_orientation: false }, dihedral: false };
+        let opts = HashOptions {
+            decode: DecodeOptions { limits, exif_orientation: false },
+            dihedral: false,
+            exact: false,
+        };
         Hashers::new().hash_bytes(&bytes, &opts).expect_err("over the limit").to_string()
     };
     let len = bytes.len() as u64;

@@ -38,9 +38,15 @@ fn corpus_images() -> Vec<(String, Vec<u8>)> {
 
 /// What `pharos hash --dihedral` prints for each file of the corpus, keyed by path relative to the corpus.
 fn cli_hashes() -> HashMap<String, serde_json::Value> {
+    cli_hashes_with(&[])
+}
+
+/// [`cli_hashes`] with more flags (`--exact`).
+fn cli_hashes_with(flags: &[&str]) -> HashMap<String, serde_json::Value> {
     let dir = common::corpus_dir();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pharos"))
         .args(["hash", "--backend", "cpu", "--dihedral"])
+        .args(flags)
         .arg(dir.join("images"))
         .output()
         .unwrap();
@@ -68,6 +74,11 @@ fn as_cli_json(h: &proto::Hashes) -> serde_json::Value {
             "flipplus1": d.flipplus1, "flipminus1": d.flipminus1,
         });
     }
+    for (key, hex) in [("md5", &h.md5), ("sha1", &h.sha1), ("sha256", &h.sha256)] {
+        if !hex.is_empty() {
+            v[key] = hex.as_str().into();
+        }
+    }
     v
 }
 
@@ -77,7 +88,7 @@ fn strip_path(mut v: serde_json::Value) -> serde_json::Value {
 }
 
 fn hash_request(id: impl Into<String>, image: Vec<u8>, dihedral: bool) -> proto::HashRequest {
-    proto::HashRequest { id: id.into(), image: image.into(), dihedral, exif_orientation: false }
+    proto::HashRequest { id: id.into(), image: image.into(), dihedral, ..Default::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,6 +148,53 @@ fn bad_items() -> Vec<(Vec<u8>, Code, &'static str)> {
             "",
         ),
     ]
+}
+
+/// `exact` asks for MD5, SHA-1 and SHA-256 of the bytes, in `Hash`, `HashStream` and `HashAndMatch` alike,
+/// equal to what `pharos hash --exact` prints; without it the fields stay empty (not computed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_hashes_are_returned_when_asked_for() {
+    let images: Vec<_> = corpus_images().into_iter().take(24).collect();
+    let expected = cli_hashes_with(&["--exact"]);
+    let server = TestServer::start(cpu_config()).await;
+    let mut hasher = HasherClient::new(server.channel().await);
+    let mut matcher = MatcherClient::new(server.channel().await);
+    let exact = |p: &str, b: &[u8]| proto::HashRequest { exact: true, ..hash_request(p, b.to_vec(), true) };
+    for (path, bytes) in &images {
+        let resp = hasher.hash(exact(path, bytes)).await.unwrap().into_inner();
+        let Some(hash_response::Outcome::Hashes(h)) = resp.outcome else { panic!("{resp:?}") };
+        assert_eq!(as_cli_json(&h), strip_path(expected[path].clone()), "{path}");
+        assert_eq!(h.md5.len(), 32, "{path}");
+        let plain = hasher.hash(hash_request(path.as_str(), bytes.clone(), true)).await.unwrap().into_inner();
+        let Some(hash_response::Outcome::Hashes(h)) = plain.outcome else { panic!("{plain:?}") };
+        assert!(h.md5.is_empty() && h.sha1.is_empty() && h.sha256.is_empty(), "not asked for: {h:?}");
+    }
+    let requests: Vec<_> = images.iter().map(|(p, b)| exact(p, b)).collect();
+    let mut stream = hasher.hash_stream(tokio_stream::iter(requests)).await.unwrap().into_inner();
+    let mut n = 0;
+    while let Some(resp) = stream.message().await.unwrap() {
+        let Some(hash_response::Outcome::Hashes(h)) = resp.outcome else { panic!("{resp:?}") };
+        assert_eq!(as_cli_json(&h), strip_path(expected[&resp.id].clone()), "{} (stream)", resp.id);
+        n += 1;
+    }
+    assert_eq!(n, images.len());
+    let (path, bytes) = &images[0];
+    let req = proto::HashAndMatchRequest {
+        id: path.clone(),
+        image: bytes.clone().into(),
+        exact: true,
+        ..Default::default()
+    };
+    let mut results = matcher.hash_and_match(tokio_stream::iter([req])).await.unwrap().into_inner();
+    let resp = results.message().await.unwrap().unwrap();
+    let Some(hash_and_match_response::Outcome::Result(r)) = resp.outcome else { panic!("{resp:?}") };
+    let want = &expected[path];
+    let h = r.hashes.unwrap();
+    assert_eq!(
+        (h.md5.as_str(), h.sha1.as_str(), h.sha256.as_str()),
+        (want["md5"].as_str().unwrap(), want["sha1"].as_str().unwrap(), want["sha256"].as_str().unwrap())
+    );
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,6 +389,7 @@ async fn bank_crud_and_hash_and_match_find_planted_matches() {
         dihedral,
         exif_orientation: false,
         min_quality: None,
+        ..Default::default()
     };
     let mut reqs: Vec<_> = (0..picks.len()).map(|i| req(i, false)).collect();
     reqs.push(req(1, true));
@@ -838,11 +897,15 @@ async fn the_gpu_backend_serves_the_same_hashes() {
     // An adapter is there, or the test fails here.
     common::gpu();
     let images: Vec<_> = corpus_images().into_iter().take(64).collect();
-    let expected = cli_hashes();
+    let expected = cli_hashes_with(&["--exact"]);
     let server =
         TestServer::start(ServeConfig { backend: "gpu".into(), max_batch: 16, ..cpu_config() }).await;
     let mut client = HasherClient::new(server.channel().await);
-    let requests: Vec<_> = images.iter().map(|(p, b)| hash_request(p.clone(), b.clone(), true)).collect();
+    // With the exact hashes, which the decode workers compute and the batcher attaches.
+    let requests: Vec<_> = images
+        .iter()
+        .map(|(p, b)| proto::HashRequest { exact: true, ..hash_request(p.clone(), b.clone(), true) })
+        .collect();
     let mut responses = client.hash_stream(tokio_stream::iter(requests)).await.unwrap().into_inner();
     let mut n = 0;
     while let Some(resp) = responses.message().await.unwrap() {

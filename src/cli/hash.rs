@@ -30,6 +30,10 @@ pub(crate) struct HashArgs {
     /// Also output the seven PDQ dihedral variants (rotations and mirrors).
     #[arg(long)]
     dihedral: bool,
+    /// Also output "md5", "sha1" and "sha256" of each file's bytes (lowercase hex, as md5sum and Python's
+    /// hashlib print them), computed from the bytes already read for decoding.
+    #[arg(long, env = "PHAROS_EXACT")]
+    exact: bool,
     /// Apply the EXIF orientation tag before hashing (the reference does not).
     #[arg(long)]
     exif: bool,
@@ -63,6 +67,12 @@ struct HashLine<'a> {
     quality: u32,
     phash: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    md5: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha1: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     dihedral: Option<BTreeMap<&'static str, String>>,
 }
 
@@ -85,6 +95,7 @@ pub(crate) fn run(args: HashArgs) -> anyhow::Result<ExitCode> {
             exif_orientation: args.exif,
         },
         dihedral: args.dihedral,
+        exact: args.exact,
     };
     let inputs = collect_inputs(&args.paths);
     let jobs = args
@@ -154,6 +165,9 @@ fn hash_line<'a>(path: &'a str, rec: &HashRecord) -> HashLine<'a> {
         pdq: rec.pdq.hash.to_hex(),
         quality: rec.pdq.quality,
         phash: rec.phash.to_hex(),
+        md5: rec.exact.map(|e| e.md5_hex()),
+        sha1: rec.exact.map(|e| e.sha1_hex()),
+        sha256: rec.exact.map(|e| e.sha256_hex()),
         dihedral: rec.dihedral.as_ref().map(dihedral_map),
     }
 }

@@ -258,7 +258,7 @@ impl GpuHasher {
             .zip(raw)
             .map(|(img, r)| {
                 let (pdq, dihedral, phash) = r.expect("every image computed");
-                HashRecord { width: img.width, height: img.height, pdq, phash, dihedral }
+                HashRecord { width: img.width, height: img.height, pdq, phash, dihedral, exact: None }
             })
             .collect())
     }

@@ -6,11 +6,13 @@
 //! - pHash ([`Hash64`]): 16 lowercase hex digits, imagehash's `str()`: the first bit of the row-major 8×8
 //!   bit array (the DC term) is the most significant.
 
+pub mod exact;
 pub mod pdq;
 pub mod phash;
 
 use crate::error::{Error, Result};
 use crate::pixels::ImageView;
+use exact::ExactHashes;
 use pdq::{Dihedral, PdqHash, PdqHasher};
 use phash::PhashHasher;
 use std::fmt;
@@ -188,6 +190,9 @@ pub struct HashRecord {
     pub phash: Hash64,
     /// The PDQ dihedral variants, when asked for.
     pub dihedral: Option<Dihedral>,
+    /// MD5, SHA-1 and SHA-256 of the encoded file, when asked for (they need the file's bytes, which the
+    /// pixel hashers never see: set by whoever holds them, [`crate::hash::exact`]).
+    pub exact: Option<ExactHashes>,
 }
 
 /// Scratch space for every CPU hasher, so hashing an image allocates nothing once warm; one per thread.
@@ -214,7 +219,14 @@ impl Hashers {
         } else {
             (self.pdq.hash(img), None)
         };
-        HashRecord { width: img.width, height: img.height, pdq, phash: self.phash.hash(img), dihedral }
+        HashRecord {
+            width: img.width,
+            height: img.height,
+            pdq,
+            phash: self.phash.hash(img),
+            dihedral,
+            exact: None,
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use super::{Hooks, Inner, Outcome, Permit, PipelineConfig, PipelineError, Source, Timings};
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::hash::exact::ExactHashes;
 use crate::hash::HashRecord;
 use crate::image::{decode, Decoded};
 use crate::metrics::Metrics;
@@ -20,6 +21,8 @@ use tokio::sync::{oneshot, watch};
 pub(super) struct Ready {
     pixels: Decoded,
     dihedral: bool,
+    /// The file's exact hashes, computed on the decode worker (which had the bytes), when asked for.
+    exact: Option<ExactHashes>,
     deadline: Option<Instant>,
     timings: Timings,
     decoded_at: Instant,
@@ -43,7 +46,7 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
 /// What a decode worker did with a job.
 enum Step {
     /// Decoded; the batcher hashes it (GPU backend).
-    Decoded(Decoded),
+    Decoded(Decoded, Option<ExactHashes>),
     /// Decoded and hashed here (CPU backend), with the hashing time (boxed: a record with its dihedral
     /// variants is ~300 bytes).
     Hashed(Box<HashRecord>, Duration),
@@ -92,19 +95,26 @@ pub(super) fn decode_job(
         if take_one(&inner.hooks.decode_panics) {
             panic!("injected decoder panic (test hook)");
         }
-        let decoded = match &job.source {
-            Source::Bytes(b) => decode(b, &opts.decode)?,
-            Source::File(p) => decode(&read_limited(p, opts.decode.limits.max_bytes)?, &opts.decode)?,
+        let read;
+        let bytes: &[u8] = match &job.source {
+            Source::Bytes(b) => b,
+            Source::File(p) => {
+                read = read_limited(p, opts.decode.limits.max_bytes)?;
+                &read
+            }
         };
+        // From the bytes in hand, before they are dropped: the same pass over the input.
+        let exact = opts.exact.then(|| ExactHashes::of(bytes));
+        let decoded = decode(bytes, &opts.decode)?;
         if !inline {
-            return Ok(Step::Decoded(decoded));
+            return Ok(Step::Decoded(decoded, exact));
         }
         if expired(deadline) {
             return Ok(Step::Expired);
         }
         let hash_start = Instant::now();
         let _span = tracing::debug_span!("hash", images = 1, backend = "cpu").entered();
-        let rec = crate::engine::hash_pixels(decoded.view(), opts.dihedral);
+        let rec = HashRecord { exact, ..crate::engine::hash_pixels(decoded.view(), opts.dihedral) };
         Ok(Step::Hashed(Box::new(rec), hash_start.elapsed()))
     }));
     drop(job);
@@ -140,7 +150,7 @@ pub(super) fn decode_job(
             metrics.images_hashed.with_label_values(&["cpu"]).inc();
             answer(&metrics, None, permit, reply, *rec, timings);
         }
-        Step::Decoded(pixels) => {
+        Step::Decoded(pixels, exact) => {
             timings.decode = start.elapsed();
             let size = pixels.view().bytes().len() as u64;
             inner.decoded.acquire(size);
@@ -148,6 +158,7 @@ pub(super) fn decode_job(
             let ready = Ready {
                 pixels,
                 dihedral: opts.dihedral,
+                exact,
                 deadline,
                 timings,
                 decoded_at: Instant::now(),
@@ -299,6 +310,7 @@ fn hash_live(ctx: &BatcherCtx, live: Vec<Ready>) {
         if !r.dihedral {
             rec.dihedral = None;
         }
+        rec.exact = r.exact;
         let timings = Timings { batch_wait: start - r.decoded_at, hash, batch_size: n, ..r.timings };
         let Ready { pixels, permit, reply, .. } = r;
         answer(&ctx.metrics, Some(pixels), permit, reply, rec, timings);

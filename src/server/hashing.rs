@@ -24,6 +24,20 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+/// What a request asks to compute besides the PDQ and pHash every answer carries.
+#[derive(Clone, Copy)]
+struct What {
+    dihedral: bool,
+    exif: bool,
+    exact: bool,
+}
+
+impl What {
+    fn of(r: &proto::HashRequest) -> What {
+        What { dihedral: r.dihedral, exif: r.exif_orientation, exact: r.exact }
+    }
+}
+
 /// The `Hasher` service.
 pub(crate) struct HasherService(pub(crate) Arc<Shared>);
 
@@ -33,12 +47,13 @@ pub(crate) struct MatcherService(pub(crate) Arc<Shared>);
 type ResponseStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 impl Shared {
-    fn job(&self, image: bytes::Bytes, dihedral: bool, exif: bool, deadline: Option<Instant>) -> Job {
+    fn job(&self, image: bytes::Bytes, what: What, deadline: Option<Instant>) -> Job {
         Job {
             source: Source::Bytes(image),
             opts: HashOptions {
-                decode: DecodeOptions { limits: self.cfg.limits(), exif_orientation: exif },
-                dihedral,
+                decode: DecodeOptions { limits: self.cfg.limits(), exif_orientation: what.exif },
+                dihedral: what.dihedral,
+                exact: what.exact,
             },
             deadline,
         }
@@ -48,14 +63,13 @@ impl Shared {
     async fn hash_one(
         &self,
         image: bytes::Bytes,
-        dihedral: bool,
-        exif: bool,
+        what: What,
         deadline: Option<Instant>,
     ) -> Result<HashRecord, Status> {
         if image.is_empty() {
             return Err(Status::invalid_argument("the image field is empty"));
         }
-        self.pipeline.hash(self.job(image, dihedral, exif, deadline)).await.0.map_err(pipeline_status)
+        self.pipeline.hash(self.job(image, what, deadline)).await.0.map_err(pipeline_status)
     }
 
     /// Hashes and matches one image: the work of one `HashAndMatch` item.
@@ -64,7 +78,8 @@ impl Shared {
         r: proto::HashAndMatchRequest,
         deadline: Option<Instant>,
     ) -> Result<proto::HashAndMatchResult, Status> {
-        let rec = self.hash_one(r.image, r.dihedral, r.exif_orientation, deadline).await?;
+        let what = What { dihedral: r.dihedral, exif: r.exif_orientation, exact: r.exact };
+        let rec = self.hash_one(r.image, what, deadline).await?;
         let hashes = Some(hashes_of(&rec));
         if let Some(min) = r.min_quality.filter(|&m| rec.pdq.quality < m) {
             let skipped = format!("quality {} is below min_quality {min}: not matched", rec.pdq.quality);
@@ -118,6 +133,9 @@ pub(crate) fn hashes_of(rec: &HashRecord) -> proto::Hashes {
         width: rec.width,
         height: rec.height,
         dihedral: rec.dihedral.as_ref().map(dihedral_of),
+        md5: rec.exact.map(|e| e.md5_hex()).unwrap_or_default(),
+        sha1: rec.exact.map(|e| e.sha1_hex()).unwrap_or_default(),
+        sha256: rec.exact.map(|e| e.sha256_hex()).unwrap_or_default(),
     }
 }
 
@@ -189,7 +207,8 @@ impl proto::hasher_server::Hasher for HasherService {
         let start = Instant::now();
         let deadline = deadline_of(&req);
         let r = req.into_inner();
-        let result = self.0.hash_one(r.image, r.dihedral, r.exif_orientation, deadline).await;
+        let what = What::of(&r);
+        let result = self.0.hash_one(r.image, what, deadline).await;
         self.0.record("Hash", start, result.as_ref().err());
         let hashes = result?;
         Ok(Response::new(proto::HashResponse {
@@ -211,7 +230,8 @@ impl proto::hasher_server::Hasher for HasherService {
             let shared = shared.clone();
             async move {
                 let start = Instant::now();
-                let result = shared.hash_one(r.image, r.dihedral, r.exif_orientation, deadline).await;
+                let what = What::of(&r);
+                let result = shared.hash_one(r.image, what, deadline).await;
                 shared.record("HashStream", start, result.as_ref().err());
                 let outcome = match result {
                     Ok(rec) => hash_response::Outcome::Hashes(hashes_of(&rec)),

@@ -272,7 +272,7 @@ async fn grpc_run(
                             id: i.to_string(),
                             image: images[i % images.len()].clone(),
                             dihedral,
-                            exif_orientation: false,
+                            ..HashRequest::default()
                         };
                         sent.lock().expect("lock").push_back(Instant::now());
                         if tx.send(req).await.is_err() {
