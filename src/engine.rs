@@ -249,6 +249,17 @@ impl Engine {
         matches!(self, Engine::Gpu(_))
     }
 
+    /// Whether `img` should wait for a GPU batch. Not on the CPU backend, not when the device's buffers
+    /// cannot hold it, and not once the device is lost: those images are hashed on the CPU where they were
+    /// decoded, in parallel, instead of one at a time on the thread that feeds the GPU, where one huge
+    /// image or a dead device would hold up every batch behind it.
+    pub fn batches_image(&self, img: &ImageView<'_>) -> bool {
+        match self {
+            Engine::Cpu => false,
+            Engine::Gpu(g) => !g.gpu.is_lost() && g.gpu.fits(img),
+        }
+    }
+
     /// "cpu", or "gpu: <adapter>", for logs and reports.
     pub fn describe(&self) -> String {
         match self {

@@ -215,3 +215,36 @@ async fn labels_from_grpc_are_validated() {
     assert_eq!(labels, vec![fine], "only the valid entry was written, label intact");
     server.shutdown().await.unwrap();
 }
+
+/// Once the GPU device is lost (here: a submission "hangs" past a zero wait timeout), images are hashed on
+/// the decode workers instead of going batch after batch to a device that fails each one at once: one
+/// fallback is counted, not one per later batch, and every hash is still the CPU reference's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
+async fn after_a_device_loss_images_are_hashed_where_they_were_decoded() {
+    use pharos::engine::{Engine, HashOptions};
+    use pharos::pipeline::{Job, Pipeline, PipelineConfig};
+    // An adapter is there, or the test fails here; the pipeline gets a device of its own.
+    common::gpu();
+    let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
+    gpu.set_wait_timeout(Duration::ZERO);
+    let engine = Engine::from_gpu(gpu);
+    let metrics = std::sync::Arc::new(pharos::metrics::Metrics::new());
+    let cfg = PipelineConfig { max_batch: 4, decode_threads: 2, ..PipelineConfig::default() };
+    let pipeline = Pipeline::new(engine.clone(), cfg, metrics.clone()).unwrap();
+    let opts = HashOptions::default();
+    let imgs = images(9);
+    let reference = |b: &[u8]| pharos::engine::hash_bytes(b, &opts).unwrap();
+    // The first image goes to the GPU, hangs, and is recomputed on the CPU; the device now counts as lost.
+    let first = pipeline.hash(Job::bytes(imgs[0].clone(), opts)).await.0.unwrap();
+    assert_eq!(first, reference(&imgs[0]));
+    assert_eq!(engine.fallbacks(), 1);
+    for img in &imgs[1..] {
+        let rec = pipeline.hash(Job::bytes(img.clone(), opts)).await.0.unwrap();
+        assert_eq!(rec, reference(img));
+    }
+    assert_eq!(engine.fallbacks(), 1, "later images must not be sent to the lost device");
+    let hashed = |backend: &str| metrics.images_hashed.with_label_values(&[backend]).get();
+    assert_eq!((hashed("gpu"), hashed("cpu")), (1, 8), "one batch on the (lost) GPU, the rest inline");
+    pipeline.close();
+}

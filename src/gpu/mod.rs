@@ -209,6 +209,11 @@ impl GpuHasher {
         plane_len(img) <= self.plane_budget && pixel_words(img) <= self.pixel_budget
     }
 
+    /// Whether the device was lost (or a submission hung): from then on every batch fails at once.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
     /// How long to wait for one submission before treating the device as hung (lost). A test hook too: a
     /// zero timeout makes every submission on a real driver "hang".
     pub fn set_wait_timeout(&self, timeout: Duration) {

@@ -45,9 +45,10 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
 
 /// What a decode worker did with a job.
 enum Step {
-    /// Decoded; the batcher hashes it (GPU backend).
+    /// Decoded; the batcher hashes it (GPU backend, an image the device can take).
     Decoded(Decoded, Option<ExactHashes>),
-    /// Decoded and hashed here (CPU backend), with the hashing time (boxed: a record with its dihedral
+    /// Decoded and hashed here (CPU backend; on the GPU backend an image too large for the device, or any
+    /// image once the device is lost), with the hashing time (boxed: a record with its dihedral
     /// variants is ~300 bytes).
     Hashed(Box<HashRecord>, Duration),
     /// Its deadline passed between decoding and hashing.
@@ -87,7 +88,6 @@ pub(super) fn decode_job(
         return;
     }
     let inner = permit.inner.clone();
-    let inline = !inner.engine.batches();
     let (opts, deadline) = (job.opts, job.deadline);
     // Everything that runs third-party or numeric code is under this guard: a panic fails this item only.
     let step = catch_unwind(AssertUnwindSafe(|| -> Result<Step, Error> {
@@ -106,7 +106,7 @@ pub(super) fn decode_job(
         // From the bytes in hand, before they are dropped: the same pass over the input.
         let exact = opts.exact.then(|| ExactHashes::of(bytes));
         let decoded = decode(bytes, &opts.decode)?;
-        if !inline {
+        if inner.engine.batches_image(&decoded.view()) {
             return Ok(Step::Decoded(decoded, exact));
         }
         if expired(deadline) {
