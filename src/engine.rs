@@ -108,8 +108,9 @@ pub trait DecodeAndHash {
 
 impl DecodeAndHash for Hashers {
     fn hash_bytes(&mut self, bytes: &[u8], opts: &HashOptions) -> Result<HashRecord> {
-        let exact = opts.exact.then(|| ExactHashes::of(bytes));
         let img = decode(bytes, &opts.decode)?;
+        // After the decode succeeded: an input refused by the limits or the decoder costs no digest.
+        let exact = opts.exact.then(|| ExactHashes::of(bytes));
         Ok(HashRecord { exact, ..self.hash_pixels(img.view(), opts.dihedral) })
     }
 }
@@ -241,12 +242,6 @@ impl Engine {
             Engine::Cpu => Backend::Cpu,
             Engine::Gpu(_) => Backend::Gpu,
         }
-    }
-
-    /// Whether batches buy anything: the GPU spreads a submission's fixed cost over a batch; the CPU hashes
-    /// each image where it was decoded.
-    pub fn batches(&self) -> bool {
-        matches!(self, Engine::Gpu(_))
     }
 
     /// Whether `img` should wait for a GPU batch. Not on the CPU backend, not when the device's buffers

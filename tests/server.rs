@@ -87,6 +87,24 @@ fn strip_path(mut v: serde_json::Value) -> serde_json::Value {
     v
 }
 
+/// Streams `requests` through `HashStream` and checks every answer against `expected` (what `pharos hash`
+/// printed for that id); returns how many answers came.
+async fn stream_equals_cli(
+    client: &mut HasherClient<Channel>,
+    requests: Vec<proto::HashRequest>,
+    expected: &HashMap<String, serde_json::Value>,
+    what: &str,
+) -> usize {
+    let mut responses = client.hash_stream(tokio_stream::iter(requests)).await.unwrap().into_inner();
+    let mut n = 0;
+    while let Some(resp) = responses.message().await.unwrap() {
+        let Some(hash_response::Outcome::Hashes(h)) = resp.outcome else { panic!("{resp:?}") };
+        assert_eq!(as_cli_json(&h), strip_path(expected[&resp.id].clone()), "{} {what}", resp.id);
+        n += 1;
+    }
+    n
+}
+
 fn hash_request(id: impl Into<String>, image: Vec<u8>, dihedral: bool) -> proto::HashRequest {
     proto::HashRequest { id: id.into(), image: image.into(), dihedral, ..Default::default() }
 }
@@ -170,13 +188,7 @@ async fn exact_hashes_are_returned_when_asked_for() {
         assert!(h.md5.is_empty() && h.sha1.is_empty() && h.sha256.is_empty(), "not asked for: {h:?}");
     }
     let requests: Vec<_> = images.iter().map(|(p, b)| exact(p, b)).collect();
-    let mut stream = hasher.hash_stream(tokio_stream::iter(requests)).await.unwrap().into_inner();
-    let mut n = 0;
-    while let Some(resp) = stream.message().await.unwrap() {
-        let Some(hash_response::Outcome::Hashes(h)) = resp.outcome else { panic!("{resp:?}") };
-        assert_eq!(as_cli_json(&h), strip_path(expected[&resp.id].clone()), "{} (stream)", resp.id);
-        n += 1;
-    }
+    let n = stream_equals_cli(&mut hasher, requests, &expected, "(stream)").await;
     assert_eq!(n, images.len());
     let (path, bytes) = &images[0];
     let req = proto::HashAndMatchRequest {
@@ -906,13 +918,7 @@ async fn the_gpu_backend_serves_the_same_hashes() {
         .iter()
         .map(|(p, b)| proto::HashRequest { exact: true, ..hash_request(p.clone(), b.clone(), true) })
         .collect();
-    let mut responses = client.hash_stream(tokio_stream::iter(requests)).await.unwrap().into_inner();
-    let mut n = 0;
-    while let Some(resp) = responses.message().await.unwrap() {
-        let Some(hash_response::Outcome::Hashes(h)) = resp.outcome else { panic!("{resp:?}") };
-        assert_eq!(as_cli_json(&h), strip_path(expected[&resp.id].clone()), "{} on the GPU", resp.id);
-        n += 1;
-    }
+    let n = stream_equals_cli(&mut client, requests, &expected, "on the GPU").await;
     assert_eq!(n, images.len());
     let text = server.metrics.render();
     assert!(text.contains("pharos_backend_info{backend=\"gpu: "), "{text}");

@@ -103,9 +103,9 @@ pub(super) fn decode_job(
                 &read
             }
         };
-        // From the bytes in hand, before they are dropped: the same pass over the input.
-        let exact = opts.exact.then(|| ExactHashes::of(bytes));
         let decoded = decode(bytes, &opts.decode)?;
+        // From the bytes in hand, before they are dropped (no second read), and only for a decodable input.
+        let exact = opts.exact.then(|| ExactHashes::of(bytes));
         if inner.engine.batches_image(&decoded.view()) {
             return Ok(Step::Decoded(decoded, exact));
         }
