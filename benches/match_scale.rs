@@ -263,9 +263,10 @@ fn main() {
                     for chunk in rows_copy.chunks(1_000_000) {
                         let entries: Vec<NewEntry> = chunk
                             .iter()
-                            .map(|l| NewEntry {
-                                hash: pharos::matcher::AnyHash::Pdq(pharos::hash::Hash256 { limbs: *l }),
-                                label: None,
+                            .map(|l| {
+                                NewEntry::new(pharos::matcher::AnyHash::Pdq(pharos::hash::Hash256 {
+                                    limbs: *l,
+                                }))
                             })
                             .collect();
                         store.add("bench", &entries).unwrap();

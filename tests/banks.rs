@@ -2,7 +2,7 @@
 //! bounds, labels, and consistency of store and index under concurrent writers (issue 10, defects 3, 4,
 //! 5 and 9).
 
-use pharos::banks::{validate_label, BankSet, SearchPolicy, MAX_VARIANTS};
+use pharos::banks::{validate_label, BankQuery, BankSet, SearchPolicy, MAX_VARIANTS};
 use pharos::hash::{Hash256, Hash64};
 use pharos::matcher::{AnyHash, Kind};
 use pharos::metrics::Metrics;
@@ -29,7 +29,7 @@ fn flipped(h: Hash256, n: usize) -> Hash256 {
 }
 
 fn entries(hashes: impl IntoIterator<Item = Hash256>) -> Vec<NewEntry> {
-    hashes.into_iter().map(|h| NewEntry { hash: AnyHash::Pdq(h), label: None }).collect()
+    hashes.into_iter().map(|h| NewEntry::labelled(AnyHash::Pdq(h), None)).collect()
 }
 
 /// Defect 3: a query near thousands of entries gets at most `max_matches`, the nearest ones, sorted, and
@@ -45,7 +45,7 @@ fn matches_are_capped_nearest_first_and_flagged() {
     let hashes: Vec<Hash256> = (0..3000).map(|i| flipped(q, i % 31)).collect();
     banks.add("near", &entries(hashes)).unwrap();
 
-    let all = banks.search(&[], &[AnyHash::Pdq(q)], Some(31)).unwrap();
+    let all = banks.search(&[], &BankQuery::of(&[AnyHash::Pdq(q)]), Some(31)).unwrap();
     assert!(all.truncated, "3,000 within the radius, 100 returned");
     assert_eq!(all.hits.len(), 100);
     let d: Vec<u32> = all.hits.iter().map(|h| h.distance).collect();
@@ -55,18 +55,18 @@ fn matches_are_capped_nearest_first_and_flagged() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ties by id");
 
     // At radius 0 only ids 0, 31, 62, … match: 97, under the cap.
-    let few = banks.search(&[], &[AnyHash::Pdq(q)], Some(0)).unwrap();
+    let few = banks.search(&[], &BankQuery::of(&[AnyHash::Pdq(q)]), Some(0)).unwrap();
     assert_eq!((few.hits.len(), few.truncated), (97, false));
 
     // Radius capped per kind.
-    let err = banks.search(&[], &[AnyHash::Pdq(q)], Some(256)).unwrap_err().to_string();
+    let err = banks.search(&[], &BankQuery::of(&[AnyHash::Pdq(q)]), Some(256)).unwrap_err().to_string();
     assert!(err.contains("largest allowed") && err.contains("64"), "{err}");
-    assert!(banks.search(&[], &[AnyHash::Pdq(q)], Some(Kind::Pdq.max_radius())).is_ok());
+    assert!(banks.search(&[], &BankQuery::of(&[AnyHash::Pdq(q)]), Some(Kind::Pdq.max_radius())).is_ok());
     // At most 8 variants of one kind.
     let nine: Vec<AnyHash> = (0..=MAX_VARIANTS).map(|i| AnyHash::Pdq(flipped(q, i))).collect();
-    let err = banks.search(&[], &nine, None).unwrap_err().to_string();
+    let err = banks.search(&[], &BankQuery::of(&nine), None).unwrap_err().to_string();
     assert!(err.contains("at most 8"), "{err}");
-    assert!(banks.search(&[], &nine[..MAX_VARIANTS], None).is_ok());
+    assert!(banks.search(&[], &BankQuery::of(&nine[..MAX_VARIANTS]), None).is_ok());
 }
 
 /// The same bounds in `search_many` (what `pharos match` uses), query by query.
@@ -79,10 +79,11 @@ fn search_many_caps_each_query_and_skips_banks_of_other_kinds() {
     let mut rng = SplitMix64::new(9);
     let q = pdq(&mut rng);
     banks.add("p", &entries((0..20).map(|i| flipped(q, i % 3)))).unwrap();
-    banks.add("h", &[NewEntry { hash: AnyHash::Phash(Hash64(0xabcd)), label: Some("x".into()) }]).unwrap();
+    banks.add("h", &[NewEntry::labelled(AnyHash::Phash(Hash64(0xabcd)), Some("x".into()))]).unwrap();
     let names = vec!["p".to_string(), "h".to_string()];
     let queries =
-        vec![vec![AnyHash::Pdq(q)], vec![AnyHash::Phash(Hash64(0xabcd))], vec![AnyHash::Pdq(pdq(&mut rng))]];
+        [vec![AnyHash::Pdq(q)], vec![AnyHash::Phash(Hash64(0xabcd))], vec![AnyHash::Pdq(pdq(&mut rng))]]
+            .map(|h| BankQuery::of(&h));
     let r = banks.search_many(&names, &queries, None).unwrap();
     assert_eq!((r[0].hits.len(), r[0].truncated), (5, true));
     assert!(r[0].hits.iter().all(|h| h.bank == "p" && h.distance == 0));
@@ -105,7 +106,7 @@ fn a_panic_holding_a_bank_lock_does_not_break_later_calls() {
     // The same bank, every operation, afterwards:
     assert_eq!(banks.add("b", &entries([h])).unwrap(), 0, "nothing was written by the panicking call");
     assert_eq!(banks.list()[0].size, 1);
-    assert_eq!(banks.search(&["b".into()], &[AnyHash::Pdq(h)], None).unwrap().hits.len(), 1);
+    assert_eq!(banks.search(&["b".into()], &BankQuery::of(&[AnyHash::Pdq(h)]), None).unwrap().hits.len(), 1);
     banks.remove("b", &[0]).unwrap();
     banks.delete("b").unwrap();
 }
@@ -166,7 +167,8 @@ fn delete_and_recreate_during_adds_keeps_store_and_index_in_step() {
         })
         .unwrap();
     for h in exported {
-        missing += usize::from(banks.search(&["b".into()], &[h], Some(0)).unwrap().hits.is_empty());
+        missing +=
+            usize::from(banks.search(&["b".into()], &BankQuery::of(&[h]), Some(0)).unwrap().hits.is_empty());
     }
     assert_eq!(missing, 0, "stored entries missing from the index");
 }
@@ -183,7 +185,7 @@ fn labels_are_validated() {
     let dir = tempfile::tempdir().unwrap();
     let banks = open(dir.path(), SearchPolicy::default());
     banks.create("b", Kind::Phash).unwrap();
-    let bad = NewEntry { hash: AnyHash::Phash(Hash64(1)), label: Some("esc\u{1b}[31m".into()) };
+    let bad = NewEntry::labelled(AnyHash::Phash(Hash64(1)), Some("esc\u{1b}[31m".into()));
     let err = banks.add("b", &[bad]).unwrap_err();
     assert!(matches!(err, pharos::Error::InvalidInput(_)), "{err}");
     assert_eq!(banks.list()[0].size, 0, "nothing written");

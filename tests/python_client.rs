@@ -150,12 +150,16 @@ fn plant(addr: &str, name: &str, pdq: &str, label: &str) -> u64 {
         let mut banks =
             BanksClient::connect(format!("http://{addr}")).await.expect("connect to pharos serve");
         banks
-            .create_bank(proto::CreateBankRequest { name: name.into(), kind: HashKind::Pdq as i32 })
+            .create_bank(proto::CreateBankRequest {
+                name: name.into(),
+                kind: HashKind::Pdq as i32,
+                ..Default::default()
+            })
             .await
             .unwrap();
         let add = proto::AddHashesRequest {
             bank: name.into(),
-            entries: vec![proto::NewEntry { hash: pdq.into(), label: label.into() }],
+            entries: vec![proto::NewEntry { hash: pdq.into(), label: label.into(), ..Default::default() }],
         };
         let added = banks.add_hashes(tokio_stream::iter(vec![add])).await.unwrap().into_inner();
         assert_eq!(added.added, 1);

@@ -117,14 +117,18 @@ async fn match_answers_are_bounded() {
     let channel = server.channel().await;
     let (mut banks, mut matcher) = (BanksClient::new(channel.clone()), MatcherClient::new(channel));
     banks
-        .create_bank(proto::CreateBankRequest { name: "b".into(), kind: proto::HashKind::Phash as i32 })
+        .create_bank(proto::CreateBankRequest {
+            name: "b".into(),
+            kind: proto::HashKind::Phash as i32,
+            ..Default::default()
+        })
         .await
         .unwrap();
     // 2,000 pHashes within 3 bits of 0.
     let entries: Vec<proto::NewEntry> = (0..2000u64)
         .map(|i| proto::NewEntry {
             hash: format!("{:016x}", (1u64 << (i % 64)) * (i % 3)),
-            label: String::new(),
+            ..Default::default()
         })
         .collect();
     banks
@@ -166,6 +170,7 @@ async fn a_slow_bank_write_does_not_stall_other_calls() {
                 .create_bank(proto::CreateBankRequest {
                     name: "slow".into(),
                     kind: proto::HashKind::Pdq as i32,
+                    ..Default::default()
                 })
                 .await
         })
@@ -193,11 +198,15 @@ async fn labels_from_grpc_are_validated() {
     let server = TestServer::start(cpu_config()).await;
     let mut banks = BanksClient::new(server.channel().await);
     banks
-        .create_bank(proto::CreateBankRequest { name: "b".into(), kind: proto::HashKind::Phash as i32 })
+        .create_bank(proto::CreateBankRequest {
+            name: "b".into(),
+            kind: proto::HashKind::Phash as i32,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let add = |label: String| {
-        let entries = vec![proto::NewEntry { hash: "00000000000000ff".into(), label }];
+        let entries = vec![proto::NewEntry { hash: "00000000000000ff".into(), label, ..Default::default() }];
         tokio_stream::iter(vec![proto::AddHashesRequest { bank: "b".into(), entries }])
     };
     for bad in ["red\u{1b}[31m".to_string(), "nul\0".into(), "x".repeat(5000)] {

@@ -318,8 +318,11 @@ async fn bank_crud_and_hash_and_match_find_planted_matches() {
     }
 
     // Create banks; a duplicate name, a bad name and an unspecified kind are refused.
-    let create =
-        |name: &str, kind: proto::HashKind| proto::CreateBankRequest { name: name.into(), kind: kind as i32 };
+    let create = |name: &str, kind: proto::HashKind| proto::CreateBankRequest {
+        name: name.into(),
+        kind: kind as i32,
+        ..Default::default()
+    };
     let bank = banks.create_bank(create("known", proto::HashKind::Pdq)).await.unwrap().into_inner();
     assert_eq!((bank.name.as_str(), bank.size, bank.kind), ("known", 0, proto::HashKind::Pdq as i32));
     banks.create_bank(create("known-ph", proto::HashKind::Phash)).await.unwrap();
@@ -338,7 +341,11 @@ async fn bank_crud_and_hash_and_match_find_planted_matches() {
 
     // Plant: image 0's PDQ, image 1's rot90 dihedral variant (only a dihedral query finds it), image 2's
     // pHash in the pHash bank; plus 1,000 random PDQ decoys, over two messages of one AddHashes stream.
-    let entry = |hash: &str, label: &str| proto::NewEntry { hash: hash.into(), label: label.into() };
+    let entry = |hash: &str, label: &str| proto::NewEntry {
+        hash: hash.into(),
+        label: label.into(),
+        ..Default::default()
+    };
     let mut rng = 0x9e3779b97f4a7c15u64;
     let mut decoys: Vec<proto::NewEntry> = (0..1000)
         .map(|_| {
@@ -446,6 +453,7 @@ async fn bank_crud_and_hash_and_match_find_planted_matches() {
         variants: vec![],
         banks,
         radius,
+        ..Default::default()
     };
     let r = matcher.r#match(m(&hashes[0].pdq_hex, vec![], None)).await.unwrap().into_inner();
     assert_eq!(r.matches.iter().map(|m| m.label.as_str()).collect::<Vec<_>>(), vec!["case-0"]);
@@ -512,11 +520,19 @@ async fn acknowledged_bank_writes_survive_a_restart() {
     let server = TestServer::start_in(cpu_config(), dir).await;
     let mut banks = BanksClient::new(server.channel().await);
     banks
-        .create_bank(proto::CreateBankRequest { name: "b".into(), kind: proto::HashKind::Phash as i32 })
+        .create_bank(proto::CreateBankRequest {
+            name: "b".into(),
+            kind: proto::HashKind::Phash as i32,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let entries = (0..100u64)
-        .map(|i| proto::NewEntry { hash: format!("{:016x}", i * 0x0101_0101), label: format!("l{i}") })
+        .map(|i| proto::NewEntry {
+            hash: format!("{:016x}", i * 0x0101_0101),
+            label: format!("l{i}"),
+            ..Default::default()
+        })
         .collect();
     let msgs = vec![proto::AddHashesRequest { bank: "b".into(), entries }];
     banks.add_hashes(tokio_stream::iter(msgs)).await.unwrap();
@@ -537,6 +553,7 @@ async fn acknowledged_bank_writes_survive_a_restart() {
             variants: vec![],
             banks: vec![],
             radius: Some(0),
+            ..Default::default()
         })
         .await
         .unwrap()

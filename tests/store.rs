@@ -48,11 +48,11 @@ fn store_round_trip_and_reload_matches_memory() {
         store.create_bank("a", Kind::Pdq).unwrap();
         store.create_bank("p", Kind::Phash).unwrap();
         let entries: Vec<NewEntry> = (0..3000)
-            .map(|i| NewEntry { hash: AnyHash::Pdq(pdq(i)), label: (i % 2 == 0).then(|| format!("l{i}")) })
+            .map(|i| NewEntry::labelled(AnyHash::Pdq(pdq(i)), (i % 2 == 0).then(|| format!("l{i}"))))
             .collect();
         assert_eq!(store.add("a", &entries[..1000]).unwrap(), 0);
         assert_eq!(store.add("a", &entries[1000..]).unwrap(), 1000);
-        store.add("p", &[NewEntry { hash: AnyHash::Phash(Hash64(42)), label: None }]).unwrap();
+        store.add("p", &[NewEntry::labelled(AnyHash::Phash(Hash64(42)), None)]).unwrap();
         ids = vec![3, 999, 1000, 2500];
         store.remove("a", &ids).unwrap();
     }
@@ -70,13 +70,14 @@ fn store_round_trip_and_reload_matches_memory() {
     assert!(out.is_empty(), "removed entries are not found after reload");
     bank.index.search(&[AnyHash::Pdq(pdq(998))], opts, &mut out);
     assert_eq!(out, [Hit { row: 998, distance: 0 }]);
-    assert_eq!(store.labels("a", &[998, 997]).unwrap(), [Some("l998".to_string()), None]);
+    let metas = store.metas("a", &[998, 997]).unwrap();
+    assert_eq!([metas[0].label.as_deref(), metas[1].label.as_deref()], [Some("l998"), None]);
     let mut n = 0;
     store
         .for_each_entry("a", |e| {
             assert!(!ids.contains(&e.id));
             assert_eq!(e.hash, AnyHash::Pdq(pdq(e.id)));
-            assert_eq!(e.label, (e.id % 2 == 0).then(|| format!("l{}", e.id)));
+            assert_eq!(e.meta.label, (e.id % 2 == 0).then(|| format!("l{}", e.id)));
             n += 1;
             Ok(())
         })
@@ -94,10 +95,8 @@ fn library_errors_write_nothing() {
     assert!(matches!(store.create_bank("p", Kind::Pdq), Err(pharos::Error::BankExists(_))));
     assert!(matches!(store.create_bank("a b", Kind::Pdq), Err(pharos::Error::InvalidBankName(_))));
     assert!(matches!(store.create_bank("", Kind::Pdq), Err(pharos::Error::InvalidBankName(_))));
-    let mixed = [
-        NewEntry { hash: AnyHash::Phash(Hash64(1)), label: None },
-        NewEntry { hash: AnyHash::Pdq(pdq(1)), label: None },
-    ];
+    let mixed =
+        [NewEntry::labelled(AnyHash::Phash(Hash64(1)), None), NewEntry::labelled(AnyHash::Pdq(pdq(1)), None)];
     assert!(matches!(store.add("p", &mixed), Err(pharos::Error::KindMismatch { .. })));
     assert!(matches!(store.add("nope", &mixed[..1]), Err(pharos::Error::UnknownBank(_))));
     assert_eq!(store.bank("p").unwrap().next_id, 0);
@@ -233,14 +232,14 @@ fn sigkill_during_import_keeps_acknowledged_batches() {
         .for_each_entry("big", |e| {
             assert_eq!(e.id, n);
             assert_eq!(e.hash, AnyHash::Pdq(pdq(n)));
-            assert_eq!(e.label.as_deref(), Some(format!("label {n}").as_str()));
+            assert_eq!(e.meta.label.as_deref(), Some(format!("label {n}").as_str()));
             n += 1;
             Ok(())
         })
         .unwrap();
     assert_eq!(n, info.next_id);
     // The store still takes writes after the crash.
-    store.add("big", &[NewEntry { hash: AnyHash::Pdq(pdq(N + 1)), label: None }]).unwrap();
+    store.add("big", &[NewEntry::labelled(AnyHash::Pdq(pdq(N + 1)), None)]).unwrap();
 }
 
 #[test]
@@ -301,7 +300,7 @@ fn entries_of(store: &Store, bank: &str) -> Vec<(u64, AnyHash, Option<String>)> 
     let mut v = Vec::new();
     store
         .for_each_entry(bank, |e| {
-            v.push((e.id, e.hash, e.label));
+            v.push((e.id, e.hash, e.meta.label));
             Ok(())
         })
         .unwrap();
@@ -332,9 +331,9 @@ fn cli_csv_export_import_keeps_labels_with_commas_quotes_and_newlines() {
         let mut entries: Vec<NewEntry> = labels
             .iter()
             .enumerate()
-            .map(|(i, l)| NewEntry { hash: AnyHash::Pdq(pdq(i as u64)), label: Some(l.to_string()) })
+            .map(|(i, l)| NewEntry::labelled(AnyHash::Pdq(pdq(i as u64)), Some(l.to_string())))
             .collect();
-        entries.insert(2, NewEntry { hash: AnyHash::Pdq(pdq(99)), label: None });
+        entries.insert(2, NewEntry::labelled(AnyHash::Pdq(pdq(99)), None));
         store.add("a", &entries).unwrap();
     }
     let (code, csv, err) = pharos(d, &["bank", "export", "a", "--format", "csv"], "");
@@ -496,7 +495,7 @@ fn cli_import_of_a_big_file_commits_in_batches() {
         store
             .for_each_entry(bank, |e| {
                 assert_eq!((e.id, e.hash), (n, AnyHash::Pdq(pdq(n))), "{bank}");
-                assert_eq!(e.label.as_deref(), Some(format!("label {n}").as_str()), "{bank}");
+                assert_eq!(e.meta.label.as_deref(), Some(format!("label {n}").as_str()), "{bank}");
                 n += 1;
                 Ok(())
             })

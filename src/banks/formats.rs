@@ -71,6 +71,12 @@ pub struct QueryLine {
     pub pdq_dihedral: Vec<crate::hash::Hash256>,
     /// The pHash, when the line has one.
     pub phash: Option<crate::hash::Hash64>,
+    /// The file's MD5, SHA-1 and SHA-256, when the line has them (`pharos hash --exact`).
+    pub md5: Option<[u8; 16]>,
+    /// See `md5`.
+    pub sha1: Option<[u8; 20]>,
+    /// See `md5`.
+    pub sha256: Option<[u8; 32]>,
     /// The PDQ quality, when the line has one.
     pub quality: Option<u32>,
     /// The `path` field of a `pharos hash` line.
@@ -317,17 +323,25 @@ impl RecordParser {
     }
 
     fn entry(&self, hex: &str, label: Option<String>) -> std::result::Result<NewEntry, String> {
-        let hash = AnyHash::from_hex(hex.trim()).map_err(|e| e.to_string())?;
-        if hash.kind() != self.kind {
-            return Err(
-                Error::KindMismatch { expected: self.kind.name(), found: hash.kind().name() }.to_string()
-            );
-        }
+        let hex = hex.trim();
+        let hash = match AnyHash::from_hex(hex) {
+            Ok(h) if h.kind() == self.kind => h,
+            // A SHA-256 has as many digits as a PDQ hash: the bank's kind decides.
+            _ if AnyHash::parse(self.kind, hex).is_ok() => {
+                AnyHash::parse(self.kind, hex).map_err(|e| e.to_string())?
+            }
+            Ok(h) => {
+                return Err(
+                    Error::KindMismatch { expected: self.kind.name(), found: h.kind().name() }.to_string()
+                )
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let label = label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
         if let Some(l) = &label {
             super::validate_label(l).map_err(|e| e.to_string())?;
         }
-        Ok(NewEntry { hash, label })
+        Ok(NewEntry::labelled(hash, label))
     }
 
     fn check_signal_type(&self, ty: &str) -> std::result::Result<(), String> {
@@ -335,6 +349,9 @@ impl RecordParser {
         let ok = match self.kind {
             Kind::Pdq => t == "pdq" || t == "hash_pdq" || t == "pdq_hash",
             Kind::Phash => t == "phash" || t == "hash_phash",
+            Kind::Md5 => t == "md5" || t == "hash_md5" || t == "video_md5",
+            Kind::Sha1 => t == "sha1" || t == "hash_sha1",
+            Kind::Sha256 => t == "sha256" || t == "hash_sha256",
         };
         if ok {
             Ok(())
@@ -511,7 +528,7 @@ impl<W: Write> CsvExport<W> {
     /// Writes one entry.
     pub fn write(&mut self, e: &Entry) -> Result<()> {
         let hash = e.hash.to_hex();
-        self.w.write_record([hash.as_str(), e.label.as_deref().unwrap_or("")]).map_err(csv_error)
+        self.w.write_record([hash.as_str(), e.meta.label.as_deref().unwrap_or("")]).map_err(csv_error)
     }
 
     /// Flushes what is buffered.
@@ -531,7 +548,16 @@ pub fn parse_query(line: &str) -> std::result::Result<Option<QueryLine>, String>
     if t.is_empty() || t.starts_with('#') {
         return Ok(None);
     }
-    let mut q = QueryLine { pdq: None, pdq_dihedral: Vec::new(), phash: None, quality: None, path: None };
+    let mut q = QueryLine {
+        pdq: None,
+        pdq_dihedral: Vec::new(),
+        phash: None,
+        md5: None,
+        sha1: None,
+        sha256: None,
+        quality: None,
+        path: None,
+    };
     if t.starts_with('{') {
         let v: serde_json::Value = serde_json::from_str(t).map_err(|e| format!("invalid JSON: {e}"))?;
         if let Some(err) = v.get("error") {
@@ -544,8 +570,17 @@ pub fn parse_query(line: &str) -> std::result::Result<Option<QueryLine>, String>
         if let Some(h) = hex("phash") {
             q.phash = Some(crate::hash::Hash64::from_hex(h).map_err(|e| e.to_string())?);
         }
-        if q.pdq.is_none() && q.phash.is_none() {
-            return Err("JSON line has neither \"pdq\" nor \"phash\"".into());
+        if let Some(h) = hex("md5") {
+            q.md5 = Some(crate::hash::exact::parse_hex(h, "an MD5").map_err(|e| e.to_string())?);
+        }
+        if let Some(h) = hex("sha1") {
+            q.sha1 = Some(crate::hash::exact::parse_hex(h, "a SHA-1").map_err(|e| e.to_string())?);
+        }
+        if let Some(h) = hex("sha256") {
+            q.sha256 = Some(crate::hash::exact::parse_hex(h, "a SHA-256").map_err(|e| e.to_string())?);
+        }
+        if q.pdq.is_none() && q.phash.is_none() && q.md5.is_none() && q.sha1.is_none() && q.sha256.is_none() {
+            return Err("JSON line has none of \"pdq\", \"phash\", \"md5\", \"sha1\", \"sha256\"".into());
         }
         q.quality = v.get("quality").and_then(|x| x.as_u64()).map(|x| x.min(u32::MAX as u64) as u32);
         q.path = v.get("path").and_then(|p| p.as_str()).map(str::to_string);
@@ -561,6 +596,9 @@ pub fn parse_query(line: &str) -> std::result::Result<Option<QueryLine>, String>
     match AnyHash::from_hex(hex).map_err(|e| e.to_string())? {
         AnyHash::Pdq(h) => q.pdq = Some(h),
         AnyHash::Phash(h) => q.phash = Some(h),
+        AnyHash::Md5(d) => q.md5 = Some(d),
+        AnyHash::Sha1(d) => q.sha1 = Some(d),
+        AnyHash::Sha256(d) => q.sha256 = Some(d),
     }
     Ok(Some(q))
 }
@@ -582,7 +620,7 @@ mod tests {
         );
         let (e, err) = one(Kind::Pdq, &text);
         assert!(err.is_empty(), "{err:?}");
-        let labels: Vec<_> = e.iter().map(|e| e.label.as_deref()).collect();
+        let labels: Vec<_> = e.iter().map(|e| e.meta.label.as_deref()).collect();
         assert_eq!(labels, vec![None, Some("case 1, part 2"), Some("a.jpg"), None]);
         let (e, err) =
             one(Kind::Phash, "{\"path\":\"a.jpg\",\"pdq\":\"00\",\"phash\":\"aca29c1c33dc23d7\"}\n");
@@ -596,7 +634,7 @@ mod tests {
         let (e, err) = one(Kind::Pdq, &text);
         assert!(err.is_empty(), "{err:?}");
         assert_eq!(e.len(), 2);
-        assert_eq!(e[0].label.as_deref(), Some("a,b"));
+        assert_eq!(e[0].meta.label.as_deref(), Some("a,b"));
         let (_, err) = one(Kind::Pdq, &format!("signal_type,signal_value\nphash,{PDQ}\n"));
         assert_eq!(err[0].line, 2);
     }
@@ -618,7 +656,7 @@ mod tests {
 
     fn label(r: &Record) -> Option<&str> {
         match r {
-            Record::Entry(e) => e.label.as_deref(),
+            Record::Entry(e) => e.meta.label.as_deref(),
             Record::Invalid(e) => panic!("{e}"),
         }
     }
@@ -682,13 +720,13 @@ mod tests {
             "hash,label\n{PDQ},\"a, \"\"b\"\"\nc\r\n\n# d\n{{e}}\"\n{PDQ},plain\n{PDQ},\"x\ny\"\r\nnot a hash,z\n"
         );
         let (e, err) = one(Kind::Pdq, &text);
-        let labels: Vec<_> = e.iter().map(|e| e.label.as_deref()).collect();
+        let labels: Vec<_> = e.iter().map(|e| e.meta.label.as_deref()).collect();
         assert_eq!(labels, [Some("a, \"b\"\nc\r\n\n# d\n{e}"), Some("plain"), Some("x\ny")]);
         assert_eq!(err.iter().map(|e| e.line).collect::<Vec<_>>(), [10], "{err:?}");
         // Without a header: `HEX,"…"` is one quoted label, wherever its lines end.
         let (e, err) = one(Kind::Pdq, &format!("{PDQ},\"1\n2\",\n{PDQ}, \"3, 4\"\n{PDQ},\"5\n\"\"6\"\"\"\n"));
         assert!(err.is_empty(), "{err:?}");
-        let labels: Vec<_> = e.iter().map(|e| e.label.as_deref()).collect();
+        let labels: Vec<_> = e.iter().map(|e| e.meta.label.as_deref()).collect();
         assert_eq!(labels, [Some("\"1\n2\","), Some("3, 4"), Some("5\n\"6\"")]);
     }
 
@@ -738,7 +776,7 @@ mod tests {
         let text = format!("\u{feff}hash,label\r\n{PDQ},a\r\n{PDQ},\"b\"\r\n{PDQ},c");
         let (e, err) = one(Kind::Pdq, &text);
         assert!(err.is_empty(), "{err:?}");
-        let labels: Vec<_> = e.iter().map(|e| e.label.as_deref()).collect();
+        let labels: Vec<_> = e.iter().map(|e| e.meta.label.as_deref()).collect();
         assert_eq!(labels, [Some("a"), Some("b"), Some("c")]);
         let err = EntryReader::new(&b"\xff\n"[..], Kind::Pdq).next().unwrap().unwrap_err();
         assert_eq!(err.to_string(), "line 1: stream did not contain valid UTF-8");
@@ -752,7 +790,9 @@ mod tests {
         let mut w = CsvExport::new(&mut out).unwrap();
         for (i, l) in labels.iter().enumerate() {
             let hash = AnyHash::from_hex(PDQ).unwrap();
-            w.write(&Entry { id: i as u64, hash, label: l.map(str::to_string), added_ms: 0 }).unwrap();
+            let meta = crate::store::EntryMeta { label: l.map(str::to_string), ..Default::default() };
+            let state = crate::store::EntryState::Active;
+            w.write(&Entry { id: i as u64, hash, meta, added_ms: 0, state }).unwrap();
         }
         w.flush().unwrap();
         drop(w);
@@ -760,6 +800,6 @@ mod tests {
         assert!(text.starts_with(&format!("hash,label\n{PDQ},\n{PDQ},\"a,b\"\n")), "{text}");
         let (e, err) = one(Kind::Pdq, &text);
         assert!(err.is_empty(), "{err:?}");
-        assert_eq!(e.iter().map(|e| e.label.as_deref()).collect::<Vec<_>>(), labels);
+        assert_eq!(e.iter().map(|e| e.meta.label.as_deref()).collect::<Vec<_>>(), labels);
     }
 }

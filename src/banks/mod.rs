@@ -15,11 +15,11 @@
 pub mod formats;
 mod set;
 
-pub use set::{BankHit, BankSet, BankSummary, SearchResult};
+pub use set::{BankHit, BankQuery, BankSet, BankSummary, SearchResult, Suppressed};
 
 use crate::error::{Error, Result};
-use crate::matcher::{AnyHash, Index, Kind, MihIndex};
-use crate::store::{BankInfo, Rows, Store};
+use crate::matcher::{AnyHash, ExactIndex, Index, Kind, MihIndex};
+use crate::store::{BankInfo, EntryMeta, Rows, Store};
 
 /// Most hashes of one kind in one query: an image and its 7 dihedral variants.
 pub const MAX_VARIANTS: usize = 8;
@@ -44,6 +44,9 @@ impl Default for SearchPolicy {
 impl SearchPolicy {
     /// The radius to search `kind` with: the one asked for (at most the kind's maximum) or the default.
     pub fn radius(&self, kind: Kind, asked: Option<u32>) -> Result<u32> {
+        if kind.is_exact() {
+            return Ok(0); // equal or not: a radius means nothing to a digest bank
+        }
         match asked {
             None => Ok(kind.default_radius()),
             Some(r) if r <= kind.max_radius() => Ok(r),
@@ -57,7 +60,7 @@ impl SearchPolicy {
 
     /// Checks a query's variants: at most [`MAX_VARIANTS`] of each kind.
     pub fn check_query(&self, query: &[AnyHash]) -> Result<()> {
-        for kind in [Kind::Pdq, Kind::Phash] {
+        for kind in Kind::ALL {
             let n = query.iter().filter(|h| h.kind() == kind).count();
             if n > MAX_VARIANTS {
                 return Err(Error::InvalidInput(format!(
@@ -87,6 +90,59 @@ pub fn validate_label(label: &str) -> Result<()> {
     Ok(())
 }
 
+/// Longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 128;
+
+/// Most tags on one entry.
+pub const MAX_TAGS: usize = 64;
+
+/// Checks an entry's fields: every text field as [`validate_label`]; tags non-empty, at most
+/// [`MAX_TAG_BYTES`] bytes, at most [`MAX_TAGS`] of them, without whitespace or commas (formats write tags
+/// as space- or comma-separated lists); quality 0 to 100.
+pub fn validate_meta(meta: &EntryMeta) -> Result<()> {
+    let named = |what: &str, e: Error| Error::InvalidInput(format!("{what}: {e}"));
+    for (what, v) in [
+        ("label", &meta.label),
+        ("external id", &meta.external_id),
+        ("source", &meta.source),
+        ("note", &meta.note),
+    ] {
+        if let Some(v) = v {
+            validate_label(v).map_err(|e| named(what, e))?;
+        }
+    }
+    for (k, v) in &meta.metadata {
+        validate_label(k).map_err(|e| named("metadata key", e))?;
+        validate_label(v).map_err(|e| named("metadata value", e))?;
+    }
+    if meta.tags.len() > MAX_TAGS {
+        return Err(Error::InvalidInput(format!("{} tags; at most {MAX_TAGS}", meta.tags.len())));
+    }
+    for t in &meta.tags {
+        validate_tag(t)?;
+    }
+    if let Some(q) = meta.quality {
+        if q > 100 {
+            return Err(Error::InvalidInput(format!("quality {q}; PDQ quality is 0 to 100")));
+        }
+    }
+    Ok(())
+}
+
+/// Checks one tag (see [`validate_meta`]).
+pub fn validate_tag(t: &str) -> Result<()> {
+    if t.is_empty()
+        || t.len() > MAX_TAG_BYTES
+        || t.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',')
+    {
+        return Err(Error::InvalidInput(format!(
+            "tag '{}': 1 to {MAX_TAG_BYTES} bytes without whitespace, commas or control characters",
+            t.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
 /// A bank read from the store and indexed, ready to query.
 #[derive(Debug)]
 pub struct LoadedBank {
@@ -94,6 +150,8 @@ pub struct LoadedBank {
     pub info: BankInfo,
     /// The index; row `i` is entry id `i`.
     pub index: Index,
+    /// The disabled entries and until when.
+    pub disabled: Vec<(u64, crate::store::EntryState)>,
 }
 
 /// Reads a bank from the store and builds its index: the time from store to ready-to-query.
@@ -102,6 +160,9 @@ pub fn load(store: &Store, name: &str) -> Result<LoadedBank> {
     let index = match stored.rows {
         Rows::Pdq(rows) => Index::Pdq(MihIndex::build(rows, &stored.removed)),
         Rows::Phash(rows) => Index::Phash(MihIndex::build(rows, &stored.removed)),
+        Rows::Md5(rows) => Index::Md5(ExactIndex::build(rows, &stored.removed)),
+        Rows::Sha1(rows) => Index::Sha1(ExactIndex::build(rows, &stored.removed)),
+        Rows::Sha256(rows) => Index::Sha256(ExactIndex::build(rows, &stored.removed)),
     };
-    Ok(LoadedBank { info: stored.info, index })
+    Ok(LoadedBank { info: stored.info, index, disabled: stored.disabled })
 }

@@ -17,9 +17,9 @@
 
 use super::{load, SearchPolicy};
 use crate::error::{Error, Result};
-use crate::matcher::{AnyHash, Index, Kind, Method, SearchOptions};
+use crate::matcher::{AnyHash, Hit, Index, Kind, Method, SearchOptions};
 use crate::metrics::Metrics;
-use crate::store::{BankInfo, Entry, NewEntry, Store};
+use crate::store::{BankInfo, BankPolicy, Entry, EntryMeta, EntryState, EntryUpdate, NewEntry, Store};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -31,7 +31,11 @@ use std::time::Duration;
 struct LiveBank {
     kind: Kind,
     info: Mutex<BankInfo>,
+    /// Its match policy (changed under `writer`, after the store).
+    policy: RwLock<BankPolicy>,
     index: RwLock<Index>,
+    /// The disabled entries by row (few: a map consulted only for rows a query found).
+    disabled: RwLock<HashMap<u32, EntryState>>,
     size: AtomicU64,
     /// Serialises writers (store transaction + index update) to this bank.
     writer: Mutex<()>,
@@ -40,9 +44,11 @@ struct LiveBank {
 }
 
 impl LiveBank {
-    fn new(info: BankInfo, index: Index) -> LiveBank {
+    fn new(info: BankInfo, index: Index, disabled: HashMap<u32, EntryState>) -> LiveBank {
         LiveBank {
             kind: info.kind,
+            policy: RwLock::new(info.policy),
+            disabled: RwLock::new(disabled),
             size: AtomicU64::new(index.len() as u64),
             info: Mutex::new(info),
             index: RwLock::new(index),
@@ -65,6 +71,8 @@ pub struct BankSummary {
     pub created_ms: u64,
     /// The id the next added entry gets.
     pub next_id: u64,
+    /// Its match policy.
+    pub policy: BankPolicy,
 }
 
 /// One match of a query.
@@ -80,18 +88,51 @@ pub struct BankHit {
     pub distance: u32,
     /// The entry's label.
     pub label: Option<String>,
+    /// The partner's id for the entry.
+    pub external_id: Option<String>,
+    /// The entry's tags.
+    pub tags: Vec<String>,
+}
+
+/// A match withheld because the query also matched a known-benign entry of a negative bank.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suppressed {
+    /// The match withheld.
+    pub hit: BankHit,
+    /// The negative bank's entry that withheld it (the nearest one the query matched).
+    pub by: BankHit,
 }
 
 /// The matches of one query, nearest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SearchResult {
-    /// At most the policy's `max_matches`, by (distance, bank, id).
+    /// At most the policy's `max_matches`, by (distance, bank, id). Never entries of negative banks.
     pub hits: Vec<BankHit>,
     /// True when more matches were within the radius than `max_matches`.
     pub truncated: bool,
+    /// Matches withheld because the query matched an entry of a negative bank (at most `max_matches`,
+    /// nearest first).
+    pub suppressed: Vec<Suppressed>,
 }
 
-/// A hit before its label is read: (position of its bank among the targets, row, distance, hash).
+/// One query: an image's hashes (of any kinds: each bank is searched with those of its own kind) and its PDQ
+/// quality when known (for the banks' minimum quality).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BankQuery {
+    /// The hashes (at most [`super::MAX_VARIANTS`] of one kind).
+    pub hashes: Vec<AnyHash>,
+    /// PDQ quality of the image, when known.
+    pub quality: Option<u32>,
+}
+
+impl BankQuery {
+    /// A query of these hashes, quality unknown.
+    pub fn of(hashes: &[AnyHash]) -> BankQuery {
+        BankQuery { hashes: hashes.to_vec(), quality: None }
+    }
+}
+
+/// A hit before its fields are read: (position of its bank among the targets, row, distance, hash).
 type RawHit = (usize, u32, u32, AnyHash);
 
 /// The store plus every bank's index.
@@ -134,7 +175,8 @@ impl BankSet {
                 "bank loaded"
             );
             metrics.bank_entries.with_label_values(&[name]).set(loaded.index.len() as i64);
-            banks.insert(name.clone(), Arc::new(LiveBank::new(loaded.info, loaded.index)));
+            let disabled = loaded.disabled.into_iter().map(|(id, st)| (id as u32, st)).collect();
+            banks.insert(name.clone(), Arc::new(LiveBank::new(loaded.info, loaded.index, disabled)));
         }
         Ok(BankSet {
             store,
@@ -164,6 +206,7 @@ impl BankSet {
             size: bank.size.load(Ordering::Acquire),
             created_ms: info.created_ms,
             next_id: info.next_id,
+            policy: *bank.policy.read(),
         }
     }
 
@@ -187,12 +230,17 @@ impl BankSet {
         }
     }
 
-    /// Creates an empty bank.
+    /// Creates an empty bank with the default policy.
     pub fn create(&self, name: &str, kind: Kind) -> Result<BankSummary> {
+        self.create_with(name, kind, BankPolicy::default())
+    }
+
+    /// Creates an empty bank with a policy.
+    pub fn create_with(&self, name: &str, kind: Kind, policy: BankPolicy) -> Result<BankSummary> {
         let _admin = self.admin.lock();
         self.slow_disk();
-        let info = self.store.create_bank(name, kind)?;
-        let bank = Arc::new(LiveBank::new(info, Index::new(kind)));
+        let info = self.store.create_bank_with(name, kind, policy)?;
+        let bank = Arc::new(LiveBank::new(info, Index::new(kind), HashMap::new()));
         self.banks.write().insert(name.to_string(), bank.clone());
         self.metrics.bank_entries.with_label_values(&[name]).set(0);
         Ok(Self::summary(name, &bank))
@@ -211,9 +259,7 @@ impl BankSet {
     /// Adds entries durably (one transaction); returns the first id. Labels are validated first.
     pub fn add(&self, name: &str, entries: &[NewEntry]) -> Result<u64> {
         for (i, e) in entries.iter().enumerate() {
-            if let Some(l) = &e.label {
-                super::validate_label(l).map_err(|err| Error::InvalidInput(format!("entry {i}: {err}")))?;
-            }
+            super::validate_meta(&e.meta).map_err(|err| Error::InvalidInput(format!("entry {i}: {err}")))?;
         }
         let bank = self.get(name)?;
         let _writer = bank.writer.lock();
@@ -227,6 +273,14 @@ impl BankSet {
         self.slow_disk();
         let first = self.store.add(name, entries)?;
         let hashes: Vec<AnyHash> = entries.iter().map(|e| e.hash).collect();
+        {
+            let mut disabled = bank.disabled.write();
+            for (i, e) in entries.iter().enumerate() {
+                if e.state != EntryState::Active {
+                    disabled.insert((first + i as u64) as u32, e.state);
+                }
+            }
+        }
         let mut index = bank.index.write();
         index.extend(&hashes)?;
         bank.size.store(index.len() as u64, Ordering::Release);
@@ -246,14 +300,60 @@ impl BankSet {
         self.slow_disk();
         self.store.remove(name, ids)?;
         let mut index = bank.index.write();
+        let mut disabled = bank.disabled.write();
         for &id in ids {
             index.remove(id as u32);
+            disabled.remove(&(id as u32));
         }
+        drop(disabled);
         bank.size.store(index.len() as u64, Ordering::Release);
         drop(index);
         bank.info.lock().removed += ids.len() as u64;
         self.metrics.bank_entries.with_label_values(&[name]).set(bank.size.load(Ordering::Acquire) as i64);
         Ok(())
+    }
+
+    /// Changes entries in place (tags, note, state), all or none, durably; a state change takes effect for
+    /// the next query. Returns the entries' fields and states after the change.
+    pub fn update(&self, name: &str, updates: &[(u64, EntryUpdate)]) -> Result<Vec<(EntryMeta, EntryState)>> {
+        for (id, u) in updates {
+            let bad = |e: Error| Error::InvalidInput(format!("entry {id}: {e}"));
+            for t in &u.add_tags {
+                super::validate_tag(t).map_err(bad)?;
+            }
+            if let Some(Some(n)) = &u.note {
+                super::validate_label(n).map_err(|e| bad(Error::InvalidInput(format!("note: {e}"))))?;
+            }
+        }
+        let bank = self.get(name)?;
+        let _writer = bank.writer.lock();
+        if bank.deleted.load(Ordering::Acquire) {
+            return Err(Error::UnknownBank(name.into()));
+        }
+        self.slow_disk();
+        let after = self.store.update(name, updates)?;
+        let mut disabled = bank.disabled.write();
+        for ((id, _), (_, state)) in updates.iter().zip(&after) {
+            match state {
+                EntryState::Active => disabled.remove(&(*id as u32)),
+                st => disabled.insert(*id as u32, *st),
+            };
+        }
+        Ok(after)
+    }
+
+    /// Replaces a bank's match policy, durably.
+    pub fn set_policy(&self, name: &str, policy: BankPolicy) -> Result<BankSummary> {
+        let bank = self.get(name)?;
+        let _writer = bank.writer.lock();
+        if bank.deleted.load(Ordering::Acquire) {
+            return Err(Error::UnknownBank(name.into()));
+        }
+        self.slow_disk();
+        let info = self.store.set_policy(name, policy)?;
+        *bank.policy.write() = info.policy;
+        bank.info.lock().policy = info.policy;
+        Ok(Self::summary(name, &bank))
     }
 
     /// Deletes a bank and its entries.
@@ -275,15 +375,28 @@ impl BankSet {
         self.store.for_each_entry(name, f)
     }
 
-    /// The banks a request names (or every bank, by name, when it names none), checked against the
-    /// kinds the query offers and the radius asked for.
+    /// Whether searching `names` (every bank when empty) needs the file digests of the image: when one of
+    /// them, or a negative bank, is an MD5, SHA-1 or SHA-256 bank.
+    pub fn needs_digests(&self, names: &[String]) -> bool {
+        let banks = self.banks.read();
+        banks.values().any(|b| b.kind.is_exact() && b.policy.read().negative)
+            || if names.is_empty() {
+                banks.values().any(|b| b.kind.is_exact())
+            } else {
+                names.iter().any(|n| banks.get(n).is_some_and(|b| b.kind.is_exact()))
+            }
+    }
+
+    /// The banks a request names (or every bank of a kind the query offers, by name, when it names none),
+    /// then every negative bank of such a kind not already named (negative banks always apply), checked
+    /// against the radius asked for.
     fn targets(
         &self,
         names: &[String],
         kinds: &[Kind],
         radius: Option<u32>,
     ) -> Result<Vec<(String, Arc<LiveBank>)>> {
-        let targets: Vec<(String, Arc<LiveBank>)> = if names.is_empty() {
+        let mut targets: Vec<(String, Arc<LiveBank>)> = if names.is_empty() {
             self.banks
                 .read()
                 .iter()
@@ -300,81 +413,123 @@ impl BankSet {
             }
             v
         };
+        for (n, b) in self.banks.read().iter() {
+            if b.policy.read().negative && kinds.contains(&b.kind) && !targets.iter().any(|(t, _)| t == n) {
+                targets.push((n.clone(), b.clone()));
+            }
+        }
         for (_, b) in &targets {
             self.policy.radius(b.kind, radius)?;
         }
         Ok(targets)
     }
 
-    /// Matches one query (its variants may mix kinds: each bank uses the variants of its own kind) against
-    /// `banks`, or every bank of a kind the query has when `banks` is empty. A named bank whose kind the
-    /// query lacks is an error. At most `max_matches` hits, nearest first.
-    pub fn search(&self, banks: &[String], query: &[AnyHash], radius: Option<u32>) -> Result<SearchResult> {
-        self.policy.check_query(query)?;
-        let kinds: Vec<Kind> = query.iter().map(AnyHash::kind).collect();
+    /// Matches one query (its hashes may mix kinds: each bank uses those of its own kind) against `banks`,
+    /// or every bank of a kind the query has when `banks` is empty; negative banks of the query's kinds
+    /// always take part. A named bank whose kind the query lacks is an error. At most `max_matches` hits,
+    /// nearest first.
+    pub fn search(&self, banks: &[String], query: &BankQuery, radius: Option<u32>) -> Result<SearchResult> {
+        self.policy.check_query(&query.hashes)?;
+        let kinds: Vec<Kind> = query.hashes.iter().map(AnyHash::kind).collect();
         let targets = self.targets(banks, &kinds, radius)?;
         for (_, b) in &targets {
             if !kinds.contains(&b.kind) {
-                let found = query.first().map_or("none", |h| h.kind().name());
+                let found = query.hashes.first().map_or("none", |h| h.kind().name());
                 return Err(Error::KindMismatch { expected: b.kind.name(), found });
             }
         }
-        let mut results =
-            self.search_targets(&targets, std::slice::from_ref(&query.to_vec()), radius, false)?;
+        let mut results = self.search_targets(&targets, std::slice::from_ref(query), radius, false)?;
         Ok(results.pop().unwrap_or_default())
     }
 
     /// Matches many queries against the named banks, in parallel (rayon): one result per query, in
     /// order. A bank whose kind a query lacks contributes nothing to that query (no error), so one run can
-    /// search PDQ and pHash banks with lines that carry either.
+    /// search banks of every kind with lines that carry some of them.
     pub fn search_many(
         &self,
         banks: &[String],
-        queries: &[Vec<AnyHash>],
+        queries: &[BankQuery],
         radius: Option<u32>,
     ) -> Result<Vec<SearchResult>> {
         for q in queries {
-            self.policy.check_query(q)?;
+            self.policy.check_query(&q.hashes)?;
         }
-        let targets = self.targets(banks, &[Kind::Pdq, Kind::Phash], radius)?;
+        let targets = self.targets(banks, &Kind::ALL, radius)?;
         self.search_targets(&targets, queries, radius, true)
     }
 
     fn search_targets(
         &self,
         targets: &[(String, Arc<LiveBank>)],
-        queries: &[Vec<AnyHash>],
+        queries: &[BankQuery],
         radius: Option<u32>,
         parallel: bool,
     ) -> Result<Vec<SearchResult>> {
+        let now = crate::store::now_ms();
         let mut raw: Vec<Vec<RawHit>> = vec![Vec::new(); queries.len()];
+        let mut negative = vec![false; targets.len()];
         for (pos, (_, bank)) in targets.iter().enumerate() {
-            let opts = SearchOptions { radius: self.policy.radius(bank.kind, radius)?, method: Method::Auto };
+            let policy = *bank.policy.read();
+            negative[pos] = policy.negative;
+            let radius = match radius {
+                Some(r) => self.policy.radius(bank.kind, Some(r))?,
+                None => policy.radius.unwrap_or_else(|| bank.kind.default_radius()),
+            };
+            let opts = SearchOptions { radius, method: Method::Auto };
+            // Queries below the bank's minimum quality are not searched in it.
+            let eligible = |q: &BankQuery| match (policy.min_quality, q.quality) {
+                (Some(min), Some(got)) => got >= min,
+                _ => true,
+            };
             let index = bank.index.read();
-            let found = if parallel {
-                index.search_batch(queries, opts)
+            let found: Vec<Vec<Hit>> = if parallel {
+                let wanted: Vec<BankQuery> = queries
+                    .iter()
+                    .map(|q| if eligible(q) { q.clone() } else { BankQuery::default() })
+                    .collect();
+                index.search_batch(&wanted.into_iter().map(|q| q.hashes).collect::<Vec<_>>(), opts)
             } else {
                 let mut out = Vec::new();
                 queries
                     .iter()
                     .map(|q| {
-                        index.search(q, opts, &mut out);
-                        out.clone()
+                        if eligible(q) {
+                            index.search(&q.hashes, opts, &mut out);
+                            out.clone()
+                        } else {
+                            Vec::new()
+                        }
                     })
                     .collect()
             };
+            let disabled = bank.disabled.read();
             for (q, hits) in found.into_iter().enumerate() {
-                raw[q].extend(
-                    hits.into_iter()
-                        .filter_map(|h| index.get(h.row).map(|hash| (pos, h.row, h.distance, hash))),
-                );
+                raw[q].extend(hits.into_iter().filter_map(|h| {
+                    if disabled.get(&h.row).is_some_and(|st| !st.is_active_at(now)) {
+                        return None;
+                    }
+                    index.get(h.row).map(|hash| (pos, h.row, h.distance, hash))
+                }));
             }
         }
-        // Cut each query's hits to the nearest `max_matches`, then read the labels of those only.
+        // Split off the negative banks' hits: any of them withholds the query's other hits.
         let max = self.policy.max_matches;
+        let key = |h: &RawHit| (h.2, h.0, h.1);
+        let mut by: Vec<Option<RawHit>> = vec![None; queries.len()];
+        let mut withheld: Vec<Vec<RawHit>> = vec![Vec::new(); queries.len()];
+        for (q, hits) in raw.iter_mut().enumerate() {
+            let (neg, pos): (Vec<RawHit>, Vec<RawHit>) = hits.drain(..).partition(|h| negative[h.0]);
+            by[q] = neg.into_iter().min_by_key(key);
+            if by[q].is_some() {
+                withheld[q] = pos;
+            } else {
+                *hits = pos;
+            }
+        }
+        // Cut each query's hits (and withheld hits) to the nearest `max_matches`, then read the fields of
+        // those only.
         let mut truncated = vec![false; queries.len()];
         for (q, hits) in raw.iter_mut().enumerate() {
-            let key = |h: &RawHit| (h.2, h.0, h.1);
             if hits.len() > max {
                 truncated[q] = true;
                 self.metrics.matches_truncated.inc();
@@ -384,32 +539,58 @@ impl BankSet {
                 hits.truncate(max);
             }
             hits.sort_unstable_by_key(key);
+            let w = &mut withheld[q];
+            if w.len() > max {
+                if max > 0 {
+                    w.select_nth_unstable_by_key(max - 1, key);
+                }
+                w.truncate(max);
+            }
+            w.sort_unstable_by_key(key);
         }
-        let mut labels: Vec<HashMap<u32, String>> = Vec::with_capacity(targets.len());
+        let mut metas: Vec<HashMap<u32, EntryMeta>> = Vec::with_capacity(targets.len());
         for (pos, (name, _)) in targets.iter().enumerate() {
-            let mut ids: Vec<u64> =
-                raw.iter().flatten().filter(|h| h.0 == pos).map(|h| u64::from(h.1)).collect();
-            self.metrics.matches.with_label_values(&[name]).inc_by(ids.len() as u64);
+            let reported = raw.iter().flatten().filter(|h| h.0 == pos).count();
+            self.metrics.matches.with_label_values(&[name]).inc_by(reported as u64);
+            let mut ids: Vec<u64> = raw
+                .iter()
+                .flatten()
+                .chain(withheld.iter().flatten())
+                .chain(by.iter().flatten())
+                .filter(|h| h.0 == pos)
+                .map(|h| u64::from(h.1))
+                .collect();
             ids.sort_unstable();
             ids.dedup();
-            let found = if ids.is_empty() { Vec::new() } else { self.store.labels(name, &ids)? };
-            labels.push(ids.iter().zip(found).filter_map(|(&id, l)| Some((id as u32, l?))).collect());
+            let found = if ids.is_empty() { Vec::new() } else { self.store.metas(name, &ids)? };
+            metas.push(ids.iter().zip(found).map(|(&id, m)| (id as u32, m)).collect());
         }
+        let hit = |(pos, row, distance, hash): RawHit| {
+            let meta = metas[pos].get(&row).cloned().unwrap_or_default();
+            BankHit {
+                bank: targets[pos].0.clone(),
+                id: u64::from(row),
+                hash,
+                distance,
+                label: meta.label,
+                external_id: meta.external_id,
+                tags: meta.tags,
+            }
+        };
         Ok(raw
             .into_iter()
             .zip(truncated)
-            .map(|(hits, truncated)| SearchResult {
-                hits: hits
-                    .into_iter()
-                    .map(|(pos, row, distance, hash)| BankHit {
-                        bank: targets[pos].0.clone(),
-                        id: u64::from(row),
-                        hash,
-                        distance,
-                        label: labels[pos].get(&row).cloned(),
-                    })
-                    .collect(),
+            .zip(withheld.into_iter().zip(by))
+            .map(|((hits, truncated), (withheld, by))| SearchResult {
+                hits: hits.into_iter().map(hit).collect(),
                 truncated,
+                suppressed: match by {
+                    Some(b) => {
+                        let by = hit(b);
+                        withheld.into_iter().map(|h| Suppressed { hit: hit(h), by: by.clone() }).collect()
+                    }
+                    None => Vec::new(),
+                },
             })
             .collect())
     }

@@ -16,9 +16,8 @@
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use pharos::banks::formats::{CsvExport, EntryReader, LineError, Record};
-use pharos::hash::{Hash256, Hash64};
 use pharos::matcher::{AnyHash, Kind};
-use pharos::store::{NewEntry, Store};
+use pharos::store::{EntryMeta, EntryState, NewEntry, Store};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -223,7 +222,7 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
                     writeln!(w, "{}", e.hash.to_hex()).map_err(pharos::Error::Io)
                 })?,
                 ExportFormat::Jsonl => store.for_each_entry(&name, |e| {
-                    let line = serde_json::json!({"id": e.id, "hash": e.hash.to_hex(), "label": e.label, "added_ms": e.added_ms});
+                    let line = serde_json::json!({"id": e.id, "hash": e.hash.to_hex(), "label": e.meta.label, "added_ms": e.added_ms});
                     writeln!(w, "{line}").map_err(pharos::Error::Io)
                 })?,
             }
@@ -436,34 +435,51 @@ fn write_batches(
 }
 
 /// The entries of an input that cannot be read twice, kept until the whole input has been validated: each
-/// as its hash's little-endian u64 limbs, then `0` (no label) or the label's length + 1 (u64 LE) and its
-/// bytes, in an anonymous temporary file (removed by the OS when it is closed, even on a crash).
+/// as its hash's stored bytes ([`AnyHash::write_bytes`]), then `0` (an active entry with no fields) or the
+/// length + 1 (u64 LE) of a JSON record of its fields, added time and state, in an anonymous temporary
+/// file (removed by the OS when it is closed, even on a crash).
 struct Spool {
     w: BufWriter<File>,
     kind: Kind,
     len: u64,
+    buf: Vec<u8>,
+}
+
+/// What the spool keeps of an entry besides its hash.
+#[derive(Serialize, serde::Deserialize)]
+struct Spooled {
+    meta: EntryMeta,
+    added_ms: Option<u64>,
+    /// `Some(until)` for a disabled entry.
+    disabled: Option<Option<u64>>,
 }
 
 impl Spool {
     fn new(dir: &Path, kind: Kind) -> anyhow::Result<Spool> {
         let file = tempfile::tempfile_in(dir)
             .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-        Ok(Spool { w: BufWriter::with_capacity(READ_BUFFER, file), kind, len: 0 })
+        Ok(Spool { w: BufWriter::with_capacity(READ_BUFFER, file), kind, len: 0, buf: Vec::new() })
     }
 
     fn push(&mut self, e: &NewEntry) -> std::io::Result<()> {
-        match &e.hash {
-            AnyHash::Pdq(h) => {
-                for l in h.limbs {
-                    self.w.write_all(&l.to_le_bytes())?;
-                }
-            }
-            AnyHash::Phash(h) => self.w.write_all(&h.0.to_le_bytes())?,
+        self.buf.clear();
+        e.hash.write_bytes(&mut self.buf);
+        self.w.write_all(&self.buf)?;
+        if e.meta.is_empty() && e.added_ms.is_none() && e.state == EntryState::Active {
+            self.w.write_all(&0u64.to_le_bytes())?;
+        } else {
+            let rec = Spooled {
+                meta: e.meta.clone(),
+                added_ms: e.added_ms,
+                disabled: match e.state {
+                    EntryState::Active => None,
+                    EntryState::Disabled { until_ms } => Some(until_ms),
+                },
+            };
+            let json = serde_json::to_vec(&rec)?;
+            self.w.write_all(&(json.len() as u64 + 1).to_le_bytes())?;
+            self.w.write_all(&json)?;
         }
-        let label = e.label.as_deref().map(str::as_bytes);
-        let tag = label.map_or(0, |l| l.len() as u64 + 1);
-        self.w.write_all(&tag.to_le_bytes())?;
-        self.w.write_all(label.unwrap_or_default())?;
         self.len += 1;
         Ok(())
     }
@@ -479,24 +495,23 @@ impl Spool {
 }
 
 fn unspool(r: &mut impl Read, kind: Kind) -> anyhow::Result<NewEntry> {
-    let mut u64_le = || -> std::io::Result<u64> {
-        let mut b = [0u8; 8];
-        r.read_exact(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    };
-    let hash = match kind {
-        Kind::Pdq => AnyHash::Pdq(Hash256 { limbs: [u64_le()?, u64_le()?, u64_le()?, u64_le()?] }),
-        Kind::Phash => AnyHash::Phash(Hash64(u64_le()?)),
-    };
-    let label = match u64_le()? {
-        0 => None,
+    let mut hash = vec![0u8; kind.bits() as usize / 8];
+    r.read_exact(&mut hash)?;
+    let mut e = NewEntry::new(AnyHash::from_bytes(kind, &hash));
+    let mut n = [0u8; 8];
+    r.read_exact(&mut n)?;
+    match u64::from_le_bytes(n) {
+        0 => {}
         n => {
             let mut b = vec![0; usize::try_from(n - 1)?];
             r.read_exact(&mut b)?;
-            Some(String::from_utf8(b)?)
+            let rec: Spooled = serde_json::from_slice(&b)?;
+            e.meta = rec.meta;
+            e.added_ms = rec.added_ms;
+            e.state = rec.disabled.map_or(EntryState::Active, |until_ms| EntryState::Disabled { until_ms });
         }
-    };
-    Ok(NewEntry { hash, label })
+    }
+    Ok(e)
 }
 
 /// Used by `match` too: the hashes of a query line that a bank of `kind` can use.
@@ -510,5 +525,8 @@ pub(crate) fn kind_hashes(q: &pharos::banks::formats::QueryLine, kind: Kind, dih
             v
         }
         Kind::Phash => q.phash.map(AnyHash::Phash).into_iter().collect(),
+        Kind::Md5 => q.md5.map(AnyHash::Md5).into_iter().collect(),
+        Kind::Sha1 => q.sha1.map(AnyHash::Sha1).into_iter().collect(),
+        Kind::Sha256 => q.sha256.map(AnyHash::Sha256).into_iter().collect(),
     }
 }

@@ -6,12 +6,17 @@
 //! A line that is not a query gets an in-band `{"line":N,"error":…}` and the others carry on (exit
 //! status 2). Each query returns at most `--max-matches` matches, nearest first (`"truncated":true` when
 //! more were within the radius).
+//!
+//! Each bank is queried with the line's hash of its kind: PDQ (and the dihedral variants with
+//! `--dihedral`), pHash, or the file's MD5/SHA-1/SHA-256 (`pharos hash --exact` lines; hex lines of 32 or 40
+//! digits are MD5 or SHA-1). Every negative bank of the store takes part too, whether named or not: a line
+//! that matches one has its other matches reported under `"suppressed"` instead of `"matches"`.
 
 use super::bank::{kind_hashes, DataDir};
 use anyhow::Context as _;
 use clap::Args;
 use pharos::banks::formats::{parse_query, QueryLine};
-use pharos::banks::{BankSet, SearchPolicy, SearchResult};
+use pharos::banks::{BankHit, BankQuery, BankSet, SearchPolicy, SearchResult};
 use pharos::matcher::Kind;
 use pharos::metrics::Metrics;
 use serde::Serialize;
@@ -58,7 +63,32 @@ struct MatchOut<'a> {
     id: u64,
     hash: String,
     distance: u32,
-    label: Option<String>,
+    label: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    tags: &'a [String],
+}
+
+impl<'a> MatchOut<'a> {
+    fn of(h: &'a BankHit) -> MatchOut<'a> {
+        MatchOut {
+            bank: &h.bank,
+            id: h.id,
+            hash: h.hash.to_hex(),
+            distance: h.distance,
+            label: h.label.as_deref(),
+            external_id: h.external_id.as_deref(),
+            tags: &h.tags,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SuppressedOut<'a> {
+    #[serde(flatten)]
+    hit: MatchOut<'a>,
+    by: MatchOut<'a>,
 }
 
 #[derive(Serialize)]
@@ -77,12 +107,21 @@ struct QueryOut<'a> {
     skipped: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    suppressed: Vec<SuppressedOut<'a>>,
 }
 
 pub(crate) fn run(args: MatchArgs) -> anyhow::Result<ExitCode> {
     let store = args.data_dir.open()?;
     let policy = SearchPolicy { max_matches: args.max_matches };
-    let banks = BankSet::open_only(store, &args.bank, Arc::new(Metrics::new()), policy)?;
+    // The named banks and every negative bank (negative banks always take part).
+    let mut load = args.bank.clone();
+    for b in store.list_banks()? {
+        if b.policy.negative && !load.contains(&b.name) {
+            load.push(b.name);
+        }
+    }
+    let banks = BankSet::open_only(store, &load, Arc::new(Metrics::new()), policy)?;
     let mut kinds = Vec::new();
     for name in &args.bank {
         let kind = banks.kind(name)?;
@@ -143,7 +182,7 @@ fn answer_block(
     let mut errors: Vec<Option<String>> = block.iter().map(|(_, q)| q.as_ref().err().cloned()).collect();
     // Per query, every hash it offers the banks (each bank uses those of its own kind); empty when the
     // line is skipped or unusable.
-    let mut queries: Vec<Vec<_>> = vec![Vec::new(); block.len()];
+    let mut queries: Vec<BankQuery> = vec![BankQuery::default(); block.len()];
     for (i, (_, q)) in block.iter().enumerate() {
         let Ok(q) = q else { continue };
         if let (Some(min), Some(qual)) = (args.min_quality, q.quality) {
@@ -160,13 +199,11 @@ fn answer_block(
             errors[i] = Some(format!("no hash of the banks' kind ({}) on this line", names.join(", ")));
         }
         if errors[i].is_none() && skipped[i].is_none() {
-            let mut seen = Vec::new();
-            for &k in kinds {
-                if !seen.contains(&k) {
-                    seen.push(k);
-                    queries[i].extend(kind_hashes(q, k, args.dihedral));
-                }
+            // Every kind the line has (negative banks of any of them take part as well).
+            for k in Kind::ALL {
+                queries[i].hashes.extend(kind_hashes(q, k, args.dihedral));
             }
+            queries[i].quality = q.quality;
         }
     }
     let results: Vec<SearchResult> = pool.install(|| banks.search_many(&args.bank, &queries, args.radius))?;
@@ -179,24 +216,27 @@ fn answer_block(
             continue;
         }
         let q = q.as_ref().expect("no error");
-        let matches = found
-            .hits
+        let matches = found.hits.iter().map(MatchOut::of).collect();
+        let suppressed = found
+            .suppressed
             .iter()
-            .map(|h| MatchOut {
-                bank: &h.bank,
-                id: h.id,
-                hash: h.hash.to_hex(),
-                distance: h.distance,
-                label: h.label.clone(),
-            })
+            .map(|s| SuppressedOut { hit: MatchOut::of(&s.hit), by: MatchOut::of(&s.by) })
             .collect();
-        let query = q.pdq.map(|h| h.to_hex()).or_else(|| q.phash.map(|h| h.to_hex())).unwrap_or_default();
+        let query = q
+            .pdq
+            .map(|h| h.to_hex())
+            .or_else(|| q.phash.map(|h| h.to_hex()))
+            .or_else(|| q.md5.map(|d| pharos::hash::exact::hex(&d)))
+            .or_else(|| q.sha1.map(|d| pharos::hash::exact::hex(&d)))
+            .or_else(|| q.sha256.map(|d| pharos::hash::exact::hex(&d)))
+            .unwrap_or_default();
         let rec = QueryOut {
             query,
             path: q.path.as_deref(),
             matches,
             skipped: skipped[i].take(),
             truncated: found.truncated,
+            suppressed,
         };
         serde_json::to_writer(&mut *out, &rec)?;
         writeln!(out)?;

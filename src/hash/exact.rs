@@ -7,6 +7,7 @@
 //! still in cache, not three times. The implementations are RustCrypto's (`md-5`, `sha1`, `sha2`), which use
 //! the SHA extensions of x86 and ARM CPUs where they exist.
 
+use crate::error::{Error, Result};
 use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -59,7 +60,7 @@ impl ExactHashes {
 }
 
 /// Lowercase hex, two digits a byte.
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         let _ = write!(s, "{b:02x}");
@@ -67,9 +68,43 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Parses a digest of `N` bytes from `2·N` hex digits (either case); `what` names it in the error
+/// ("an MD5", "a SHA-1", …).
+pub fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
+    let short = || s.chars().take(80).collect::<String>();
+    if s.len() != 2 * N {
+        return Err(Error::InvalidHash(format!(
+            "'{}': {what} hash has {} hex digits, this has {}",
+            short(),
+            2 * N,
+            s.chars().count()
+        )));
+    }
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = s
+            .get(2 * i..2 * i + 2)
+            .and_then(|d| u8::from_str_radix(d, 16).ok().filter(|_| d.bytes().all(|c| c.is_ascii_hexdigit())))
+            .ok_or_else(|| Error::InvalidHash(format!("'{}': not hexadecimal", short())))?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_round_trips_and_bad_text_is_refused() {
+        let h = ExactHashes::of(b"abc");
+        assert_eq!(parse_hex::<16>(&h.md5_hex(), "an MD5").unwrap(), h.md5);
+        assert_eq!(parse_hex::<20>(&h.sha1_hex().to_uppercase(), "a SHA-1").unwrap(), h.sha1);
+        let e = parse_hex::<16>("abc", "an MD5").unwrap_err().to_string();
+        assert!(e.contains("an MD5 hash has 32 hex digits, this has 3"), "{e}");
+        assert!(parse_hex::<2>("+f00", "x").is_err());
+        assert!(parse_hex::<2>("zz00", "x").is_err());
+        assert!(parse_hex::<2>("é0", "x").is_err(), "multi-byte text of the right length");
+    }
 
     /// The published test vectors (RFC 1321, FIPS 180-2 examples) for "" and "abc".
     #[test]

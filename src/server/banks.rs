@@ -6,10 +6,10 @@
 
 use super::proto::{self, HashKind};
 use super::{error_status, Shared};
-use crate::banks::{validate_label, BankSummary};
+use crate::banks::{validate_meta, BankSummary};
 use crate::error::Error;
 use crate::matcher::{AnyHash, Kind};
-use crate::store::NewEntry;
+use crate::store::{BankPolicy, EntryMeta, EntryState, EntryUpdate, FloodGuard, NewEntry};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +24,50 @@ fn kind_to_proto(k: Kind) -> HashKind {
     match k {
         Kind::Pdq => HashKind::Pdq,
         Kind::Phash => HashKind::Phash,
+        Kind::Md5 => HashKind::Md5,
+        Kind::Sha1 => HashKind::Sha1,
+        Kind::Sha256 => HashKind::Sha256,
     }
+}
+
+/// The kind a request names; `None` for unspecified when `optional`, else an error.
+pub(crate) fn kind_from_proto(k: i32, optional: bool) -> Result<Option<Kind>, Status> {
+    match HashKind::try_from(k) {
+        Ok(HashKind::Pdq) => Ok(Some(Kind::Pdq)),
+        Ok(HashKind::Phash) => Ok(Some(Kind::Phash)),
+        Ok(HashKind::Md5) => Ok(Some(Kind::Md5)),
+        Ok(HashKind::Sha1) => Ok(Some(Kind::Sha1)),
+        Ok(HashKind::Sha256) => Ok(Some(Kind::Sha256)),
+        Ok(HashKind::Unspecified) if optional => Ok(None),
+        _ => Err(Status::invalid_argument(
+            "kind must be HASH_KIND_PDQ, HASH_KIND_PHASH, HASH_KIND_MD5, HASH_KIND_SHA1 or HASH_KIND_SHA256",
+        )),
+    }
+}
+
+fn policy_to_proto(p: BankPolicy) -> proto::BankPolicy {
+    proto::BankPolicy {
+        negative: p.negative,
+        radius: p.radius,
+        min_quality: p.min_quality,
+        flood_max_matches: p.flood.map_or(0, |f| f.max_matches),
+        flood_window_s: p.flood.map_or(0, |f| f.window_s),
+        flood_auto_disable: p.flood.is_some_and(|f| f.auto_disable),
+    }
+}
+
+fn policy_from_proto(p: Option<proto::BankPolicy>) -> Result<BankPolicy, Status> {
+    let Some(p) = p else { return Ok(BankPolicy::default()) };
+    let flood = match (p.flood_max_matches, p.flood_window_s) {
+        (0, 0) if !p.flood_auto_disable => None,
+        (0, _) | (_, 0) => {
+            return Err(Status::invalid_argument(
+                "a flood guard needs both flood_max_matches and flood_window_s (0 and 0 for none)",
+            ))
+        }
+        (m, w) => Some(FloodGuard { max_matches: m, window_s: w, auto_disable: p.flood_auto_disable }),
+    };
+    Ok(BankPolicy { negative: p.negative, radius: p.radius, min_quality: p.min_quality, flood })
 }
 
 fn bank_to_proto(b: BankSummary) -> proto::Bank {
@@ -34,6 +77,43 @@ fn bank_to_proto(b: BankSummary) -> proto::Bank {
         size: b.size,
         created_ms: b.created_ms,
         next_id: b.next_id,
+        policy: Some(policy_to_proto(b.policy)),
+    }
+}
+
+fn state_from_proto(state: i32, until_ms: u64) -> Result<EntryState, String> {
+    match proto::EntryState::try_from(state) {
+        Ok(proto::EntryState::Active) => Ok(EntryState::Active),
+        Ok(proto::EntryState::Disabled) => {
+            Ok(EntryState::Disabled { until_ms: (until_ms > 0).then_some(until_ms) })
+        }
+        Err(_) => Err(format!("unknown entry state {state}")),
+    }
+}
+
+fn entry_to_proto(
+    id: u64,
+    hash: String,
+    added_ms: u64,
+    meta: EntryMeta,
+    state: EntryState,
+) -> proto::BankEntry {
+    proto::BankEntry {
+        id,
+        hash,
+        label: meta.label.unwrap_or_default(),
+        added_ms,
+        external_id: meta.external_id.unwrap_or_default(),
+        source: meta.source.unwrap_or_default(),
+        tags: meta.tags,
+        quality: meta.quality,
+        note: meta.note.unwrap_or_default(),
+        state: match state {
+            EntryState::Active => proto::EntryState::Active,
+            EntryState::Disabled { .. } => proto::EntryState::Disabled,
+        } as i32,
+        disabled_until_ms: state.disabled_until_ms().unwrap_or(0),
+        metadata: meta.metadata.into_iter().collect(),
     }
 }
 
@@ -61,14 +141,36 @@ fn parse_entries(kind: Kind, entries: Vec<proto::NewEntry>) -> Result<Vec<NewEnt
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            let hash = AnyHash::from_hex(e.hash.trim()).map_err(|err| format!("entry {i}: {err}"))?;
-            if hash.kind() != kind {
-                return Err(format!("entry {i}: a {} hash in a {kind} bank", hash.kind()));
+            let hash = match AnyHash::from_hex(e.hash.trim()) {
+                Ok(h) if h.kind() == kind => h,
+                // A SHA-256 has as many digits as a PDQ hash: the bank's kind decides.
+                other => match AnyHash::parse(kind, e.hash.trim()) {
+                    Ok(h) => h,
+                    Err(err) => {
+                        return Err(match other {
+                            Ok(h) => format!("entry {i}: a {} hash in a {kind} bank", h.kind()),
+                            Err(_) => format!("entry {i}: {err}"),
+                        })
+                    }
+                },
+            };
+            let some = |s: String| (!s.is_empty()).then_some(s);
+            let mut meta = EntryMeta {
+                label: some(e.label),
+                external_id: some(e.external_id),
+                source: some(e.source),
+                tags: Vec::new(),
+                quality: e.quality,
+                note: some(e.note),
+                metadata: e.metadata.into_iter().collect(),
+            };
+            for t in &e.tags {
+                meta.add_tag(t);
             }
-            if !e.label.is_empty() {
-                validate_label(&e.label).map_err(|err| format!("entry {i}: {err}"))?;
-            }
-            Ok(NewEntry { hash, label: (!e.label.is_empty()).then_some(e.label) })
+            validate_meta(&meta).map_err(|err| format!("entry {i}: {err}"))?;
+            let state =
+                state_from_proto(e.state, e.disabled_until_ms).map_err(|err| format!("entry {i}: {err}"))?;
+            Ok(NewEntry { hash, meta, added_ms: (e.added_ms > 0).then_some(e.added_ms), state })
         })
         .collect()
 }
@@ -81,12 +183,9 @@ impl proto::banks_server::Banks for BanksService {
         req: Request<proto::CreateBankRequest>,
     ) -> Result<Response<proto::Bank>, Status> {
         let r = req.into_inner();
-        let kind = match HashKind::try_from(r.kind) {
-            Ok(HashKind::Pdq) => Kind::Pdq,
-            Ok(HashKind::Phash) => Kind::Phash,
-            _ => return Err(Status::invalid_argument("kind must be HASH_KIND_PDQ or HASH_KIND_PHASH")),
-        };
-        let bank = self.blocking("CreateBank", move |s| s.banks.create(&r.name, kind)).await?;
+        let kind = kind_from_proto(r.kind, false)?.expect("not optional");
+        let policy = policy_from_proto(r.policy)?;
+        let bank = self.blocking("CreateBank", move |s| s.banks.create_with(&r.name, kind, policy)).await?;
         tracing::info!(bank = %bank.name, kind = %bank.kind, "bank created");
         Ok(Response::new(bank_to_proto(bank)))
     }
@@ -185,12 +284,7 @@ impl proto::banks_server::Banks for BanksService {
         tokio::task::spawn_blocking(move || {
             let start = Instant::now();
             let result = shared.banks.export(&name, |e| {
-                let entry = proto::BankEntry {
-                    id: e.id,
-                    hash: e.hash.to_hex(),
-                    label: e.label.unwrap_or_default(),
-                    added_ms: e.added_ms,
-                };
+                let entry = entry_to_proto(e.id, e.hash.to_hex(), e.added_ms, e.meta, e.state);
                 tx.blocking_send(Ok(entry)).map_err(|_| Error::InvalidInput("the client went away".into()))
             });
             if let Err(e) = &result {
@@ -200,6 +294,50 @@ impl proto::banks_server::Banks for BanksService {
             shared.record("ExportBank", start, status.as_ref());
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(method = "UpdateEntries"))]
+    async fn update_entries(
+        &self,
+        req: Request<proto::UpdateEntriesRequest>,
+    ) -> Result<Response<proto::UpdateEntriesResponse>, Status> {
+        let r = req.into_inner();
+        let state = match r.state {
+            None => None,
+            Some(s) => Some(state_from_proto(s, r.disabled_until_ms).map_err(Status::invalid_argument)?),
+        };
+        let update = EntryUpdate {
+            add_tags: r.add_tags,
+            remove_tags: r.remove_tags,
+            note: r.note.map(|n| (!n.is_empty()).then_some(n)),
+            state,
+        };
+        if update.is_empty() {
+            return Err(Status::invalid_argument("nothing to change: give tags, a note or a state"));
+        }
+        let ids = r.ids.clone();
+        let updates: Vec<(u64, EntryUpdate)> = r.ids.iter().map(|&id| (id, update.clone())).collect();
+        let bank = r.bank.clone();
+        let after = self.blocking("UpdateEntries", move |s| s.banks.update(&r.bank, &updates)).await?;
+        tracing::info!(bank = %bank, entries = ids.len(), "entries updated");
+        let entries = ids
+            .into_iter()
+            .zip(after)
+            .map(|(id, (meta, state))| entry_to_proto(id, String::new(), 0, meta, state))
+            .collect();
+        Ok(Response::new(proto::UpdateEntriesResponse { entries }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(method = "SetBankPolicy"))]
+    async fn set_bank_policy(
+        &self,
+        req: Request<proto::SetBankPolicyRequest>,
+    ) -> Result<Response<proto::Bank>, Status> {
+        let r = req.into_inner();
+        let policy = policy_from_proto(r.policy)?;
+        let bank = self.blocking("SetBankPolicy", move |s| s.banks.set_policy(&r.name, policy)).await?;
+        tracing::info!(bank = %bank.name, "bank policy set");
+        Ok(Response::new(bank_to_proto(bank)))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(method = "DeleteBank"))]

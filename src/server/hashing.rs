@@ -9,6 +9,7 @@
 
 use super::proto::{self, hash_and_match_response, hash_response};
 use super::{deadline_of, error_status, in_band, pipeline_status, Shared};
+use crate::banks::{BankHit, BankQuery};
 use crate::engine::HashOptions;
 use crate::hash::pdq::Dihedral;
 use crate::hash::HashRecord;
@@ -78,28 +79,46 @@ impl Shared {
         r: proto::HashAndMatchRequest,
         deadline: Option<Instant>,
     ) -> Result<proto::HashAndMatchResult, Status> {
-        let what = What { dihedral: r.dihedral, exif: r.exif_orientation, exact: r.exact };
+        // The file digests are computed when asked for, or when a bank searched needs them.
+        let exact = r.exact || self.banks.needs_digests(&r.banks);
+        let what = What { dihedral: r.dihedral, exif: r.exif_orientation, exact };
         let rec = self.hash_one(r.image, what, deadline).await?;
         let hashes = Some(hashes_of(&rec));
         if let Some(min) = r.min_quality.filter(|&m| rec.pdq.quality < m) {
             let skipped = format!("quality {} is below min_quality {min}: not matched", rec.pdq.quality);
-            return Ok(proto::HashAndMatchResult { hashes, matches: Vec::new(), skipped, truncated: false });
+            return Ok(proto::HashAndMatchResult {
+                hashes,
+                matches: Vec::new(),
+                skipped,
+                truncated: false,
+                suppressed: Vec::new(),
+            });
         }
-        let mut query = vec![AnyHash::Pdq(rec.pdq.hash), AnyHash::Phash(rec.phash)];
+        let mut hashes_q = vec![AnyHash::Pdq(rec.pdq.hash), AnyHash::Phash(rec.phash)];
         if let Some(d) = &rec.dihedral {
-            query.extend(d.named().iter().map(|(_, h)| AnyHash::Pdq(*h)));
+            hashes_q.extend(d.named().iter().map(|(_, h)| AnyHash::Pdq(*h)));
         }
-        let (matches, truncated) = self.match_blocking(r.banks, query, r.radius).await?;
-        Ok(proto::HashAndMatchResult { hashes, matches, skipped: String::new(), truncated })
+        if let Some(e) = &rec.exact {
+            hashes_q.extend([AnyHash::Md5(e.md5), AnyHash::Sha1(e.sha1), AnyHash::Sha256(e.sha256)]);
+        }
+        let query = BankQuery { hashes: hashes_q, quality: Some(rec.pdq.quality) };
+        let found = self.match_blocking(r.banks, query, r.radius).await?;
+        Ok(proto::HashAndMatchResult {
+            hashes,
+            matches: found.matches,
+            skipped: String::new(),
+            truncated: found.truncated,
+            suppressed: found.suppressed,
+        })
     }
 
     /// Runs a bank search on the blocking pool (it reads labels from the store) and converts the hits.
     async fn match_blocking(
         self: Arc<Self>,
         banks: Vec<String>,
-        query: Vec<AnyHash>,
+        query: BankQuery,
         radius: Option<u32>,
-    ) -> Result<(Vec<proto::Match>, bool), Status> {
+    ) -> Result<proto::MatchResponse, Status> {
         let start = Instant::now();
         let shared = self.clone();
         let found = tokio::task::spawn_blocking(move || shared.banks.search(&banks, &query, radius))
@@ -107,18 +126,34 @@ impl Shared {
             .map_err(|e| Status::internal(format!("match task failed: {e}")))?
             .map_err(|e| error_status(&e))?;
         self.metrics.stage_seconds.with_label_values(&["match"]).observe(start.elapsed().as_secs_f64());
-        let matches = found
-            .hits
-            .into_iter()
-            .map(|h| proto::Match {
-                bank: h.bank,
-                id: h.id,
-                hash: h.hash.to_hex(),
-                distance: h.distance,
-                label: h.label.unwrap_or_default(),
-            })
-            .collect();
-        Ok((matches, found.truncated))
+        Ok(proto::MatchResponse {
+            id: String::new(),
+            matches: found.hits.into_iter().map(match_to_proto).collect(),
+            truncated: found.truncated,
+            suppressed: found
+                .suppressed
+                .into_iter()
+                .map(|s| proto::Suppressed {
+                    by_bank: s.by.bank,
+                    by_id: s.by.id,
+                    by_external_id: s.by.external_id.unwrap_or_default(),
+                    r#match: Some(match_to_proto(s.hit)),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The wire form of a hit.
+fn match_to_proto(h: BankHit) -> proto::Match {
+    proto::Match {
+        bank: h.bank,
+        id: h.id,
+        hash: h.hash.to_hex(),
+        distance: h.distance,
+        label: h.label.unwrap_or_default(),
+        external_id: h.external_id.unwrap_or_default(),
+        tags: h.tags,
     }
 }
 
@@ -254,9 +289,14 @@ impl proto::matcher_server::Matcher for MatcherService {
         let start = Instant::now();
         let r = req.into_inner();
         let result = async {
-            let mut query = vec![AnyHash::from_hex(r.hash.trim()).map_err(|e| error_status(&e))?];
+            let kind = super::banks::kind_from_proto(r.kind, true)?;
+            let parse = |s: &str| match kind {
+                Some(k) => AnyHash::parse(k, s.trim()),
+                None => AnyHash::from_hex(s.trim()),
+            };
+            let mut query = vec![parse(&r.hash).map_err(|e| error_status(&e))?];
             for v in &r.variants {
-                let h = AnyHash::from_hex(v.trim()).map_err(|e| error_status(&e))?;
+                let h = parse(v).map_err(|e| error_status(&e))?;
                 if h.kind() != query[0].kind() {
                     return Err(Status::invalid_argument(format!(
                         "variant '{v}' is a {} hash; the query is a {} hash",
@@ -266,12 +306,12 @@ impl proto::matcher_server::Matcher for MatcherService {
                 }
                 query.push(h);
             }
+            let query = BankQuery { hashes: query, quality: r.quality };
             self.0.clone().match_blocking(r.banks, query, r.radius).await
         }
         .await;
         self.0.record("Match", start, result.as_ref().err());
-        let (matches, truncated) = result?;
-        Ok(Response::new(proto::MatchResponse { id: r.id, matches, truncated }))
+        Ok(Response::new(proto::MatchResponse { id: r.id, ..result? }))
     }
 
     type HashAndMatchStream = ResponseStream<proto::HashAndMatchResponse>;

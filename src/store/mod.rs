@@ -6,28 +6,49 @@
 //! rolled back on the next open. It is mature (1.0 in 2023, file format stable since) and fast enough to read
 //! a 10 M-hash bank in well under a second.
 //!
-//! Layout (one file, `DIR/banks.redb`; every table keyed by bank name first):
-//! - `banks`: name → kind, creation time, next id, number removed;
+//! Layout (one file, `DIR/banks.redb`; every entry table keyed by (bank name, id)), schema 2:
+//! - `schema`: `"version"` → 2;
+//! - `banks`: name → the bank's record, JSON: kind, creation time, next id, number removed, and its match
+//!   policy ([`BankPolicy`]: negative, default radius, minimum quality, flood guard);
 //! - `chunks`: (name, first id) → one batch of hashes as written by one `add` transaction: the time added
-//!   (ms since the epoch, u64 LE) then the packed hashes (PDQ: 4 little-endian u64 limbs; pHash: one u64).
-//!   Loading a bank is a sequential read of a few large values, not millions of small rows;
-//! - `labels`: (name, id) → label, only for entries that have one (labels never enter RAM for matching);
+//!   (ms since the epoch, u64 LE) then the packed hashes ([`AnyHash::write_bytes`]: PDQ 4 little-endian u64
+//!   limbs, pHash one, a digest its bytes). Loading a bank is a sequential read of a few large values, not
+//!   millions of small rows;
+//! - `entry_meta`: (name, id) → the entry's fields ([`EntryMeta`], plus the partner's added time), JSON,
+//!   only for entries that have some: none of it enters RAM for matching;
+//! - `disabled`: (name, id) → disabled until (ms; `u64::MAX`: until enabled), only for disabled entries —
+//!   small, and read whole when a bank is loaded;
 //! - `removed`: (name, id) → time removed (ms).
 //!
 //! Ids are assigned densely from 0 in the order entries are added, and never reused; the matcher's row
-//! number is the id. Each `add` is one transaction: all its entries are durable, or none are.
+//! number is the id. Each write is one transaction: all of it is durable, or none of it is.
+//!
+//! Schema 1 (before structured entries) had a 25-byte binary bank record and a `labels` table of label
+//! strings. [`Store::open`] migrates such a file in one transaction (every label becomes the entry's
+//! `label` field), so a crash during the migration leaves the schema-1 file as it was.
+
+mod entry;
+
+pub use entry::{Entry, EntryMeta, EntryState, EntryUpdate, NewEntry};
 
 use crate::error::{Error, Result};
-use crate::hash::{Hash256, Hash64};
 use crate::matcher::{AnyHash, Kind};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+const SCHEMA: TableDefinition<&str, u64> = TableDefinition::new("schema");
 const BANKS: TableDefinition<&str, &[u8]> = TableDefinition::new("banks");
 const CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("chunks");
-const LABELS: TableDefinition<(&str, u64), &str> = TableDefinition::new("labels");
+const META: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entry_meta");
+const DISABLED: TableDefinition<(&str, u64), u64> = TableDefinition::new("disabled");
 const REMOVED: TableDefinition<(&str, u64), u64> = TableDefinition::new("removed");
+/// Schema 1 only: (name, id) → label.
+const LABELS_V1: TableDefinition<(&str, u64), &str> = TableDefinition::new("labels");
+
+/// The schema this code writes.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "banks.redb";
@@ -35,12 +56,73 @@ pub const DB_FILE: &str = "banks.redb";
 /// Largest number of entries a bank can hold (row numbers are `u32`).
 pub const MAX_ENTRIES: u64 = u32::MAX as u64;
 
+/// `disabled` value of an entry disabled until it is enabled again.
+const FOREVER: u64 = u64::MAX;
+
+/// Flood guard of a bank: an entry that matches more than `max_matches` times within `window_s` seconds is
+/// reported (metrics, audit) and, with `auto_disable`, disabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloodGuard {
+    /// Matches allowed within the window.
+    pub max_matches: u32,
+    /// The window, in seconds.
+    pub window_s: u32,
+    /// Disable the entry when the limit is passed.
+    #[serde(default)]
+    pub auto_disable: bool,
+}
+
+/// How a bank takes part in matching, stored with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BankPolicy {
+    /// A negative bank holds known-benign hashes: a query that matches one of its entries has its matches in
+    /// the other banks suppressed (reported as suppressed), and its own matches are never reported as hits.
+    #[serde(default)]
+    pub negative: bool,
+    /// The radius used when a query gives none (else the kind's default); at most the kind's maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub radius: Option<u32>,
+    /// Queries whose PDQ quality is known and lower are not matched against this bank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_quality: Option<u32>,
+    /// Opt-in flood guard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flood: Option<FloodGuard>,
+}
+
+impl BankPolicy {
+    /// Checks the policy against the bank's kind.
+    pub fn validate(&self, kind: Kind) -> Result<()> {
+        if let Some(r) = self.radius {
+            if r > kind.max_radius() {
+                return Err(Error::InvalidInput(format!(
+                    "a default radius of {r} for a {kind} bank; at most {}",
+                    kind.max_radius()
+                )));
+            }
+        }
+        if let Some(q) = self.min_quality {
+            if q > 100 {
+                return Err(Error::InvalidInput(format!("minimum quality {q}; PDQ quality is 0 to 100")));
+            }
+        }
+        if let Some(f) = self.flood {
+            if f.max_matches == 0 || f.window_s == 0 {
+                return Err(Error::InvalidInput(
+                    "a flood guard needs at least 1 match and a window of at least 1 second".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A bank's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BankInfo {
     /// The bank's name.
     pub name: String,
-    /// PDQ or pHash.
+    /// The kind of hash it holds.
     pub kind: Kind,
     /// Creation time, ms since the Unix epoch.
     pub created_ms: u64,
@@ -48,6 +130,19 @@ pub struct BankInfo {
     pub next_id: u64,
     /// Entries removed so far.
     pub removed: u64,
+    /// How it takes part in matching.
+    pub policy: BankPolicy,
+}
+
+/// The bank record as stored (schema 2).
+#[derive(Serialize, Deserialize)]
+struct BankRecord {
+    kind: String,
+    created_ms: u64,
+    next_id: u64,
+    removed: u64,
+    #[serde(default)]
+    policy: BankPolicy,
 }
 
 impl BankInfo {
@@ -56,20 +151,34 @@ impl BankInfo {
         self.next_id - self.removed
     }
 
-    fn encode(&self) -> [u8; 25] {
-        let mut b = [0u8; 25];
-        b[0] = match self.kind {
-            Kind::Pdq => 1,
-            Kind::Phash => 2,
+    fn encode(&self) -> Vec<u8> {
+        let r = BankRecord {
+            kind: self.kind.name().to_string(),
+            created_ms: self.created_ms,
+            next_id: self.next_id,
+            removed: self.removed,
+            policy: self.policy,
         };
-        b[1..9].copy_from_slice(&self.created_ms.to_le_bytes());
-        b[9..17].copy_from_slice(&self.next_id.to_le_bytes());
-        b[17..25].copy_from_slice(&self.removed.to_le_bytes());
-        b
+        serde_json::to_vec(&r).expect("a bank record serialises")
     }
 
     fn decode(name: &str, b: &[u8]) -> Result<BankInfo> {
-        let corrupt = || Error::Store(format!("bank record of '{name}' is corrupt"));
+        let corrupt = |why: String| Error::Store(format!("bank record of '{name}' is corrupt: {why}"));
+        let r: BankRecord = serde_json::from_slice(b).map_err(|e| corrupt(e.to_string()))?;
+        let kind = r.kind.parse().map_err(|e: Error| corrupt(e.to_string()))?;
+        Ok(BankInfo {
+            name: name.to_string(),
+            kind,
+            created_ms: r.created_ms,
+            next_id: r.next_id,
+            removed: r.removed,
+            policy: r.policy,
+        })
+    }
+
+    /// Schema 1: kind (1 PDQ, 2 pHash), created, next id, removed; u64 little-endian.
+    fn decode_v1(name: &str, b: &[u8]) -> Result<BankInfo> {
+        let corrupt = || Error::Store(format!("schema-1 bank record of '{name}' is corrupt"));
         if b.len() != 25 {
             return Err(corrupt());
         }
@@ -79,30 +188,43 @@ impl BankInfo {
             _ => return Err(corrupt()),
         };
         let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        Ok(BankInfo { name: name.to_string(), kind, created_ms: u(1), next_id: u(9), removed: u(17) })
+        Ok(BankInfo {
+            name: name.to_string(),
+            kind,
+            created_ms: u(1),
+            next_id: u(9),
+            removed: u(17),
+            policy: BankPolicy::default(),
+        })
     }
 }
 
-/// An entry to add: a hash and an optional label.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewEntry {
-    /// The hash (must be of the bank's kind).
-    pub hash: AnyHash,
-    /// Free text kept with the entry (e.g. a case number or source file name).
-    pub label: Option<String>,
+/// An entry's fields as stored in `entry_meta`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredMeta {
+    #[serde(flatten)]
+    meta: EntryMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    added_ms: Option<u64>,
 }
 
-/// A stored entry, as exported.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    /// Id within the bank.
-    pub id: u64,
-    /// The hash.
-    pub hash: AnyHash,
-    /// The label, if one was given.
-    pub label: Option<String>,
-    /// When it was added, ms since the Unix epoch.
-    pub added_ms: u64,
+impl StoredMeta {
+    fn decode(name: &str, id: u64, b: &[u8]) -> Result<StoredMeta> {
+        serde_json::from_slice(b)
+            .map_err(|e| Error::Store(format!("bank '{name}': fields of entry {id} are corrupt: {e}")))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("entry fields serialise")
+    }
+}
+
+fn state_of(until: Option<u64>) -> EntryState {
+    match until {
+        None => EntryState::Active,
+        Some(FOREVER) => EntryState::Disabled { until_ms: None },
+        Some(t) => EntryState::Disabled { until_ms: Some(t) },
+    }
 }
 
 /// Every hash ever added to a bank, in id order (row `i` is entry id `i`), packed as the matcher indexes them.
@@ -112,6 +234,12 @@ pub enum Rows {
     Pdq(Vec<[u64; 4]>),
     /// pHash: one u64 per hash.
     Phash(Vec<[u64; 1]>),
+    /// MD5 digests.
+    Md5(Vec<[u8; 16]>),
+    /// SHA-1 digests.
+    Sha1(Vec<[u8; 20]>),
+    /// SHA-256 digests.
+    Sha256(Vec<[u8; 32]>),
 }
 
 /// A bank's rows as stored: what the banks module indexes.
@@ -123,6 +251,8 @@ pub struct StoredBank {
     pub rows: Rows,
     /// Ids of the removed entries.
     pub removed: Vec<u64>,
+    /// The disabled entries: id and, when it is limited, until when (ms).
+    pub disabled: Vec<(u64, EntryState)>,
 }
 
 /// The bank store: one redb database file in a data directory.
@@ -142,7 +272,8 @@ fn store_err(e: impl std::fmt::Display) -> Error {
     Error::Store(e.to_string())
 }
 
-fn now_ms() -> u64 {
+/// Now, in ms since the Unix epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -162,26 +293,11 @@ fn hash_size(kind: Kind) -> usize {
     kind.bits() as usize / 8
 }
 
-fn encode_hash(h: &AnyHash, out: &mut Vec<u8>) {
-    match h {
-        AnyHash::Pdq(p) => p.limbs.iter().for_each(|l| out.extend_from_slice(&l.to_le_bytes())),
-        AnyHash::Phash(p) => out.extend_from_slice(&p.0.to_le_bytes()),
-    }
-}
-
-fn decode_hash(kind: Kind, b: &[u8]) -> AnyHash {
-    let u = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-    match kind {
-        Kind::Pdq => AnyHash::Pdq(Hash256 { limbs: [u(0), u(1), u(2), u(3)] }),
-        Kind::Phash => AnyHash::Phash(Hash64(u(0))),
-    }
-}
-
-/// The merge `for_each_entry` does: a bank's ids are dense (its chunks), its `labels` and `removed` tables
-/// sparse, all three read in id order. Every read error of either table is returned, never taken for the
-/// end of the table (which would export later removed entries as live and drop later labels).
+/// The merge `for_each_entry` does: a bank's ids are dense (its chunks), its `entry_meta`, `disabled` and
+/// `removed` tables sparse, all read in id order. Every read error of any table is returned, never taken for
+/// the end of the table (which would export later removed entries as live and drop later fields).
 mod merge {
-    use super::Entry;
+    use super::{state_of, Entry, StoredMeta};
     use crate::error::Result;
     use crate::matcher::AnyHash;
 
@@ -217,28 +333,37 @@ mod merge {
         }
     }
 
-    /// The labels and removed ids of a bank, walked alongside its ids.
-    pub(super) struct Merge<L, R> {
-        labels: Sparse<L, String>,
+    /// The fields, states and removed ids of a bank, walked alongside its ids.
+    pub(super) struct Merge<M, D, R> {
+        meta: Sparse<M, StoredMeta>,
+        disabled: Sparse<D, u64>,
         removed: Sparse<R, ()>,
     }
 
-    impl<L, R> Merge<L, R>
+    impl<M, D, R> Merge<M, D, R>
     where
-        L: Iterator<Item = Result<(u64, String)>>,
+        M: Iterator<Item = Result<(u64, StoredMeta)>>,
+        D: Iterator<Item = Result<(u64, u64)>>,
         R: Iterator<Item = Result<(u64, ())>>,
     {
-        pub(super) fn new(labels: L, removed: R) -> Merge<L, R> {
-            Merge { labels: Sparse::new(labels), removed: Sparse::new(removed) }
+        pub(super) fn new(meta: M, disabled: D, removed: R) -> Merge<M, D, R> {
+            Merge { meta: Sparse::new(meta), disabled: Sparse::new(disabled), removed: Sparse::new(removed) }
         }
 
         /// Entry `id` (ask for ids in increasing order), or `None` when it was removed.
         pub(super) fn entry(&mut self, id: u64, hash: AnyHash, added_ms: u64) -> Result<Option<Entry>> {
-            let label = self.labels.at(id)?;
+            let stored = self.meta.at(id)?.unwrap_or_default();
+            let state = state_of(self.disabled.at(id)?);
             if self.removed.at(id)?.is_some() {
                 return Ok(None);
             }
-            Ok(Some(Entry { id, hash, label, added_ms }))
+            Ok(Some(Entry {
+                id,
+                hash,
+                meta: stored.meta,
+                added_ms: stored.added_ms.unwrap_or(added_ms),
+                state,
+            }))
         }
     }
 
@@ -247,13 +372,19 @@ mod merge {
         use super::*;
         use crate::error::Error;
         use crate::hash::Hash64;
+        use crate::store::EntryState;
+
+        type Items<V> = Vec<Result<(u64, V)>>;
 
         /// Exports ids `0..n` as `bank export` does: the live entries, or the first error.
-        fn export<L, R>(mut m: Merge<L, R>, n: u64, out: &mut Vec<Entry>) -> Result<()>
-        where
-            L: Iterator<Item = Result<(u64, String)>>,
-            R: Iterator<Item = Result<(u64, ())>>,
-        {
+        fn export(
+            meta: Items<StoredMeta>,
+            disabled: Items<u64>,
+            removed: Items<()>,
+            n: u64,
+            out: &mut Vec<Entry>,
+        ) -> Result<()> {
+            let mut m = Merge::new(meta.into_iter(), disabled.into_iter(), removed.into_iter());
             for id in 0..n {
                 if let Some(e) = m.entry(id, AnyHash::Phash(Hash64(id)), 7)? {
                     out.push(e);
@@ -266,15 +397,30 @@ mod merge {
             Error::Store("read error".into())
         }
 
+        fn labelled(id: u64, l: &str) -> Result<(u64, StoredMeta)> {
+            let mut m = StoredMeta::default();
+            m.meta.label = Some(l.to_string());
+            Ok((id, m))
+        }
+
         #[test]
-        fn merges_labels_and_drops_removed_ids() {
-            let labels =
-                vec![Ok((1, "one".to_string())), Ok((2, "two".to_string())), Ok((4, "four".to_string()))];
+        fn merges_fields_and_states_and_drops_removed_ids() {
+            let meta = vec![labelled(1, "one"), labelled(2, "two"), labelled(4, "four")];
+            let disabled = vec![Ok((1, super::super::FOREVER)), Ok((5, 99))];
             let removed = vec![Ok((2, ())), Ok((3, ()))];
             let mut out = Vec::new();
-            export(Merge::new(labels.into_iter(), removed.into_iter()), 6, &mut out).unwrap();
-            let got: Vec<_> = out.iter().map(|e| (e.id, e.label.as_deref())).collect();
-            assert_eq!(got, [(0, None), (1, Some("one")), (4, Some("four")), (5, None)]);
+            export(meta, disabled, removed, 6, &mut out).unwrap();
+            let got: Vec<_> = out.iter().map(|e| (e.id, e.meta.label.as_deref(), e.state)).collect();
+            let active = EntryState::Active;
+            assert_eq!(
+                got,
+                [
+                    (0, None, active),
+                    (1, Some("one"), EntryState::Disabled { until_ms: None }),
+                    (4, Some("four"), active),
+                    (5, None, EntryState::Disabled { until_ms: Some(99) })
+                ]
+            );
         }
 
         /// Defect 6: an error reading the removed ids fails the export; it never exports the entries after
@@ -283,17 +429,22 @@ mod merge {
         fn a_read_error_in_the_removed_ids_fails_the_export() {
             let removed = vec![Ok((1, ())), Err(disk()), Ok((3, ()))];
             let mut out = Vec::new();
-            let r = export(Merge::new(std::iter::empty(), removed.into_iter()), 5, &mut out);
+            let r = export(vec![], vec![], removed, 5, &mut out);
             assert!(matches!(r, Err(Error::Store(_))), "{r:?}");
             assert!(out.iter().all(|e| e.id < 2), "exported past the error: {out:?}");
         }
 
-        /// Defect 6: an error reading the labels fails the export; it never drops the labels after it.
+        /// Defect 6: an error reading the fields (or states) fails the export; it never drops the fields
+        /// after it.
         #[test]
-        fn a_read_error_in_the_labels_fails_the_export() {
-            let labels = vec![Ok((0, "zero".to_string())), Err(disk()), Ok((3, "three".to_string()))];
+        fn a_read_error_in_the_fields_or_states_fails_the_export() {
+            let meta = vec![labelled(0, "zero"), Err(disk()), labelled(3, "three")];
             let mut out = Vec::new();
-            let r = export(Merge::new(labels.into_iter(), std::iter::empty()), 5, &mut out);
+            let r = export(meta, vec![], vec![], 5, &mut out);
+            assert!(matches!(r, Err(Error::Store(_))), "{r:?}");
+            assert!(out.iter().all(|e| e.id < 1), "exported past the error: {out:?}");
+            let mut out = Vec::new();
+            let r = export(vec![], vec![Ok((0, 5)), Err(disk())], vec![], 5, &mut out);
             assert!(matches!(r, Err(Error::Store(_))), "{r:?}");
             assert!(out.iter().all(|e| e.id < 1), "exported past the error: {out:?}");
         }
@@ -301,7 +452,7 @@ mod merge {
 }
 
 impl Store {
-    /// Opens (creating when needed) the store in `dir` (created too).
+    /// Opens (creating when needed) the store in `dir` (created too), migrating a schema-1 file.
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(DB_FILE);
@@ -314,9 +465,24 @@ impl Store {
         })?;
         let txn = db.begin_write().map_err(store_err)?;
         {
+            let version = txn
+                .open_table(SCHEMA)
+                .map_err(store_err)?
+                .get("version")
+                .map_err(store_err)?
+                .map(|v| v.value());
+            match version {
+                Some(SCHEMA_VERSION) => {}
+                Some(v) if v > SCHEMA_VERSION => return Err(Error::Store(format!(
+                    "{} has schema {v}, written by a newer pharos (this one reads up to {SCHEMA_VERSION})",
+                    path.display()
+                ))),
+                _ => migrate_v1(&txn, &path)?,
+            }
             txn.open_table(BANKS).map_err(store_err)?;
             txn.open_table(CHUNKS).map_err(store_err)?;
-            txn.open_table(LABELS).map_err(store_err)?;
+            txn.open_table(META).map_err(store_err)?;
+            txn.open_table(DISABLED).map_err(store_err)?;
             txn.open_table(REMOVED).map_err(store_err)?;
         }
         txn.commit().map_err(store_err)?;
@@ -328,17 +494,40 @@ impl Store {
         &self.path
     }
 
-    /// Creates an empty bank.
+    /// Creates an empty bank with the default policy.
     pub fn create_bank(&self, name: &str, kind: Kind) -> Result<BankInfo> {
+        self.create_bank_with(name, kind, BankPolicy::default())
+    }
+
+    /// Creates an empty bank with a policy.
+    pub fn create_bank_with(&self, name: &str, kind: Kind, policy: BankPolicy) -> Result<BankInfo> {
         validate_name(name)?;
+        policy.validate(kind)?;
         let txn = self.db.begin_write().map_err(store_err)?;
-        let info = BankInfo { name: name.to_string(), kind, created_ms: now_ms(), next_id: 0, removed: 0 };
+        let info =
+            BankInfo { name: name.to_string(), kind, created_ms: now_ms(), next_id: 0, removed: 0, policy };
         {
             let mut banks = txn.open_table(BANKS).map_err(store_err)?;
             if banks.get(name).map_err(store_err)?.is_some() {
                 return Err(Error::BankExists(name.to_string()));
             }
             banks.insert(name, &info.encode()[..]).map_err(store_err)?;
+        }
+        txn.commit().map_err(store_err)?;
+        Ok(info)
+    }
+
+    /// Replaces a bank's policy; returns the bank's metadata.
+    pub fn set_policy(&self, name: &str, policy: BankPolicy) -> Result<BankInfo> {
+        let txn = self.db.begin_write().map_err(store_err)?;
+        let info;
+        {
+            let mut banks = txn.open_table(BANKS).map_err(store_err)?;
+            let mut i = read_info(&banks, name)?;
+            policy.validate(i.kind)?;
+            i.policy = policy;
+            banks.insert(name, &i.encode()[..]).map_err(store_err)?;
+            info = i;
         }
         txn.commit().map_err(store_err)?;
         Ok(info)
@@ -357,7 +546,11 @@ impl Store {
                 .map_err(store_err)?
                 .retain_in(range.clone(), |_, _| false)
                 .map_err(store_err)?;
-            txn.open_table(LABELS)
+            txn.open_table(META)
+                .map_err(store_err)?
+                .retain_in(range.clone(), |_, _| false)
+                .map_err(store_err)?;
+            txn.open_table(DISABLED)
                 .map_err(store_err)?
                 .retain_in(range.clone(), |_, _| false)
                 .map_err(store_err)?;
@@ -405,13 +598,19 @@ impl Store {
             let mut blob = Vec::with_capacity(8 + entries.len() * hash_size(info.kind));
             blob.extend_from_slice(&now_ms().to_le_bytes());
             for e in entries {
-                encode_hash(&e.hash, &mut blob);
+                e.hash.write_bytes(&mut blob);
             }
             txn.open_table(CHUNKS).map_err(store_err)?.insert((name, first), &blob[..]).map_err(store_err)?;
-            let mut labels = txn.open_table(LABELS).map_err(store_err)?;
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            let mut disabled = txn.open_table(DISABLED).map_err(store_err)?;
             for (i, e) in entries.iter().enumerate() {
-                if let Some(l) = &e.label {
-                    labels.insert((name, first + i as u64), l.as_str()).map_err(store_err)?;
+                let id = first + i as u64;
+                let stored = StoredMeta { meta: e.meta.clone(), added_ms: e.added_ms };
+                if stored != StoredMeta::default() {
+                    meta.insert((name, id), &stored.encode()[..]).map_err(store_err)?;
+                }
+                if let EntryState::Disabled { until_ms } = e.state {
+                    disabled.insert((name, id), until_ms.unwrap_or(FOREVER)).map_err(store_err)?;
                 }
             }
             info.next_id += entries.len() as u64;
@@ -421,19 +620,23 @@ impl Store {
         Ok(first)
     }
 
-    /// Removes entries by id in one transaction; an id the bank does not hold (never added or already
-    /// removed) fails the whole call and nothing is written.
+    /// Removes entries by id in one transaction (their fields and state go too); an id the bank does not hold
+    /// (never added or already removed) fails the whole call and nothing is written.
     pub fn remove(&self, name: &str, ids: &[u64]) -> Result<()> {
         let txn = self.db.begin_write().map_err(store_err)?;
         {
             let mut banks = txn.open_table(BANKS).map_err(store_err)?;
             let mut info = read_info(&banks, name)?;
             let mut removed = txn.open_table(REMOVED).map_err(store_err)?;
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            let mut disabled = txn.open_table(DISABLED).map_err(store_err)?;
             let now = now_ms();
             for &id in ids {
                 if id >= info.next_id || removed.insert((name, id), now).map_err(store_err)?.is_some() {
                     return Err(Error::UnknownEntry { bank: name.to_string(), id });
                 }
+                meta.remove((name, id)).map_err(store_err)?;
+                disabled.remove((name, id)).map_err(store_err)?;
                 info.removed += 1;
             }
             banks.insert(name, &info.encode()[..]).map_err(store_err)?;
@@ -441,40 +644,96 @@ impl Store {
         txn.commit().map_err(store_err)
     }
 
-    /// Reads a bank's rows and removed ids in one consistent snapshot (sequential reads of large values).
+    /// Changes entries in place (tags, note, state) in one durable transaction; an id the bank does not hold
+    /// fails the whole call and nothing is written. Returns the entries' fields and states after the change
+    /// (in the order of `updates`).
+    pub fn update(&self, name: &str, updates: &[(u64, EntryUpdate)]) -> Result<Vec<(EntryMeta, EntryState)>> {
+        let txn = self.db.begin_write().map_err(store_err)?;
+        let mut out = Vec::with_capacity(updates.len());
+        {
+            let info = read_info(&txn.open_table(BANKS).map_err(store_err)?, name)?;
+            let removed = txn.open_table(REMOVED).map_err(store_err)?;
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            let mut disabled = txn.open_table(DISABLED).map_err(store_err)?;
+            for (id, u) in updates {
+                let id = *id;
+                if id >= info.next_id || removed.get((name, id)).map_err(store_err)?.is_some() {
+                    return Err(Error::UnknownEntry { bank: name.to_string(), id });
+                }
+                let old = meta.get((name, id)).map_err(store_err)?.map(|v| v.value().to_vec());
+                let mut stored = match old {
+                    Some(b) => StoredMeta::decode(name, id, &b)?,
+                    None => StoredMeta::default(),
+                };
+                let before = stored.clone();
+                u.apply(&mut stored.meta);
+                if stored != before {
+                    if stored == StoredMeta::default() {
+                        meta.remove((name, id)).map_err(store_err)?;
+                    } else {
+                        meta.insert((name, id), &stored.encode()[..]).map_err(store_err)?;
+                    }
+                }
+                let state = match u.state {
+                    Some(EntryState::Active) => {
+                        disabled.remove((name, id)).map_err(store_err)?;
+                        EntryState::Active
+                    }
+                    Some(EntryState::Disabled { until_ms }) => {
+                        disabled.insert((name, id), until_ms.unwrap_or(FOREVER)).map_err(store_err)?;
+                        EntryState::Disabled { until_ms }
+                    }
+                    None => state_of(disabled.get((name, id)).map_err(store_err)?.map(|v| v.value())),
+                };
+                out.push((stored.meta, state));
+            }
+        }
+        txn.commit().map_err(store_err)?;
+        Ok(out)
+    }
+
+    /// Reads a bank's rows, removed ids and disabled entries in one consistent snapshot (sequential reads of
+    /// large values).
     pub fn load(&self, name: &str) -> Result<StoredBank> {
         let txn = self.db.begin_read().map_err(store_err)?;
         let info = read_info(&txn.open_table(BANKS).map_err(store_err)?, name)?;
+        let range = (name, 0u64)..=(name, u64::MAX);
         let removed: Vec<u64> = {
             let t = txn.open_table(REMOVED).map_err(store_err)?;
             let mut v = Vec::with_capacity(info.removed as usize);
-            for item in t.range((name, 0u64)..=(name, u64::MAX)).map_err(store_err)? {
+            for item in t.range(range.clone()).map_err(store_err)? {
                 v.push(item.map_err(store_err)?.0.value().1);
+            }
+            v
+        };
+        let disabled = {
+            let t = txn.open_table(DISABLED).map_err(store_err)?;
+            let mut v = Vec::new();
+            for item in t.range(range).map_err(store_err)? {
+                let (k, until) = item.map_err(store_err)?;
+                v.push((k.value().1, state_of(Some(until.value()))));
             }
             v
         };
         let chunks = txn.open_table(CHUNKS).map_err(store_err)?;
         let n = info.next_id as usize;
+        macro_rules! read {
+            ($variant:ident, $size:expr, $b:ident => $row:expr) => {{
+                let mut rows = Vec::with_capacity(n);
+                self.read_chunks(&chunks, name, $size, |$b| rows.push($row))?;
+                check_rows(name, rows.len(), n)?;
+                Rows::$variant(rows)
+            }};
+        }
+        let u = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
         let rows = match info.kind {
-            Kind::Pdq => {
-                let mut rows: Vec<[u64; 4]> = Vec::with_capacity(n);
-                self.read_chunks(&chunks, name, 32, |b| {
-                    let u = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-                    rows.push([u(0), u(1), u(2), u(3)]);
-                })?;
-                check_rows(name, rows.len(), n)?;
-                Rows::Pdq(rows)
-            }
-            Kind::Phash => {
-                let mut rows: Vec<[u64; 1]> = Vec::with_capacity(n);
-                self.read_chunks(&chunks, name, 8, |b| {
-                    rows.push([u64::from_le_bytes(b.try_into().expect("8 bytes"))]);
-                })?;
-                check_rows(name, rows.len(), n)?;
-                Rows::Phash(rows)
-            }
+            Kind::Pdq => read!(Pdq, 32, b => [u(b, 0), u(b, 1), u(b, 2), u(b, 3)]),
+            Kind::Phash => read!(Phash, 8, b => [u(b, 0)]),
+            Kind::Md5 => read!(Md5, 16, b => b.try_into().expect("16 bytes")),
+            Kind::Sha1 => read!(Sha1, 20, b => b.try_into().expect("20 bytes")),
+            Kind::Sha256 => read!(Sha256, 32, b => b.try_into().expect("32 bytes")),
         };
-        Ok(StoredBank { info, rows, removed })
+        Ok(StoredBank { info, rows, removed, disabled })
     }
 
     fn read_chunks(
@@ -499,33 +758,42 @@ impl Store {
         Ok(())
     }
 
-    /// Labels of the given ids (`None` where an entry has none).
-    pub fn labels(&self, name: &str, ids: &[u64]) -> Result<Vec<Option<String>>> {
+    /// The fields of the given ids (empty where an entry has none).
+    pub fn metas(&self, name: &str, ids: &[u64]) -> Result<Vec<EntryMeta>> {
         let txn = self.db.begin_read().map_err(store_err)?;
-        let t = txn.open_table(LABELS).map_err(store_err)?;
+        let t = txn.open_table(META).map_err(store_err)?;
         ids.iter()
-            .map(|&id| Ok(t.get((name, id)).map_err(store_err)?.map(|v| v.value().to_string())))
+            .map(|&id| match t.get((name, id)).map_err(store_err)? {
+                Some(v) => Ok(StoredMeta::decode(name, id, v.value())?.meta),
+                None => Ok(EntryMeta::default()),
+            })
             .collect()
     }
 
     /// Calls `f` on every live entry of a bank, in id order (what `bank export` writes). A read error ends
-    /// it with that error: a removed entry is never passed as live, nor a label dropped.
+    /// it with that error: a removed entry is never passed as live, nor a field dropped.
     pub fn for_each_entry(&self, name: &str, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
         let txn = self.db.begin_read().map_err(store_err)?;
         let info = read_info(&txn.open_table(BANKS).map_err(store_err)?, name)?;
         let range = (name, 0u64)..=(name, u64::MAX);
         let removed_t = txn.open_table(REMOVED).map_err(store_err)?;
-        let labels_t = txn.open_table(LABELS).map_err(store_err)?;
+        let meta_t = txn.open_table(META).map_err(store_err)?;
+        let disabled_t = txn.open_table(DISABLED).map_err(store_err)?;
         let chunks = txn.open_table(CHUNKS).map_err(store_err)?;
-        let labels = labels_t
+        let meta = meta_t.range(range.clone()).map_err(store_err)?.map(|r| {
+            let (k, v) = r.map_err(store_err)?;
+            let id = k.value().1;
+            Ok((id, StoredMeta::decode(name, id, v.value())?))
+        });
+        let disabled = disabled_t
             .range(range.clone())
             .map_err(store_err)?
-            .map(|r| r.map(|(k, v)| (k.value().1, v.value().to_string())).map_err(store_err));
+            .map(|r| r.map(|(k, v)| (k.value().1, v.value())).map_err(store_err));
         let removed = removed_t
             .range(range.clone())
             .map_err(store_err)?
             .map(|r| r.map(|(k, _)| (k.value().1, ())).map_err(store_err));
-        let mut merge = merge::Merge::new(labels, removed);
+        let mut merge = merge::Merge::new(meta, disabled, removed);
         let size = hash_size(info.kind);
         for item in chunks.range(range).map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
@@ -535,13 +803,56 @@ impl Store {
             }
             let added_ms = u64::from_le_bytes(blob[..8].try_into().expect("8 bytes"));
             for (i, h) in blob[8..].chunks_exact(size).enumerate() {
-                if let Some(e) = merge.entry(first + i as u64, decode_hash(info.kind, h), added_ms)? {
+                if let Some(e) = merge.entry(first + i as u64, AnyHash::from_bytes(info.kind, h), added_ms)? {
                     f(e)?;
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Migrates a schema-1 file (or stamps a new, empty one) inside the open transaction `txn`: bank records
+/// become schema-2 records with the default policy, every label becomes the `label` field of its entry, the
+/// `labels` table is deleted, and the schema version is written. Nothing is committed here: the caller's
+/// commit makes all of it durable at once.
+fn migrate_v1(txn: &redb::WriteTransaction, path: &Path) -> Result<()> {
+    let mut banks = txn.open_table(BANKS).map_err(store_err)?;
+    let mut old = Vec::new();
+    for item in banks.iter().map_err(store_err)? {
+        let (k, v) = item.map_err(store_err)?;
+        old.push((k.value().to_string(), v.value().to_vec()));
+    }
+    for (name, record) in &old {
+        let info = BankInfo::decode_v1(name, record)?;
+        banks.insert(name.as_str(), &info.encode()[..]).map_err(store_err)?;
+    }
+    let mut labels_moved = 0u64;
+    let had_labels = txn.list_tables().map_err(store_err)?.any(|t| t.name() == LABELS_V1.name());
+    if had_labels {
+        let labels = txn.open_table(LABELS_V1).map_err(store_err)?;
+        let mut meta = txn.open_table(META).map_err(store_err)?;
+        for item in labels.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let (name, id) = k.value();
+            let mut stored = StoredMeta::default();
+            stored.meta.label = Some(v.value().to_string());
+            meta.insert((name, id), &stored.encode()[..]).map_err(store_err)?;
+            labels_moved += 1;
+        }
+        drop(labels);
+        txn.delete_table(LABELS_V1).map_err(store_err)?;
+    }
+    txn.open_table(SCHEMA).map_err(store_err)?.insert("version", SCHEMA_VERSION).map_err(store_err)?;
+    if !old.is_empty() || had_labels {
+        tracing::info!(
+            store = %path.display(),
+            banks = old.len(),
+            labels = labels_moved,
+            "bank store migrated from schema 1 to {SCHEMA_VERSION}"
+        );
+    }
+    Ok(())
 }
 
 fn check_rows(name: &str, got: usize, want: usize) -> Result<()> {

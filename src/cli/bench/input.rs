@@ -300,6 +300,7 @@ pub(crate) fn bank(kind: Kind, n: usize, queries: usize, radius: u32, seed: u64)
                 .collect();
             (Index::Phash(MihIndex::build(rows, &[])), sample)
         }
+        k => unreachable!("bench match takes pdq or phash (parse_kind), not {k}"),
     };
     let build_seconds = start.elapsed().as_secs_f64();
     let mut qs: Vec<Query> = Vec::with_capacity(queries);
@@ -320,6 +321,9 @@ pub(crate) fn random_hash(kind: Kind, rng: &mut Rng) -> AnyHash {
             limbs: [rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()],
         }),
         Kind::Phash => AnyHash::Phash(pharos::hash::Hash64(rng.next_u64())),
+        Kind::Md5 => AnyHash::Md5(std::array::from_fn(|_| rng.next_u64() as u8)),
+        Kind::Sha1 => AnyHash::Sha1(std::array::from_fn(|_| rng.next_u64() as u8)),
+        Kind::Sha256 => AnyHash::Sha256(std::array::from_fn(|_| rng.next_u64() as u8)),
     }
 }
 
@@ -338,6 +342,7 @@ fn flip(h: AnyHash, flips: u64, rng: &mut Rng) -> AnyHash {
             }
             AnyHash::Phash(p)
         }
+        digest => digest,
     }
 }
 

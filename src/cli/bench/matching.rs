@@ -34,8 +34,12 @@ pub(crate) struct MatchBench {
     common: Common,
 }
 
+/// `pdq` or `phash`: the kinds matched by distance (a digest bank is a hash-set lookup, nothing to plan).
 pub(crate) fn parse_kind(s: &str) -> Result<Kind, String> {
-    s.parse().map_err(|e: pharos::Error| e.to_string())
+    match s.parse().map_err(|e: pharos::Error| e.to_string())? {
+        k @ (Kind::Pdq | Kind::Phash) => Ok(k),
+        k => Err(format!("{k} banks match by equality (a hash-set lookup); bench match plans pdq or phash")),
+    }
 }
 
 pub(crate) fn run(a: MatchBench) -> anyhow::Result<()> {
