@@ -98,6 +98,14 @@ pub enum Error {
         /// The id asked for.
         id: u64,
     },
+    /// No entry of the bank has this external id.
+    #[error("bank '{bank}' has no entry with external id '{external_id}'")]
+    UnknownExternalId {
+        /// The bank.
+        bank: String,
+        /// The external id asked for (cut to 80 characters).
+        external_id: String,
+    },
     /// The embedded bank store failed (I/O, corruption, or the database is open in another process).
     #[error("bank store: {0}")]
     Store(String),

@@ -12,6 +12,7 @@ mod bad_input;
 mod banks;
 mod bench_cli;
 mod cli;
+mod data_model;
 mod formats;
 mod golden;
 mod layers;

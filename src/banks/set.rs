@@ -342,6 +342,12 @@ impl BankSet {
         Ok(after)
     }
 
+    /// The ids of the live entries with each of these external ids (see [`Store::ids_by_external_id`]).
+    pub fn ids_by_external_id(&self, name: &str, external_ids: &[String]) -> Result<Vec<(String, Vec<u64>)>> {
+        self.get(name)?;
+        self.store.ids_by_external_id(name, external_ids)
+    }
+
     /// Replaces a bank's match policy, durably.
     pub fn set_policy(&self, name: &str, policy: BankPolicy) -> Result<BankSummary> {
         let bank = self.get(name)?;

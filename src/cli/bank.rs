@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use pharos::banks::formats::{CsvExport, EntryReader, LineError, Record};
 use pharos::matcher::{AnyHash, Kind};
-use pharos::store::{EntryMeta, EntryState, NewEntry, Store};
+use pharos::store::{BankInfo, BankPolicy, EntryMeta, EntryState, EntryUpdate, FloodGuard, NewEntry, Store};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -70,12 +70,26 @@ enum BankCommand {
     Create {
         /// Bank name (1-64 characters from A-Z a-z 0-9 _ . -).
         name: String,
-        /// Hash kind the bank holds.
+        /// Hash kind the bank holds: perceptual (pdq, phash: matched within a radius) or a digest of the
+        /// file bytes (md5, sha1, sha256: matched when equal).
         #[arg(long, value_enum, default_value = "pdq")]
         kind: KindArg,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Replace a bank's match policy (negative, default radius, minimum quality, flood guard); options not
+    /// given are reset to their defaults.
+    Policy {
+        /// Bank name.
+        name: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// List banks: one JSON object per bank.
     List,
+    /// Change entries in place: tags, note, state (disabled entries never match but are kept and exported).
+    /// All or nothing; prints each entry's fields afterwards as a JSON line.
+    Update(UpdateArgs),
     /// Add hashes (`hex`, `hex,label`, `pharos hash` JSON lines, CSV) in one transaction.
     Add(AddArgs),
     /// Import a (large) file of hashes, committing in batches with progress on stderr.
@@ -110,6 +124,9 @@ enum BankCommand {
 enum KindArg {
     Pdq,
     Phash,
+    Md5,
+    Sha1,
+    Sha256,
 }
 
 impl From<KindArg> for Kind {
@@ -117,8 +134,97 @@ impl From<KindArg> for Kind {
         match k {
             KindArg::Pdq => Kind::Pdq,
             KindArg::Phash => Kind::Phash,
+            KindArg::Md5 => Kind::Md5,
+            KindArg::Sha1 => Kind::Sha1,
+            KindArg::Sha256 => Kind::Sha256,
         }
     }
+}
+
+/// A bank's match policy on the command line.
+#[derive(Args, Debug, Clone)]
+struct PolicyArgs {
+    /// A negative bank: known-benign hashes. A query matching one of its entries has its matches in the
+    /// other banks suppressed (reported as suppressed with this bank's entry).
+    #[arg(long)]
+    negative: bool,
+    /// Radius used when a query gives none [default: the kind's, 31 for PDQ, 10 for pHash].
+    #[arg(long, value_name = "R")]
+    radius: Option<u32>,
+    /// Queries whose PDQ quality is known and below this are not matched against the bank.
+    #[arg(long, value_name = "Q")]
+    min_quality: Option<u32>,
+    /// Flood guard: an entry matching more than N times within --flood-window is reported (metrics,
+    /// audit).
+    #[arg(long, value_name = "N", requires = "flood_window")]
+    flood_max: Option<u32>,
+    /// The flood guard's window, e.g. `10m`, `1h`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "flood_max")]
+    flood_window: Option<std::time::Duration>,
+    /// Disable an entry when the flood guard trips.
+    #[arg(long, requires = "flood_max")]
+    flood_auto_disable: bool,
+}
+
+impl PolicyArgs {
+    fn policy(&self) -> anyhow::Result<BankPolicy> {
+        let flood = match (self.flood_max, self.flood_window) {
+            (Some(max_matches), Some(w)) => {
+                let window_s = u32::try_from(w.as_secs()).context("--flood-window is too long")?;
+                anyhow::ensure!(window_s > 0, "--flood-window must be at least 1s");
+                Some(FloodGuard { max_matches, window_s, auto_disable: self.flood_auto_disable })
+            }
+            _ => None,
+        };
+        Ok(BankPolicy { negative: self.negative, radius: self.radius, min_quality: self.min_quality, flood })
+    }
+}
+
+#[derive(Args, Debug)]
+struct UpdateArgs {
+    /// Bank name.
+    name: String,
+    /// Entry ids.
+    ids: Vec<u64>,
+    /// Also every entry with this external id (the partner's id; repeat for several).
+    #[arg(long, value_name = "ID")]
+    external_id: Vec<String>,
+    /// Add a tag (repeat for several).
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+    /// Remove a tag (repeat for several).
+    #[arg(long, value_name = "TAG")]
+    untag: Vec<String>,
+    /// Set the note.
+    #[arg(long, conflicts_with = "clear_note")]
+    note: Option<String>,
+    /// Remove the note.
+    #[arg(long)]
+    clear_note: bool,
+    /// Disable the entries: they never match, but are kept and exported.
+    #[arg(long, conflicts_with = "enable")]
+    disable: bool,
+    /// With --disable: active again from this time (RFC 3339, e.g. 2027-01-31T00:00:00Z) or after this
+    /// long (e.g. `30d`).
+    #[arg(long, requires = "disable", value_name = "TIME|DURATION")]
+    until: Option<String>,
+    /// Enable the entries again.
+    #[arg(long)]
+    enable: bool,
+}
+
+/// `--until`: an RFC 3339 time or a duration from now, as ms since the Unix epoch.
+fn parse_until(s: &str) -> anyhow::Result<u64> {
+    let t = match humantime::parse_rfc3339_weak(s) {
+        Ok(t) => t,
+        Err(_) => {
+            let d = humantime::parse_duration(s)
+                .map_err(|_| anyhow::anyhow!("--until '{s}': neither an RFC 3339 time nor a duration"))?;
+            std::time::SystemTime::now() + d
+        }
+    };
+    let ms = t.duration_since(std::time::UNIX_EPOCH).context("--until is before 1970")?.as_millis();
+    Ok(u64::try_from(ms).unwrap_or(u64::MAX - 1))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -162,6 +268,41 @@ struct BankLine<'a> {
     entries: u64,
     next_id: u64,
     created_ms: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    negative: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    radius: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_quality: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flood: Option<FloodGuard>,
+}
+
+impl<'a> BankLine<'a> {
+    fn of(b: &'a BankInfo) -> BankLine<'a> {
+        BankLine {
+            name: &b.name,
+            kind: b.kind.name(),
+            entries: b.live(),
+            next_id: b.next_id,
+            created_ms: b.created_ms,
+            negative: b.policy.negative,
+            radius: b.policy.radius,
+            min_quality: b.policy.min_quality,
+            flood: b.policy.flood,
+        }
+    }
+}
+
+/// An entry's fields and state as `bank update` prints them.
+#[derive(Serialize)]
+struct EntryLine<'a> {
+    id: u64,
+    #[serde(flatten)]
+    meta: &'a EntryMeta,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disabled_until_ms: Option<u64>,
 }
 
 pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
@@ -169,22 +310,63 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.command {
-        BankCommand::Create { name, kind } => {
-            let info = store.create_bank(&name, kind.into())?;
-            eprintln!("created {} bank '{}' in {}", info.kind, info.name, store.path().display());
+        BankCommand::Create { name, kind, policy } => {
+            let info = store.create_bank_with(&name, kind.into(), policy.policy()?)?;
+            let negative = if info.policy.negative { "negative " } else { "" };
+            eprintln!("created {negative}{} bank '{}' in {}", info.kind, info.name, store.path().display());
+        }
+        BankCommand::Policy { name, policy } => {
+            let info = store.set_policy(&name, policy.policy()?)?;
+            serde_json::to_writer(&mut out, &BankLine::of(&info))?;
+            writeln!(out)?;
         }
         BankCommand::List => {
             for b in store.list_banks()? {
-                let line = BankLine {
-                    name: &b.name,
-                    kind: b.kind.name(),
-                    entries: b.live(),
-                    next_id: b.next_id,
-                    created_ms: b.created_ms,
+                serde_json::to_writer(&mut out, &BankLine::of(&b))?;
+                writeln!(out)?;
+            }
+        }
+        BankCommand::Update(u) => {
+            let state = if u.enable {
+                Some(EntryState::Active)
+            } else if u.disable {
+                Some(EntryState::Disabled { until_ms: u.until.as_deref().map(parse_until).transpose()? })
+            } else {
+                None
+            };
+            let note = if u.clear_note { Some(None) } else { u.note.clone().map(Some) };
+            let update = EntryUpdate { add_tags: u.tag.clone(), remove_tags: u.untag.clone(), note, state };
+            anyhow::ensure!(
+                !update.is_empty(),
+                "nothing to change: give --tag, --untag, --note, --clear-note, --disable or --enable"
+            );
+            for t in &update.add_tags {
+                pharos::banks::validate_tag(t)?;
+            }
+            if let Some(Some(n)) = &update.note {
+                pharos::banks::validate_label(n).context("--note")?;
+            }
+            let mut ids = u.ids.clone();
+            for (ext, found) in store.ids_by_external_id(&u.name, &u.external_id)? {
+                anyhow::ensure!(!found.is_empty(), "bank '{}' has no entry with external id '{ext}'", u.name);
+                ids.extend(found);
+            }
+            anyhow::ensure!(!ids.is_empty(), "no entries named: give ids or --external-id");
+            ids.sort_unstable();
+            ids.dedup();
+            let updates: Vec<_> = ids.iter().map(|&id| (id, update.clone())).collect();
+            let after = store.update(&u.name, &updates)?;
+            for (id, (meta, state)) in ids.iter().zip(&after) {
+                let line = EntryLine {
+                    id: *id,
+                    meta,
+                    state: state.name(),
+                    disabled_until_ms: state.disabled_until_ms(),
                 };
                 serde_json::to_writer(&mut out, &line)?;
                 writeln!(out)?;
             }
+            eprintln!("updated {} entries of '{}'", ids.len(), u.name);
         }
         BankCommand::Add(a) => return add(&store, &a, None),
         BankCommand::Import(i) => {

@@ -315,10 +315,28 @@ impl proto::banks_server::Banks for BanksService {
         if update.is_empty() {
             return Err(Status::invalid_argument("nothing to change: give tags, a note or a state"));
         }
-        let ids = r.ids.clone();
-        let updates: Vec<(u64, EntryUpdate)> = r.ids.iter().map(|&id| (id, update.clone())).collect();
         let bank = r.bank.clone();
-        let after = self.blocking("UpdateEntries", move |s| s.banks.update(&r.bank, &updates)).await?;
+        let (ids, after) = self
+            .blocking("UpdateEntries", move |s| {
+                let mut ids = r.ids.clone();
+                for (ext, found) in s.banks.ids_by_external_id(&r.bank, &r.external_ids)? {
+                    if found.is_empty() {
+                        return Err(Error::UnknownExternalId {
+                            bank: r.bank.clone(),
+                            external_id: ext.chars().take(80).collect(),
+                        });
+                    }
+                    ids.extend(found);
+                }
+                if ids.is_empty() {
+                    return Err(Error::InvalidInput("no entries named: give ids or external_ids".into()));
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                let updates: Vec<(u64, EntryUpdate)> = ids.iter().map(|&id| (id, update.clone())).collect();
+                Ok((ids, s.banks.update(&r.bank, &updates)?))
+            })
+            .await?;
         tracing::info!(bank = %bank, entries = ids.len(), "entries updated");
         let entries = ids
             .into_iter()

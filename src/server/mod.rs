@@ -70,7 +70,9 @@ pub fn code_of(e: &Error) -> Code {
         | Error::InvalidInput(_)
         | Error::InvalidBankName(_)
         | Error::KindMismatch { .. } => Code::InvalidArgument,
-        Error::UnknownBank(_) | Error::UnknownEntry { .. } => Code::NotFound,
+        Error::UnknownBank(_) | Error::UnknownEntry { .. } | Error::UnknownExternalId { .. } => {
+            Code::NotFound
+        }
         Error::BankExists(_) => Code::AlreadyExists,
         Error::BackendUnavailable(_) => Code::Unavailable,
         Error::Io(_) | Error::Store(_) | Error::Internal(_) => Code::Internal,
