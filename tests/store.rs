@@ -120,8 +120,8 @@ fn cli_bad_input_is_a_clear_error_and_writes_nothing() {
     let input = format!("{h},ok\n{}\nnot-hex-at-all\n{}zz\n", &h[..40], &h[..62]);
     let (code, _, err) = pharos(d, &["bank", "add", "b"], &input);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("<stdin>:line 2: invalid hash"), "{err}");
-    assert!(err.contains("found 40"), "wrong length is named: {err}");
+    assert!(err.contains("<stdin>:line 2: a sha1 hash cannot go in a pdq bank"), "{err}");
+    assert!(err.contains("a PDQ hash has 64 hex digits, this has 40"), "wrong length is named: {err}");
     assert!(err.contains("line 3:"), "{err}");
     assert!(err.contains("line 4:") && err.contains("not hexadecimal"), "{err}");
     assert!(err.contains("nothing was written"), "{err}");

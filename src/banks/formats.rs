@@ -324,19 +324,7 @@ impl RecordParser {
 
     fn entry(&self, hex: &str, label: Option<String>) -> std::result::Result<NewEntry, String> {
         let hex = hex.trim();
-        let hash = match AnyHash::from_hex(hex) {
-            Ok(h) if h.kind() == self.kind => h,
-            // A SHA-256 has as many digits as a PDQ hash: the bank's kind decides.
-            _ if AnyHash::parse(self.kind, hex).is_ok() => {
-                AnyHash::parse(self.kind, hex).map_err(|e| e.to_string())?
-            }
-            Ok(h) => {
-                return Err(
-                    Error::KindMismatch { expected: self.kind.name(), found: h.kind().name() }.to_string()
-                )
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        let hash = AnyHash::parse_for(self.kind, hex).map_err(|e| e.to_string())?;
         let label = label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
         if let Some(l) = &label {
             super::validate_label(l).map_err(|e| e.to_string())?;

@@ -191,6 +191,22 @@ impl AnyHash {
         })
     }
 
+    /// Parses hex text for a bank of `kind`: a hash of that kind, or an error that says which kind the text
+    /// is when it is another one ("a phash hash cannot go in a pdq bank (…)"). A 64-digit text is read as
+    /// the bank's kind (SHA-256 or PDQ).
+    pub fn parse_for(kind: Kind, s: &str) -> Result<AnyHash> {
+        match AnyHash::parse(kind, s) {
+            Ok(h) => Ok(h),
+            Err(why) => match AnyHash::from_hex(s) {
+                Ok(h) if h.kind() != kind => Err(Error::InvalidInput(format!(
+                    "{} ({why})",
+                    Error::KindMismatch { expected: kind.name(), found: h.kind().name() }
+                ))),
+                _ => Err(why),
+            },
+        }
+    }
+
     /// Lowercase hex.
     pub fn to_hex(&self) -> String {
         match self {

@@ -141,19 +141,7 @@ fn parse_entries(kind: Kind, entries: Vec<proto::NewEntry>) -> Result<Vec<NewEnt
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            let hash = match AnyHash::from_hex(e.hash.trim()) {
-                Ok(h) if h.kind() == kind => h,
-                // A SHA-256 has as many digits as a PDQ hash: the bank's kind decides.
-                other => match AnyHash::parse(kind, e.hash.trim()) {
-                    Ok(h) => h,
-                    Err(err) => {
-                        return Err(match other {
-                            Ok(h) => format!("entry {i}: a {} hash in a {kind} bank", h.kind()),
-                            Err(_) => format!("entry {i}: {err}"),
-                        })
-                    }
-                },
-            };
+            let hash = AnyHash::parse_for(kind, e.hash.trim()).map_err(|err| format!("entry {i}: {err}"))?;
             let some = |s: String| (!s.is_empty()).then_some(s);
             let mut meta = EntryMeta {
                 label: some(e.label),
