@@ -18,7 +18,8 @@
 //!   only for entries that have some: none of it enters RAM for matching;
 //! - `disabled`: (name, id) → disabled until (ms; `u64::MAX`: until enabled), only for disabled entries —
 //!   small, and read whole when a bank is loaded;
-//! - `removed`: (name, id) → time removed (ms).
+//! - `removed`: (name, id) → time removed (ms);
+//! - `audit`: (time ms, sequence) → one [`AuditRecord`], JSON (the match audit; pruned by time).
 //!
 //! Ids are assigned densely from 0 in the order entries are added, and never reused; the matcher's row
 //! number is the id. Each write is one transaction: all of it is durable, or none of it is.
@@ -27,8 +28,10 @@
 //! strings. [`Store::open`] migrates such a file in one transaction (every label becomes the entry's
 //! `label` field), so a crash during the migration leaves the schema-1 file as it was.
 
+mod audit;
 mod entry;
 
+pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditRecord};
 pub use entry::{Entry, EntryMeta, EntryState, EntryUpdate, NewEntry};
 
 use crate::error::{Error, Result};
@@ -44,6 +47,7 @@ const CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("chunks
 const META: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entry_meta");
 const DISABLED: TableDefinition<(&str, u64), u64> = TableDefinition::new("disabled");
 const REMOVED: TableDefinition<(&str, u64), u64> = TableDefinition::new("removed");
+const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("audit");
 /// Schema 1 only: (name, id) → label.
 const LABELS_V1: TableDefinition<(&str, u64), &str> = TableDefinition::new("labels");
 
@@ -260,6 +264,8 @@ pub struct StoredBank {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// The next audit record's sequence number (keys are (time, sequence): unique even within one ms).
+    audit_seq: std::sync::atomic::AtomicU64,
 }
 
 /// The metadata of bank `name` from the `banks` table of any transaction; `UnknownBank` when absent.
@@ -486,9 +492,16 @@ impl Store {
             txn.open_table(META).map_err(store_err)?;
             txn.open_table(DISABLED).map_err(store_err)?;
             txn.open_table(REMOVED).map_err(store_err)?;
+            txn.open_table(AUDIT).map_err(store_err)?;
         }
         txn.commit().map_err(store_err)?;
-        Ok(Store { db, path })
+        let next_seq = {
+            let txn = db.begin_read().map_err(store_err)?;
+            let t = txn.open_table(AUDIT).map_err(store_err)?;
+            let last = t.last().map_err(store_err)?.map_or(0, |(k, _)| k.value().1 + 1);
+            last
+        };
+        Ok(Store { db, path, audit_seq: std::sync::atomic::AtomicU64::new(next_seq) })
     }
 
     /// The database file.
@@ -770,6 +783,67 @@ impl Store {
                 None => Ok(EntryMeta::default()),
             })
             .collect()
+    }
+
+    /// Appends audit records in one durable transaction.
+    pub fn append_audit(&self, records: &[AuditRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut t = txn.open_table(AUDIT).map_err(store_err)?;
+            for r in records {
+                let seq = self.audit_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let json = serde_json::to_vec(r).expect("audit records serialise");
+                t.insert((r.time_ms, seq), &json[..]).map_err(store_err)?;
+            }
+        }
+        txn.commit().map_err(store_err)
+    }
+
+    /// Calls `f` on the audit records that pass `filter`, oldest first (one consistent snapshot).
+    pub fn for_each_audit(
+        &self,
+        filter: &AuditFilter,
+        mut f: impl FnMut(AuditRecord) -> Result<()>,
+    ) -> Result<()> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let t = txn.open_table(AUDIT).map_err(store_err)?;
+        let from = (filter.since_ms.unwrap_or(0), 0u64);
+        let until = filter.until_ms.unwrap_or(u64::MAX);
+        let mut n = 0usize;
+        for item in t.range(from..).map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            if k.value().0 >= until || filter.limit.is_some_and(|l| n >= l) {
+                break;
+            }
+            let r: AuditRecord = serde_json::from_slice(v.value())
+                .map_err(|e| Error::Store(format!("audit record at {:?} is corrupt: {e}", k.value())))?;
+            if filter.wants(&r) {
+                n += 1;
+                f(r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `max` of the oldest audit records older than `before_ms`, in one transaction; returns
+    /// how many. Callers loop while it returns `max`, so each transaction stays short and the writes it
+    /// would delay (bank adds, audit appends) wait for a small step only.
+    pub fn prune_audit(&self, before_ms: u64, max: usize) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(store_err)?;
+        let mut n = 0usize;
+        {
+            let mut t = txn.open_table(AUDIT).map_err(store_err)?;
+            t.retain_in((0u64, 0u64)..(before_ms, 0u64), |_, _| {
+                n += 1;
+                n > max
+            })
+            .map_err(store_err)?;
+        }
+        txn.commit().map_err(store_err)?;
+        Ok(n.min(max))
     }
 
     /// The ids of the entries whose external id is each of `external_ids` (in that order; an empty list for
