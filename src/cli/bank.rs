@@ -416,8 +416,8 @@ fn import_in_batches(
             file.seek(SeekFrom::Start(start)).with_context(|| format!("cannot read {source} again"))?;
             let changed =
                 |what: String| anyhow::anyhow!("{source} changed while it was being imported: {what}");
-            let entries =
-                formats::reader(format, BufReader::with_capacity(READ_BUFFER, file), kind).filter_map(|r| match r {
+            let entries = formats::reader(format, BufReader::with_capacity(READ_BUFFER, file), kind)
+                .filter_map(|r| match r {
                     Ok(Record::Entry(e)) => Some(Ok(e)),
                     Ok(Record::Skipped(_)) => None,
                     Ok(Record::Invalid(_)) if a.skip_invalid => None,

@@ -206,10 +206,9 @@ impl RecordParser {
         if v.get(key).is_none() && v.get("hash").is_some() {
             return super::own::jsonl_entry(self.kind, &v).map(Some);
         }
-        let hex = v
-            .get(key)
-            .and_then(|h| h.as_str())
-            .ok_or_else(|| format!("JSON line has no \"{key}\" (or \"hash\") string for this {} bank", self.kind))?;
+        let hex = v.get(key).and_then(|h| h.as_str()).ok_or_else(|| {
+            format!("JSON line has no \"{key}\" (or \"hash\") string for this {} bank", self.kind)
+        })?;
         let label = v
             .get("label")
             .and_then(|l| l.as_str())
@@ -223,11 +222,7 @@ impl RecordParser {
     }
 
     /// A CSV record: `fields` as the `csv` crate split them, `raw` its text (trimmed). `None` for a header.
-    fn record(
-        &mut self,
-        raw: &str,
-        fields: &csv::StringRecord,
-    ) -> std::result::Result<Option<Item>, String> {
+    fn record(&mut self, raw: &str, fields: &csv::StringRecord) -> std::result::Result<Option<Item>, String> {
         if let Some(cols) = &self.csv {
             if fields.len() != cols.width {
                 return Err(format!("{} CSV fields, the header has {}", fields.len(), cols.width));
@@ -471,7 +466,6 @@ impl<R: BufRead> EntryReader<R> {
     }
 }
 
-
 fn read_error(e: io::Error) -> Error {
     Error::InvalidInput(e.to_string())
 }
@@ -492,8 +486,8 @@ impl<R: BufRead> Iterator for EntryReader<R> {
 #[cfg(test)]
 mod tests {
     use super::super::read_entries;
-    use crate::matcher::AnyHash;
     use super::*;
+    use crate::matcher::AnyHash;
 
     const PDQ: &str = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22";
 

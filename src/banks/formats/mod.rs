@@ -288,7 +288,6 @@ pub fn read_entries(input: impl BufRead, kind: Kind) -> Result<(Vec<NewEntry>, V
     Ok((entries, errors))
 }
 
-
 /// Parses one `pharos match` query line: hex (either kind) or a `pharos hash` JSON line. `Ok(None)` for
 /// a blank or comment line.
 pub fn parse_query(line: &str) -> std::result::Result<Option<QueryLine>, String> {
@@ -351,7 +350,6 @@ pub fn parse_query(line: &str) -> std::result::Result<Option<QueryLine>, String>
     Ok(Some(q))
 }
 
-
 /// Reads a whole document format's input (NCMEC XML, StopNCII JSON), at most [`MAX_DOCUMENT_BYTES`],
 /// without a leading byte order mark.
 fn read_document(input: impl BufRead, what: &str) -> Result<String> {
@@ -368,7 +366,10 @@ fn read_document(input: impl BufRead, what: &str) -> Result<String> {
         buf.drain(..3);
     }
     String::from_utf8(buf).map_err(|e| {
-        Error::InvalidInput(format!("the {what} document is not UTF-8 (byte {})", e.utf8_error().valid_up_to()))
+        Error::InvalidInput(format!(
+            "the {what} document is not UTF-8 (byte {})",
+            e.utf8_error().valid_up_to()
+        ))
     })
 }
 
@@ -489,7 +490,7 @@ mod tests {
     fn te_csv_both_variants() {
         let text = format!(
             "{PDQ},3058061737574159,2020-07-01T18:31:15+0000,tag1 true_positive\n\
-             {PDQ},42,12345,mine,\n{PDQ},0,,\n"
+             {PDQ},42,12345,mine,\r\n{PDQ},0,,\n"
         );
         let e = entries(Some(Format::TeCsv), Kind::Pdq, &text);
         assert_eq!(e[0].meta.external_id.as_deref(), Some("3058061737574159"));
@@ -503,7 +504,13 @@ mod tests {
         let es: Vec<Entry> = e
             .iter()
             .enumerate()
-            .map(|(i, n)| Entry { id: i as u64, hash: n.hash, meta: n.meta.clone(), added_ms: n.added_ms.unwrap_or(0), state: n.state })
+            .map(|(i, n)| Entry {
+                id: i as u64,
+                hash: n.hash,
+                meta: n.meta.clone(),
+                added_ms: n.added_ms.unwrap_or(0),
+                state: n.state,
+            })
             .collect();
         let out = export(Format::TeCsv, Kind::Pdq, &es);
         assert_eq!(
@@ -561,7 +568,9 @@ mod tests {
 
     #[test]
     fn formats_refuse_kinds_they_cannot_carry() {
-        for (f, k) in [(Format::Stopncii, Kind::Phash), (Format::PdqCli, Kind::Md5), (Format::NcmecXml, Kind::Sha256)] {
+        for (f, k) in
+            [(Format::Stopncii, Kind::Phash), (Format::PdqCli, Kind::Md5), (Format::NcmecXml, Kind::Sha256)]
+        {
             let err = writer(f, Vec::new(), k).err().expect("an error");
             assert!(err.to_string().contains(f.name()), "{err}");
         }

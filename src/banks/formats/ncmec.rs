@@ -94,7 +94,10 @@ fn read_all(input: impl BufRead, kind: Kind) -> Result<Vec<Record>> {
                 ("video", true) => out.push(Record::Skipped(at(format!(
                     "NCMEC video entry '{id_text}': video fingerprints are not imported"
                 )))),
-                _ => out.push(Record::Invalid(at(format!("unexpected <{name}> in <{}>", group.tag_name().name())))),
+                _ => out.push(Record::Invalid(at(format!(
+                    "unexpected <{name}> in <{}>",
+                    group.tag_name().name()
+                )))),
             }
         }
     }
@@ -116,12 +119,7 @@ struct Base {
 }
 
 /// One `<image>`: an entry per fingerprint of the bank's kind, a skip per other fingerprint.
-fn image(
-    item: roxmltree::Node,
-    kind: Kind,
-    line: &dyn Fn(roxmltree::Node) -> usize,
-    out: &mut Vec<Record>,
-) {
+fn image(item: roxmltree::Node, kind: Kind, line: &dyn Fn(roxmltree::Node) -> usize, out: &mut Vec<Record>) {
     let at = |n: roxmltree::Node, message: String| LineError { line: line(n), message };
     let Some(id) = child_text(item, "id") else {
         out.push(Record::Invalid(at(item, "an NCMEC <image> without an <id>".into())));
@@ -146,7 +144,8 @@ fn image(
         match time::parse(ts) {
             Some(ms) => base.added_ms = Some(ms),
             None => {
-                let message = format!("NCMEC entry '{id}': timestamp '{ts}' is not a time (2017-10-24T15:00:00Z)");
+                let message =
+                    format!("NCMEC entry '{id}': timestamp '{ts}' is not a time (2017-10-24T15:00:00Z)");
                 out.push(Record::Invalid(at(item, message)));
                 return;
             }
@@ -164,7 +163,10 @@ fn image(
         let fname = f.tag_name().name().to_ascii_lowercase();
         if Some(fname.as_str()) != wanted {
             let what = if fname == "pdna" { "a PhotoDNA (pdna)".to_string() } else { format!("a {fname}") };
-            out.push(Record::Skipped(at(f, format!("NCMEC entry '{id}': {what} fingerprint, not for this {kind} bank"))));
+            out.push(Record::Skipped(at(
+                f,
+                format!("NCMEC entry '{id}': {what} fingerprint, not for this {kind} bank"),
+            )));
             continue;
         }
         let hex = f.text().unwrap_or("").trim();
@@ -232,7 +234,10 @@ impl<W: Write> EntryWriter for NcmecWriter<W> {
         if let Some(c) = md.get(CLASSIFICATION) {
             s.push_str(&format!("      <classification>{}</classification>\n", escape(c)));
         }
-        s.push_str(&format!("      <fingerprints>\n        <{tag}>{}</{tag}>\n      </fingerprints>\n", e.hash.to_hex()));
+        s.push_str(&format!(
+            "      <fingerprints>\n        <{tag}>{}</{tag}>\n      </fingerprints>\n",
+            e.hash.to_hex()
+        ));
         s.push_str("    </image>\n");
         self.count += 1;
         self.max_ms = self.max_ms.max(e.added_ms);

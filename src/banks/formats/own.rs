@@ -2,7 +2,7 @@
 //! every field) and `hex` (one hash per line). csv and jsonl read back exactly what they wrote; their
 //! readers also take the older exports (`hash,label` CSV; `{"id","hash","label","added_ms"}` lines).
 
-use super::{checked, io_error, Item, EntryWriter};
+use super::{checked, io_error, EntryWriter, Item};
 use crate::error::{Error, Result};
 use crate::matcher::Kind;
 use crate::store::{Entry, EntryState, NewEntry};
@@ -70,7 +70,11 @@ fn metadata_json(s: &str) -> std::result::Result<BTreeMap<String, String>, Strin
 }
 
 /// Fills in `e` from the Pharos columns of a CSV record that has them.
-pub(super) fn csv_fields(c: CsvCols, f: &csv::StringRecord, e: &mut NewEntry) -> std::result::Result<(), String> {
+pub(super) fn csv_fields(
+    c: CsvCols,
+    f: &csv::StringRecord,
+    e: &mut NewEntry,
+) -> std::result::Result<(), String> {
     let m = &mut e.meta;
     if let Some(i) = c.external_id {
         m.external_id = text(&f[i]);

@@ -48,7 +48,9 @@ pub(super) fn line(t: &str) -> std::result::Result<Item, String> {
         let mut parts = t.splitn(3, ',');
         let (hex, q, name) = (parts.next(), parts.next(), parts.next());
         let (Some(hex), Some(q)) = (hex, q) else {
-            return Err("a pdq-photo-hasher line is HASH,QUALITY,FILENAME or hash=…,quality=…,filename=…".into());
+            return Err(
+                "a pdq-photo-hasher line is HASH,QUALITY,FILENAME or hash=…,quality=…,filename=…".into()
+            );
         };
         e = NewEntry::new(AnyHash::parse(Kind::Pdq, hex.trim()).map_err(|e| e.to_string())?);
         e.meta.quality = quality(q)?;

@@ -56,7 +56,10 @@ impl<'de> Deserialize<'de> for Cases {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an object of case number → status")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> std::result::Result<Cases, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<Cases, A::Error> {
                 let mut v = Vec::new();
                 while let Some(kv) = m.next_entry::<String, String>()? {
                     v.push(kv);
@@ -221,7 +224,10 @@ impl<W: Write> EntryWriter for StopnciiWriter<W> {
         };
         let cases: Vec<(String, String)> = match e.meta.metadata.get(CASES) {
             Some(json) => serde_json::from_str(json).map_err(|err| {
-                Error::InvalidInput(format!("entry {}: metadata {CASES} is not a list of [case, status]: {err}", e.id))
+                Error::InvalidInput(format!(
+                    "entry {}: metadata {CASES} is not a list of [case, status]: {err}",
+                    e.id
+                ))
             })?,
             None => e.meta.external_id.iter().map(|c| (c.clone(), hash_status.to_string())).collect(),
         };

@@ -50,9 +50,14 @@ pub(super) fn pytx_line(kind: Kind, t: &str) -> std::result::Result<Item, String
     let words: Vec<&str> = t.split_whitespace().collect();
     match words[..] {
         [hex] => Ok(Item::Entry(NewEntry::new(super::parse_hash(kind, hex)?))),
-        [ty, hex] if signal_kind(ty) == Some(kind) => Ok(Item::Entry(NewEntry::new(super::parse_hash(kind, hex)?))),
+        [ty, hex] if signal_kind(ty) == Some(kind) => {
+            Ok(Item::Entry(NewEntry::new(super::parse_hash(kind, hex)?)))
+        }
         [ty, _] => Ok(Item::Skip(format!("a '{ty}' signal, not for this {kind} bank"))),
-        _ => Err(format!("{} words; a python-threatexchange line is 'SIGNAL_TYPE HASH' or a hash", words.len())),
+        _ => Err(format!(
+            "{} words; a python-threatexchange line is 'SIGNAL_TYPE HASH' or a hash",
+            words.len()
+        )),
     }
 }
 
@@ -96,7 +101,8 @@ pub(super) fn te_csv_record(
             format!("added_on '{added_on}' is neither a ThreatExchange time (2020-07-01T18:31:15+0000) nor 'mine'")
         })?);
     }
-    tags.split(' ').filter(|t| !t.is_empty()).for_each(|t| e.meta.add_tag(t));
+    // Python's csv module ends rows with CRLF, so the last field may end in a `\r`.
+    tags.trim().split(' ').filter(|t| !t.is_empty()).for_each(|t| e.meta.add_tag(t));
     checked(e).map(Some)
 }
 

@@ -33,7 +33,12 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 pub(super) fn parse(s: &str) -> Option<u64> {
     let s = s.trim();
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') || b[13] != b':' || b[16] != b':'
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return None;
     }
@@ -41,7 +46,8 @@ pub(super) fn parse(s: &str) -> Option<u64> {
         let t = s.get(r)?;
         t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
     };
-    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, sec) =
+        (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
     if !(1..=12).contains(&mo) || d == 0 || d > 31 || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
@@ -107,8 +113,10 @@ mod tests {
         assert_eq!(parse("2017-10-24T15:00:00.250Z"), Some(1_508_857_200_250));
         assert_eq!(te(1_593_628_275_999), "2020-07-01T18:31:15+0000");
         assert_eq!(ncmec(1_508_857_200_000), "2017-10-24T15:00:00Z");
-        assert_eq!(parse("2024-02-29T00:00:00Z").map(|t| ncmec(t)), Some("2024-02-29T00:00:00Z".into()));
-        for bad in ["today", "2020-07-01", "2020-13-01T00:00:00Z", "2020-07-01T18:31:15", "1969-12-31T23:59:59Z"] {
+        assert_eq!(parse("2024-02-29T00:00:00Z").map(ncmec), Some("2024-02-29T00:00:00Z".into()));
+        for bad in
+            ["today", "2020-07-01", "2020-13-01T00:00:00Z", "2020-07-01T18:31:15", "1969-12-31T23:59:59Z"]
+        {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }
