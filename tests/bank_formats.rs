@@ -382,3 +382,37 @@ fn pytx_reads_what_we_write() {
     }
     assert_eq!(read["local"].as_array().unwrap(), &local);
 }
+
+/// The jsonl that `bank export` wrote before partner formats (tests/fixtures/store-v1/entries.jsonl, from the
+/// schema-1 binary) imports with `--format jsonl` and by auto-detection: hashes, labels, added times.
+#[test]
+fn old_jsonl_exports_still_import() {
+    let old = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1/entries.jsonl"),
+    )
+    .unwrap();
+    let partner: Vec<Value> = old
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["bank"] == "partner")
+        .collect();
+    assert!(partner.len() >= 3);
+    let d = Data::new();
+    let file = d.write("old.jsonl", &partner.iter().map(|v| format!("{v}\n")).collect::<String>());
+    for (bank, args) in [("f", vec!["--format", "jsonl"]), ("auto", vec![])] {
+        d.create(bank, Kind::Pdq);
+        let mut a = vec!["bank", "import", bank];
+        a.extend(args);
+        a.push(file.to_str().unwrap());
+        d.ok(&a);
+        let got = d.entries(bank);
+        assert_eq!(got.len(), partner.len());
+        for (g, p) in got.iter().zip(&partner) {
+            assert_eq!(
+                (&g["hash"], &g["label"], &g["added_ms"]),
+                (&p["hash"], &p["label"], &p["added_ms"]),
+                "{bank}"
+            );
+        }
+    }
+}

@@ -76,7 +76,7 @@ enum BankCommand {
     },
     /// List banks: one JSON object per bank.
     List,
-    /// Add hashes (`hex`, `hex,label`, `pharos hash` JSON lines, CSV) in one transaction.
+    /// Add hashes (`hex`, `hex,label`, `pharos hash` JSON lines, CSV, or `--format F`) in one transaction.
     Add(AddArgs),
     /// Import a (large) file of hashes, committing in batches with progress on stderr.
     Import(ImportArgs),

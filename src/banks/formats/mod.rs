@@ -51,9 +51,10 @@ use std::str::FromStr;
 /// most the reader buffers at once.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
-/// The largest NCMEC XML or StopNCII JSON document read (256 MiB): those are parsed whole, so their size
-/// bounds the memory an import takes (an NCMEC page of 1000 entries is well under 1 MiB).
-pub const MAX_DOCUMENT_BYTES: usize = 256 << 20;
+/// The largest NCMEC XML or StopNCII JSON document read (64 MiB): those are parsed whole, and an XML tree
+/// takes several times its text, so their size bounds the memory an import takes (an NCMEC page of 1000
+/// entries is well under 1 MiB).
+pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
 
 /// A line that could not be read (or a record that was skipped), with its 1-based number.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -531,13 +532,15 @@ mod tests {
     #[test]
     fn pdq_cli_both_forms() {
         let text = format!(
-            "{PDQ},100,dir/a, b.jpg\nhash={PDQ},norm=128,delta=0,quality=49,filename=c.png\n{PDQ},87,\n"
+            "{PDQ},100,dir/a, b.jpg\nhash={PDQ},norm=128,delta=0,quality=49,filename=c.png\n{PDQ},87,\n\
+             hash={PDQ},quality=70,xform=rot90,filename=d.jpg\n"
         );
         let e = entries(Some(Format::PdqCli), Kind::Pdq, &text);
         assert_eq!((e[0].meta.quality, e[0].meta.label.as_deref()), (Some(100), Some("dir/a, b.jpg")));
         assert_eq!((e[1].meta.quality, e[1].meta.label.as_deref()), (Some(49), Some("c.png")));
         assert_eq!(e[1].meta.metadata.get("pdq_norm").map(String::as_str), Some("128"));
         assert_eq!(e[2].meta.label, None);
+        assert_eq!(e[3].meta.metadata.get("pdq_xform").map(String::as_str), Some("rot90"));
         let bad = records(Some(Format::PdqCli), Kind::Pdq, &format!("{PDQ}\n{PDQ},high,x\n"));
         assert!(bad.iter().all(|r| matches!(r, Record::Invalid(_))), "{bad:?}");
         assert!(reader(Some(Format::PdqCli), &b""[..], Kind::Md5).next().unwrap().is_err());

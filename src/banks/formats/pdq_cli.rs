@@ -4,7 +4,7 @@
 //!
 //! Mapping: quality → `quality`, filename → `label`, norm and delta → `metadata["pdq_norm"]`,
 //! `metadata["pdq_delta"]` (delta is the distance to the previous image hashed in that run: kept, not
-//! meaningful alone). The writer writes the plain form, the label as the file name (empty when none, quality
+//! meaningful alone); the `xform` of `--pdqdih --details` lines → `metadata["pdq_xform"]`. The writer writes the plain form, the label as the file name (empty when none, quality
 //! empty when unknown); a label with a line break cannot be written as one line, which is an error.
 
 use super::{checked, io_error, EntryWriter, Item};
@@ -36,6 +36,10 @@ pub(super) fn line(t: &str) -> std::result::Result<Item, String> {
             let (k, v) = kv.split_once('=').ok_or_else(|| format!("'{kv}' is not KEY=VALUE"))?;
             match k.trim() {
                 "quality" => e.meta.quality = quality(v)?,
+                // `--pdqdih` with `--details` names each dihedral variant's line.
+                "xform" => {
+                    e.meta.metadata.insert("pdq_xform".into(), v.trim().to_string());
+                }
                 "norm" | "delta" => {
                     let n: u32 = v.trim().parse().map_err(|_| format!("{k} '{v}' is not a whole number"))?;
                     e.meta.metadata.insert(format!("pdq_{}", k.trim()), n.to_string());
