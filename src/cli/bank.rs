@@ -3,6 +3,11 @@
 //! Input lines are validated in full before anything is written: a bad line is reported on stderr as
 //! `LINE: message` (every bad line, not just the first) and nothing is written (exit 1), unless
 //! `--skip-invalid` is given, in which case the good lines are written and the exit status is 2.
+//! `--format F` names the input's format (`pharos::banks::formats::Format`; without it each line's format is
+//! detected); records that are understood but do not go into the bank (another fingerprint kind, an NCMEC
+//! PhotoDNA, video or deleted entry) are listed as skipped on stderr and counted, and do not change the exit
+//! status. `export --format F` writes any of the same formats (default `csv`), refusing up front a format
+//! that cannot carry the bank's kind.
 //! `add` writes everything in one transaction; `import` commits in batches of `--batch` entries and prints
 //! `committed N` on stderr after each durable commit, so an interrupted import leaves a known prefix.
 //!
