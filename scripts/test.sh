@@ -15,6 +15,13 @@ else
     echo "test.sh: Python example venv unavailable; tests/python_client.rs will skip (fails under PHAROS_REQUIRE_PYTHON=1)" >&2
 fi
 
+# python-threatexchange, the reference for the partner formats it defines (tests/bank_formats.rs).
+if PHAROS_PYTX_PYTHON="$(scripts/setup-pytx.sh | tail -n 1)"; then
+    export PHAROS_PYTX_PYTHON
+else
+    echo "test.sh: python-threatexchange venv unavailable; its oracle tests in tests/bank_formats.rs will skip (fail under PHAROS_REQUIRE_PYTHON=1)" >&2
+fi
+
 # Mesa's Vulkan driver complains on stderr for every adapter probe when this is unset (containers, CI).
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
     XDG_RUNTIME_DIR="$(mktemp -d)"

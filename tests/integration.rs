@@ -9,6 +9,7 @@ mod common;
 
 mod backends;
 mod bad_input;
+mod bank_formats;
 mod banks;
 mod bench_cli;
 mod cli;

@@ -252,7 +252,7 @@ fn cli_export_import_round_trip() {
     assert_eq!(pharos(d, &["bank", "remove", "a", "3", "4"], "").0, 0);
     let (code, csv, _) = pharos(d, &["bank", "export", "a"], "");
     assert_eq!(code, 0);
-    assert!(csv.starts_with("hash,label\n"), "{csv}");
+    assert!(csv.starts_with("hash,id,external_id,source,tags,quality,note,label,"), "{csv}");
     let (code, _, err) = pharos(d, &["bank", "import", "b", "--create", "pdq"], &csv);
     assert_eq!(code, 0, "{err}");
     let (_, a, _) = pharos(d, &["bank", "export", "a", "--format", "hex"], "");
@@ -338,7 +338,7 @@ fn cli_csv_export_import_keeps_labels_with_commas_quotes_and_newlines() {
     }
     let (code, csv, err) = pharos(d, &["bank", "export", "a", "--format", "csv"], "");
     assert_eq!(code, 0, "{err}");
-    assert!(csv.starts_with("hash,label\n"), "{csv}");
+    assert!(csv.starts_with("hash,id,external_id,source,tags,quality,note,label,"), "{csv}");
     let (code, _, err) = pharos(d, &["bank", "import", "from-stdin", "--create", "pdq"], &csv);
     assert_eq!(code, 0, "{err}");
     let file = d.join("export.csv");

@@ -3,6 +3,11 @@
 //! Input lines are validated in full before anything is written: a bad line is reported on stderr as
 //! `LINE: message` (every bad line, not just the first) and nothing is written (exit 1), unless
 //! `--skip-invalid` is given, in which case the good lines are written and the exit status is 2.
+//! `--format F` names the input's format (`pharos::banks::formats::Format`; without it each line's format is
+//! detected); records that are understood but do not go into the bank (another fingerprint kind, an NCMEC
+//! PhotoDNA, video or deleted entry) are listed as skipped on stderr and counted, and do not change the exit
+//! status. `export --format F` writes any of the same formats (default `csv`), refusing up front a format
+//! that cannot carry the bank's kind.
 //! `add` writes everything in one transaction; `import` commits in batches of `--batch` entries and prints
 //! `committed N` on stderr after each durable commit, so an interrupted import leaves a known prefix.
 //!
@@ -15,7 +20,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
-use pharos::banks::formats::{CsvExport, EntryReader, LineError, Record};
+use pharos::banks::formats::{self, Format, LineError, Record};
 use pharos::matcher::{AnyHash, Kind};
 use pharos::store::{BankInfo, BankPolicy, EntryMeta, EntryState, EntryUpdate, FloodGuard, NewEntry, Store};
 use serde::Serialize;
@@ -90,7 +95,7 @@ enum BankCommand {
     /// Change entries in place: tags, note, state (disabled entries never match but are kept and exported).
     /// All or nothing; prints each entry's fields afterwards as a JSON line.
     Update(UpdateArgs),
-    /// Add hashes (`hex`, `hex,label`, `pharos hash` JSON lines, CSV) in one transaction.
+    /// Add hashes (`hex`, `hex,label`, `pharos hash` JSON lines, CSV, or `--format F`) in one transaction.
     Add(AddArgs),
     /// Import a (large) file of hashes, committing in batches with progress on stderr.
     Import(ImportArgs),
@@ -111,9 +116,9 @@ enum BankCommand {
     Export {
         /// Bank name.
         name: String,
-        /// Output format.
+        /// Output format (see README, "Partner formats").
         #[arg(long, value_enum, default_value = "csv")]
-        format: ExportFormat,
+        format: FormatArg,
         /// Output file [default: stdout].
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
@@ -227,14 +232,40 @@ fn parse_until(s: &str) -> anyhow::Result<u64> {
     Ok(u64::try_from(ms).unwrap_or(u64::MAX - 1))
 }
 
+/// The formats of `--format`, as the library names them ([`Format`]).
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum ExportFormat {
-    /// `hash,label` header, then one `HEX,LABEL` row per entry.
+enum FormatArg {
+    /// ThreatExchange CSV: `hash,descriptor_id,added_on,tags` (reads HMA 1.0's 5-column variant too).
+    TeCsv,
+    /// Meta's pdq-photo-hasher output: `hash,quality,filename` (reads `--details` lines too).
+    PdqCli,
+    /// python-threatexchange local-file lines: `SIGNAL_TYPE HASH`.
+    Pytx,
+    /// NCMEC hash-sharing XML.
+    NcmecXml,
+    /// StopNCII hash records (JSON; exported as JSON lines).
+    Stopncii,
+    /// Pharos CSV: a header row, then every field of each entry.
     Csv,
+    /// Pharos JSON lines: one object per entry with every field.
+    Jsonl,
     /// One hex hash per line.
     Hex,
-    /// `{"id":…,"hash":…,"label":…,"added_ms":…}` per entry.
-    Jsonl,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::TeCsv => Format::TeCsv,
+            FormatArg::PdqCli => Format::PdqCli,
+            FormatArg::Pytx => Format::Pytx,
+            FormatArg::NcmecXml => Format::NcmecXml,
+            FormatArg::Stopncii => Format::Stopncii,
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Jsonl => Format::Jsonl,
+            FormatArg::Hex => Format::Hex,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -244,6 +275,11 @@ struct AddArgs {
     /// Write the valid lines even when some are bad (exit status 2).
     #[arg(long)]
     skip_invalid: bool,
+    /// Input format [default: detected per line: hex, hex,label, `pharos hash` JSON, pytx lines, CSV with a
+    /// header, Pharos jsonl]. Records that do not go into this bank (other fingerprint kinds, NCMEC PhotoDNA
+    /// and video entries, deleted entries) are skipped and counted, not errors.
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
     /// Input file, or `-` for stdin.
     #[arg(default_value = "-")]
     input: PathBuf,
@@ -388,26 +424,18 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
             eprintln!("deleted bank '{name}'");
         }
         BankCommand::Export { name, format, output } => {
+            let kind = store.bank(&name)?.kind;
+            formats::carries(format.into(), kind)?;
             let mut w: Box<dyn Write> = match &output {
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
                 )),
                 None => Box::new(&mut out),
             };
-            match format {
-                ExportFormat::Csv => {
-                    let mut csv = CsvExport::new(&mut w)?;
-                    store.for_each_entry(&name, |e| csv.write(&e))?;
-                    csv.flush()?;
-                }
-                ExportFormat::Hex => store.for_each_entry(&name, |e| {
-                    writeln!(w, "{}", e.hash.to_hex()).map_err(pharos::Error::Io)
-                })?,
-                ExportFormat::Jsonl => store.for_each_entry(&name, |e| {
-                    let line = serde_json::json!({"id": e.id, "hash": e.hash.to_hex(), "label": e.meta.label, "added_ms": e.added_ms});
-                    writeln!(w, "{line}").map_err(pharos::Error::Io)
-                })?,
-            }
+            let mut writer = formats::writer(format.into(), &mut w, kind)?;
+            store.for_each_entry(&name, |e| writer.write(&e))?;
+            writer.finish()?;
+            drop(writer);
             w.flush()?;
         }
     }
@@ -454,7 +482,7 @@ fn open_input(path: &Path) -> anyhow::Result<Input> {
 /// How many bad lines are printed; the others are counted.
 const SHOWN: usize = 100;
 
-/// The bad lines of an input: the first [`SHOWN`] to print, and how many there are.
+/// The bad (or skipped) lines of an input: the first [`SHOWN`] to print, and how many there are.
 #[derive(Default)]
 struct BadLines {
     first: Vec<LineError>,
@@ -467,6 +495,19 @@ impl BadLines {
             self.first.push(e);
         }
         self.count += 1;
+    }
+
+    /// Prints skipped records (they do not go into this bank: not errors) and how many there were.
+    fn report_skipped(&self, source: &str, a: &AddArgs) {
+        for e in &self.first {
+            eprintln!("{source}:{e} (skipped)");
+        }
+        if self.count > SHOWN {
+            eprintln!("{source}: … and {} more skipped records", self.count - SHOWN);
+        }
+        if self.count > 0 {
+            eprintln!("skipped {} record(s) of {source} that do not go into bank '{}'", self.count, a.name);
+        }
     }
 
     /// Prints them; fails (nothing is to be written) when there are some and `--skip-invalid` is not given.
@@ -518,12 +559,15 @@ fn add_in_one_transaction(
     };
     let mut entries = Vec::new();
     let mut bad = BadLines::default();
-    for r in EntryReader::new(BufReader::with_capacity(READ_BUFFER, input), kind) {
+    let mut skipped = BadLines::default();
+    for r in formats::reader(a.format.map(Format::from), BufReader::with_capacity(READ_BUFFER, input), kind) {
         match r? {
             Record::Entry(e) => entries.push(e),
+            Record::Skipped(e) => skipped.push(e),
             Record::Invalid(e) => bad.push(e),
         }
     }
+    skipped.report_skipped(source, a);
     bad.report(source, a)?;
     let first = store.add(&a.name, &entries)?;
     Ok((first, entries.len() as u64, bad.count))
@@ -541,23 +585,28 @@ fn import_in_batches(
 ) -> anyhow::Result<(u64, u64, usize)> {
     let mut bad = BadLines::default();
     let mut good = 0u64;
+    let format = a.format.map(Format::from);
     match input {
         Input::File { file, start } => {
             let mut rdr = BufReader::with_capacity(READ_BUFFER, file);
-            for r in EntryReader::new(&mut rdr, kind) {
+            let mut skipped = BadLines::default();
+            for r in formats::reader(format, &mut rdr, kind) {
                 match r? {
                     Record::Entry(_) => good += 1,
+                    Record::Skipped(e) => skipped.push(e),
                     Record::Invalid(e) => bad.push(e),
                 }
             }
+            skipped.report_skipped(source, a);
             bad.report(source, a)?;
             let mut file = rdr.into_inner();
             file.seek(SeekFrom::Start(start)).with_context(|| format!("cannot read {source} again"))?;
             let changed =
                 |what: String| anyhow::anyhow!("{source} changed while it was being imported: {what}");
-            let entries =
-                EntryReader::new(BufReader::with_capacity(READ_BUFFER, file), kind).filter_map(|r| match r {
+            let entries = formats::reader(format, BufReader::with_capacity(READ_BUFFER, file), kind)
+                .filter_map(|r| match r {
                     Ok(Record::Entry(e)) => Some(Ok(e)),
+                    Ok(Record::Skipped(_)) => None,
                     Ok(Record::Invalid(_)) if a.skip_invalid => None,
                     Ok(Record::Invalid(e)) => Some(Err(changed(format!("{e}")))),
                     Err(e) => Some(Err(e.into())),
@@ -571,12 +620,15 @@ fn import_in_batches(
         Input::Stream(r) => {
             let dir = store.path().parent().unwrap_or(Path::new("."));
             let mut spool = Spool::new(dir, kind)?;
-            for r in EntryReader::new(BufReader::with_capacity(READ_BUFFER, r), kind) {
+            let mut skipped = BadLines::default();
+            for r in formats::reader(format, BufReader::with_capacity(READ_BUFFER, r), kind) {
                 match r? {
                     Record::Entry(e) => spool.push(&e).context("cannot write the import's spool file")?,
+                    Record::Skipped(e) => skipped.push(e),
                     Record::Invalid(e) => bad.push(e),
                 }
             }
+            skipped.report_skipped(source, a);
             bad.report(source, a)?;
             let (first, written) = write_batches(store, &a.name, spool.into_entries()?, batch)?;
             Ok((first, written, bad.count))

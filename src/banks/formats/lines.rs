@@ -1,87 +1,12 @@
-//! The text formats banks are imported from and exported to, and that `pharos match` reads queries in.
-//!
-//! Input (one entry per line, or per CSV record; blank lines and lines starting with `#` are skipped):
-//! - `HEX` or `HEX,LABEL`: 64 hex digits (PDQ) or 16 (pHash); the label is the rest of the line, or one
-//!   CSV field when it starts with a double quote (then it may hold commas, quotes and line breaks);
-//! - the JSON lines `pharos hash` writes (`{"path":…,"pdq":…,"quality":…,"phash":…}`): the bank's kind
-//!   picks `pdq` or `phash`; the label is the `label` field if present, else `path`; a line carrying
-//!   `"error"` (an image that could not be hashed) is an error;
-//! - python-threatexchange's local-file exchange lines, `SIGNAL_TYPE SIGNAL` (e.g. `pdq 3a1f…`);
-//! - CSV with a header row, as ThreatExchange / HMA tooling exchanges hashes: the hash is the first column
-//!   named `pdq`/`phash` (the bank's kind), `hash`, `hash_value`, `signal`, `signal_value` or
-//!   `indicator`; the label is the first column named `label`, `tags`, `content_id`, `indicator_id` or
-//!   `id`; a `signal_type`/`hash_type` column, when there is one, must name the bank's kind. The header is
-//!   recognised on the first non-blank line when its first field is not a hash.
-//!
-//! CSV is read by the `csv` crate (RFC 4180: a field is quoted when a double quote is its first character,
-//! `""` inside it is a quote, and a quoted field may span lines). So the input is read record by record: a
-//! record that opens a quoted field goes on over the following lines until the field closes, and an error
-//! names the line the record starts on. A quoted field still open at the end of the input, or after
-//! [`MAX_RECORD_BYTES`], is an error on its first line, and the lines after that are read again on their
-//! own (as they would be had the stray quote not been there). Labels are trimmed of surrounding whitespace;
-//! an empty label is no label.
-//!
-//! [`EntryReader`] yields the entries one at a time while it reads, so memory stays bounded by one record
-//! whatever the size of the input (a line longer than [`MAX_RECORD_BYTES`] is an error, not a buffer).
-//!
-//! Output (`bank export --format`): `csv` (a header `hash,label` then `HEX,LABEL`, written by the `csv`
-//! crate, quoted when needed; readable by the above), `hex` (one hash per line), `jsonl`
-//! (`{"id":…,"hash":…,"label":…,"added_ms":…}`).
+//! The line-oriented reader: physical lines with bounded length, CSV records (quoted fields may span
+//! lines), and what each record means in the auto-detected input and the line formats.
 
+use super::{json_text, Item, LineError, Record, MAX_RECORD_BYTES};
 use crate::error::{Error, Result};
-use crate::matcher::{AnyHash, Kind};
-use crate::store::{Entry, NewEntry};
+use crate::matcher::Kind;
+use crate::store::NewEntry;
 use std::collections::VecDeque;
-use std::io::{self, BufRead, Read, Write};
-
-/// The longest line, and the longest CSV record spanning several lines, that an input may hold (1 MiB): the
-/// most the reader buffers at once.
-pub const MAX_RECORD_BYTES: usize = 1 << 20;
-
-/// A line that could not be read, with its 1-based number.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LineError {
-    /// 1-based line number (for a CSV record spanning lines, its first line).
-    pub line: usize,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl std::fmt::Display for LineError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}: {}", self.line, self.message)
-    }
-}
-
-/// One item of an input: an entry, or a line that is not one.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Record {
-    /// An entry to add.
-    Entry(NewEntry),
-    /// A bad line (or CSV record), and why.
-    Invalid(LineError),
-}
-
-/// A query line for `pharos match`: the hashes found on it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct QueryLine {
-    /// The PDQ hash, when the line has one.
-    pub pdq: Option<crate::hash::Hash256>,
-    /// The seven PDQ dihedral variants, when the line has them (`pharos hash --dihedral`).
-    pub pdq_dihedral: Vec<crate::hash::Hash256>,
-    /// The pHash, when the line has one.
-    pub phash: Option<crate::hash::Hash64>,
-    /// The file's MD5, SHA-1 and SHA-256, when the line has them (`pharos hash --exact`).
-    pub md5: Option<[u8; 16]>,
-    /// See `md5`.
-    pub sha1: Option<[u8; 20]>,
-    /// See `md5`.
-    pub sha256: Option<[u8; 32]>,
-    /// The PDQ quality, when the line has one.
-    pub quality: Option<u32>,
-    /// The `path` field of a `pharos hash` line.
-    pub path: Option<String>,
-}
+use std::io::{self, BufRead, Read};
 
 /// One physical line of the input.
 #[derive(Clone, Debug)]
@@ -236,12 +161,22 @@ impl<R: BufRead> Read for Lines<R> {
 }
 
 /// Column positions of a CSV file with a header.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct CsvColumns {
     hash: usize,
     label: Option<usize>,
     signal_type: Option<usize>,
     width: usize,
+    /// The columns `--format csv` writes besides hash and label.
+    external_id: Option<usize>,
+    source: Option<usize>,
+    tags: Option<usize>,
+    quality: Option<usize>,
+    note: Option<usize>,
+    added_ms: Option<usize>,
+    state: Option<usize>,
+    disabled_until_ms: Option<usize>,
+    metadata: Option<usize>,
 }
 
 /// What a record means, given what came before (it remembers a CSV header once seen).
@@ -250,35 +185,44 @@ struct RecordParser {
     kind: Kind,
     csv: Option<CsvColumns>,
     seen_data: bool,
+    /// `--format csv`: the first record must be a header.
+    require_header: bool,
 }
 
 impl RecordParser {
-    /// A `pharos hash` JSON line (trimmed).
-    fn json(&mut self, t: &str) -> std::result::Result<Option<NewEntry>, String> {
+    /// A JSON line (trimmed): what `pharos hash` writes (a field named after the bank's kind), or what
+    /// `--format jsonl` exports (a `"hash"` field and every other field of an entry; older exports had
+    /// only `id`, `hash`, `label` and `added_ms`).
+    fn json(&mut self, t: &str) -> std::result::Result<Option<Item>, String> {
         self.seen_data = true;
         let v: serde_json::Value = serde_json::from_str(t).map_err(|e| format!("invalid JSON: {e}"))?;
+        if !v.is_object() {
+            return Err("a JSON line that is not an object".into());
+        }
         if let Some(err) = v.get("error") {
             return Err(format!("a `pharos hash` error line, not a hash: {}", json_text(err)));
         }
         let key = self.kind.name();
-        let hex = v
-            .get(key)
-            .and_then(|h| h.as_str())
-            .ok_or_else(|| format!("JSON line has no \"{key}\" string for this {} bank", self.kind))?;
+        if v.get(key).is_none() && v.get("hash").is_some() {
+            return super::own::jsonl_entry(self.kind, &v).map(Some);
+        }
+        let hex = v.get(key).and_then(|h| h.as_str()).ok_or_else(|| {
+            format!("JSON line has no \"{key}\" (or \"hash\") string for this {} bank", self.kind)
+        })?;
         let label = v
             .get("label")
             .and_then(|l| l.as_str())
             .or_else(|| v.get("path").and_then(|p| p.as_str()))
             .map(str::to_string);
-        self.entry(hex, label).map(Some)
+        let mut e = self.entry(hex, label)?;
+        if self.kind == Kind::Pdq {
+            e.meta.quality = v.get("quality").and_then(|q| q.as_u64()).map(|q| q.min(u32::MAX as u64) as u32);
+        }
+        super::checked(e).map(Some)
     }
 
     /// A CSV record: `fields` as the `csv` crate split them, `raw` its text (trimmed). `None` for a header.
-    fn record(
-        &mut self,
-        raw: &str,
-        fields: &csv::StringRecord,
-    ) -> std::result::Result<Option<NewEntry>, String> {
+    fn record(&mut self, raw: &str, fields: &csv::StringRecord) -> std::result::Result<Option<Item>, String> {
         if let Some(cols) = &self.csv {
             if fields.len() != cols.width {
                 return Err(format!("{} CSV fields, the header has {}", fields.len(), cols.width));
@@ -286,9 +230,19 @@ impl RecordParser {
             if let Some(i) = cols.signal_type {
                 self.check_signal_type(&fields[i])?;
             }
-            return self.entry(&fields[cols.hash], cols.label.map(|i| fields[i].to_string())).map(Some);
+            let mut e = self.entry(&fields[cols.hash], cols.label.map(|i| fields[i].to_string()))?;
+            super::own::csv_fields(cols_view(cols), fields, &mut e)?;
+            return super::checked(e).map(Some);
         }
         let first = fields.get(0).unwrap_or("").trim();
+        if self.require_header {
+            if looks_like_hash(first) {
+                return Err("a Pharos CSV starts with a header row (hash,…); this is data".into());
+            }
+            self.csv = Some(self.header(fields)?);
+            self.seen_data = true;
+            return Ok(None);
+        }
         if !self.seen_data && fields.len() > 1 && !looks_like_hash(first) {
             self.csv = Some(self.header(fields)?);
             self.seen_data = true;
@@ -300,9 +254,9 @@ impl RecordParser {
             let mut words = first.split_whitespace();
             if let (Some(ty), Some(sig), None) = (words.next(), words.next(), words.next()) {
                 self.check_signal_type(ty)?;
-                return self.entry(sig, None).map(Some);
+                return self.entry(sig, None).map(|e| Some(Item::Entry(e)));
             }
-            return self.entry(first, None).map(Some);
+            return self.entry(first, None).map(|e| Some(Item::Entry(e)));
         }
         // HEX,LABEL: the label is the rest of the record unless that is one quoted field.
         let rest = raw.split_once(',').map_or("", |(_, rest)| rest);
@@ -319,29 +273,25 @@ impl RecordParser {
                 Some(_) => rest.to_string(),
             }
         };
-        self.entry(first, Some(label)).map(Some)
+        self.entry(first, Some(label)).map(|e| Some(Item::Entry(e)))
+    }
+
+    /// A `--format hex` line: one hash, nothing else.
+    fn hex(&mut self, t: &str) -> std::result::Result<Option<Item>, String> {
+        self.entry(t, None).map(|e| Some(Item::Entry(e)))
     }
 
     fn entry(&self, hex: &str, label: Option<String>) -> std::result::Result<NewEntry, String> {
-        let hex = hex.trim();
-        let hash = AnyHash::parse_for(self.kind, hex).map_err(|e| e.to_string())?;
+        let hash = super::parse_hash(self.kind, hex)?;
         let label = label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
         if let Some(l) = &label {
-            super::validate_label(l).map_err(|e| e.to_string())?;
+            super::super::validate_label(l).map_err(|e| e.to_string())?;
         }
         Ok(NewEntry::labelled(hash, label))
     }
 
     fn check_signal_type(&self, ty: &str) -> std::result::Result<(), String> {
-        let t = ty.trim().to_ascii_lowercase();
-        let ok = match self.kind {
-            Kind::Pdq => t == "pdq" || t == "hash_pdq" || t == "pdq_hash",
-            Kind::Phash => t == "phash" || t == "hash_phash",
-            Kind::Md5 => t == "md5" || t == "hash_md5" || t == "video_md5",
-            Kind::Sha1 => t == "sha1" || t == "hash_sha1",
-            Kind::Sha256 => t == "sha256" || t == "hash_sha256",
-        };
-        if ok {
+        if super::te::signal_kind(ty) == Some(self.kind) {
             Ok(())
         } else {
             Err(format!("signal type '{}' does not match this {} bank", ty.trim(), self.kind))
@@ -360,21 +310,43 @@ impl RecordParser {
                     self.kind
                 )
             })?;
+        let label_col = find(&["label"]);
         Ok(CsvColumns {
             hash,
-            label: find(&["label", "tags", "content_id", "indicator_id", "id"]),
+            label: label_col.or_else(|| find(&["tags", "content_id", "indicator_id", "id"])),
             signal_type: find(&["signal_type", "hash_type"]),
             width: names.len(),
+            external_id: find(&["external_id"]),
+            source: find(&["source"]),
+            // A `tags` column next to a `label` column is the tag list; alone it is the label (as before).
+            tags: label_col.and_then(|_| find(&["tags"])),
+            quality: find(&["quality"]),
+            note: find(&["note"]),
+            added_ms: find(&["added_ms"]),
+            state: find(&["state"]),
+            disabled_until_ms: find(&["disabled_until_ms"]),
+            metadata: find(&["metadata"]),
         })
     }
 }
 
-fn json_text(v: &serde_json::Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+/// The optional Pharos columns of a header, as `own.rs` fills them in.
+fn cols_view(c: &CsvColumns) -> super::own::CsvCols {
+    super::own::CsvCols {
+        external_id: c.external_id,
+        source: c.source,
+        tags: c.tags,
+        quality: c.quality,
+        note: c.note,
+        added_ms: c.added_ms,
+        state: c.state,
+        disabled_until_ms: c.disabled_until_ms,
+        metadata: c.metadata,
+    }
 }
 
 fn looks_like_hash(s: &str) -> bool {
-    (s.len() == 64 || s.len() == 16) && s.bytes().all(|b| b.is_ascii_hexdigit())
+    matches!(s.len(), 16 | 32 | 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
         || s.split_whitespace().count() == 2
 }
 
@@ -397,25 +369,63 @@ fn csv_fields(s: &str) -> Option<csv::StringRecord> {
     rdr.get_mut().finish_record().then_some(rec)
 }
 
+/// How [`EntryReader`] reads each line: auto-detected, or as one line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    Auto,
+    Csv,
+    Jsonl,
+    TeCsv,
+    PdqCli,
+    Pytx,
+    Hex,
+}
+
 /// Reads the entries of an input for a bank of `kind`, one at a time, holding at most one record (see the
-/// module documentation for the formats). Yields an entry or a bad line for each record in input order,
-/// and ends at the first read error (an I/O error or text that is not UTF-8), which it returns.
+/// module documentation for the formats). Yields an entry, a skipped record or a bad line for each record
+/// in input order, and ends at the first read error (an I/O error or text that is not UTF-8), which it
+/// returns. Blank lines and lines starting with `#` are not records.
 pub struct EntryReader<R: BufRead> {
     csv: csv::Reader<Lines<R>>,
     fields: csv::StringRecord,
     parser: RecordParser,
+    mode: Mode,
     failed: bool,
 }
 
 impl<R: BufRead> EntryReader<R> {
-    /// A reader of `input` for a bank of `kind`.
+    /// A reader of `input` for a bank of `kind`, auto-detecting each line's format.
     pub fn new(input: R, kind: Kind) -> EntryReader<R> {
+        EntryReader::with_mode(input, kind, Mode::Auto)
+    }
+
+    pub(super) fn with_mode(input: R, kind: Kind, mode: Mode) -> EntryReader<R> {
         EntryReader {
             csv: csv_reader(Lines::new(input)),
             fields: csv::StringRecord::new(),
-            parser: RecordParser { kind, csv: None, seen_data: false },
+            parser: RecordParser { kind, csv: None, seen_data: false, require_header: mode == Mode::Csv },
+            mode,
             failed: false,
         }
+    }
+
+    /// Reads the CSV record starting at `text` into `self.fields`; its raw text (all its lines, trimmed),
+    /// or why it is bad.
+    fn csv_record(&mut self, number: usize, text: &str) -> Result<std::result::Result<String, String>> {
+        self.csv.get_mut().start_record(text.trim_start());
+        if let Err(e) = self.csv.read_record(&mut self.fields) {
+            return Err(match e.into_kind() {
+                csv::ErrorKind::Io(e) => read_error(e),
+                e => Error::InvalidInput(format!("line {number}: CSV: {e:?}")),
+            });
+        }
+        let lines = self.csv.get_mut();
+        if !lines.finish_record() {
+            return Ok(Err("unterminated quoted CSV field".into()));
+        }
+        let mut raw = text.to_string();
+        lines.continued.iter().filter_map(|l| l.text.as_deref()).for_each(|l| raw.push_str(l));
+        Ok(Ok(raw.trim().to_string()))
     }
 
     /// The next record; `Ok(None)` at the end of the input.
@@ -424,45 +434,34 @@ impl<R: BufRead> EntryReader<R> {
             let Some(line) = self.csv.get_mut().next_line().map_err(read_error)? else {
                 return Ok(None);
             };
-            let invalid =
-                |message: String| Ok(Some(Record::Invalid(LineError { line: line.number, message })));
+            let at = |message: String| LineError { line: line.number, message };
             let Some(text) = &line.text else {
-                return invalid(format!("longer than {MAX_RECORD_BYTES} bytes"));
+                return Ok(Some(Record::Invalid(at(format!("longer than {MAX_RECORD_BYTES} bytes")))));
             };
             let t = text.trim();
             if t.is_empty() || t.starts_with('#') {
                 continue;
             }
-            let parsed = if t.starts_with('{') {
-                self.parser.json(t)
-            } else {
-                self.csv.get_mut().start_record(text.trim_start());
-                match self.csv.read_record(&mut self.fields) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        return Err(match e.into_kind() {
-                            csv::ErrorKind::Io(e) => read_error(e),
-                            e => Error::InvalidInput(format!("line {}: CSV: {e:?}", line.number)),
-                        })
-                    }
-                }
-                let lines = self.csv.get_mut();
-                if !lines.finish_record() {
-                    return invalid("unterminated quoted CSV field".into());
-                }
-                if lines.continued.is_empty() {
-                    self.parser.record(t, &self.fields)
-                } else {
-                    let mut raw = text.clone();
-                    lines.continued.iter().filter_map(|l| l.text.as_deref()).for_each(|l| raw.push_str(l));
-                    self.parser.record(raw.trim(), &self.fields)
-                }
+            let kind = self.parser.kind;
+            let parsed = match self.mode {
+                Mode::Jsonl => self.parser.json(t),
+                Mode::Auto if t.starts_with('{') => self.parser.json(t),
+                Mode::Csv if t.starts_with('{') => Err("a JSON line in a CSV input".into()),
+                Mode::PdqCli => super::pdq_cli::line(t).map(Some),
+                Mode::Pytx => super::te::pytx_line(kind, t).map(Some),
+                Mode::Hex => self.parser.hex(t),
+                Mode::Auto | Mode::Csv | Mode::TeCsv => match self.csv_record(line.number, text)? {
+                    Err(message) => Err(message),
+                    Ok(raw) if self.mode == Mode::TeCsv => super::te::te_csv_record(kind, &self.fields, &raw),
+                    Ok(raw) => self.parser.record(&raw, &self.fields),
+                },
             };
-            match parsed {
+            return Ok(Some(match parsed {
                 Ok(None) => continue,
-                Ok(Some(e)) => return Ok(Some(Record::Entry(e))),
-                Err(message) => return invalid(message),
-            }
+                Ok(Some(Item::Entry(e))) => Record::Entry(e),
+                Ok(Some(Item::Skip(message))) => Record::Skipped(at(message)),
+                Err(message) => Record::Invalid(at(message)),
+            }));
         }
     }
 }
@@ -484,116 +483,11 @@ impl<R: BufRead> Iterator for EntryReader<R> {
     }
 }
 
-/// Reads every record of `input` for a bank of `kind`: the entries, and the lines that failed (all of
-/// them). This holds the whole input's entries in memory: for small inputs; [`EntryReader`] streams.
-pub fn read_entries(input: impl BufRead, kind: Kind) -> Result<(Vec<NewEntry>, Vec<LineError>)> {
-    let mut entries = Vec::new();
-    let mut errors = Vec::new();
-    for r in EntryReader::new(input, kind) {
-        match r? {
-            Record::Entry(e) => entries.push(e),
-            Record::Invalid(e) => errors.push(e),
-        }
-    }
-    Ok((entries, errors))
-}
-
-/// Writes `bank export --format csv`: a `hash,label` header, then one `HEX,LABEL` record per entry
-/// (quoted by the `csv` crate when the label needs it, so that [`EntryReader`] reads it back exactly).
-#[derive(Debug)]
-pub struct CsvExport<W: Write> {
-    w: csv::Writer<W>,
-}
-
-impl<W: Write> CsvExport<W> {
-    /// Writes the header to `w`.
-    pub fn new(w: W) -> Result<CsvExport<W>> {
-        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(w);
-        w.write_record(["hash", "label"]).map_err(csv_error)?;
-        Ok(CsvExport { w })
-    }
-
-    /// Writes one entry.
-    pub fn write(&mut self, e: &Entry) -> Result<()> {
-        let hash = e.hash.to_hex();
-        self.w.write_record([hash.as_str(), e.meta.label.as_deref().unwrap_or("")]).map_err(csv_error)
-    }
-
-    /// Flushes what is buffered.
-    pub fn flush(&mut self) -> Result<()> {
-        self.w.flush().map_err(Error::Io)
-    }
-}
-
-fn csv_error(e: csv::Error) -> Error {
-    Error::Io(e.into())
-}
-
-/// Parses one `pharos match` query line: hex (either kind) or a `pharos hash` JSON line. `Ok(None)` for
-/// a blank or comment line.
-pub fn parse_query(line: &str) -> std::result::Result<Option<QueryLine>, String> {
-    let t = line.trim();
-    if t.is_empty() || t.starts_with('#') {
-        return Ok(None);
-    }
-    let mut q = QueryLine {
-        pdq: None,
-        pdq_dihedral: Vec::new(),
-        phash: None,
-        md5: None,
-        sha1: None,
-        sha256: None,
-        quality: None,
-        path: None,
-    };
-    if t.starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(t).map_err(|e| format!("invalid JSON: {e}"))?;
-        if let Some(err) = v.get("error") {
-            return Err(format!("a `pharos hash` error line, not a hash: {}", json_text(&err.clone())));
-        }
-        let hex = |k: &str| v.get(k).and_then(|h| h.as_str());
-        if let Some(h) = hex("pdq") {
-            q.pdq = Some(crate::hash::Hash256::from_hex(h).map_err(|e| e.to_string())?);
-        }
-        if let Some(h) = hex("phash") {
-            q.phash = Some(crate::hash::Hash64::from_hex(h).map_err(|e| e.to_string())?);
-        }
-        if let Some(h) = hex("md5") {
-            q.md5 = Some(crate::hash::exact::parse_hex(h, "an MD5").map_err(|e| e.to_string())?);
-        }
-        if let Some(h) = hex("sha1") {
-            q.sha1 = Some(crate::hash::exact::parse_hex(h, "a SHA-1").map_err(|e| e.to_string())?);
-        }
-        if let Some(h) = hex("sha256") {
-            q.sha256 = Some(crate::hash::exact::parse_hex(h, "a SHA-256").map_err(|e| e.to_string())?);
-        }
-        if q.pdq.is_none() && q.phash.is_none() && q.md5.is_none() && q.sha1.is_none() && q.sha256.is_none() {
-            return Err("JSON line has none of \"pdq\", \"phash\", \"md5\", \"sha1\", \"sha256\"".into());
-        }
-        q.quality = v.get("quality").and_then(|x| x.as_u64()).map(|x| x.min(u32::MAX as u64) as u32);
-        q.path = v.get("path").and_then(|p| p.as_str()).map(str::to_string);
-        if let Some(d) = v.get("dihedral").and_then(|d| d.as_object()) {
-            for (name, h) in d {
-                let h = h.as_str().ok_or_else(|| format!("dihedral \"{name}\" is not a string"))?;
-                q.pdq_dihedral.push(crate::hash::Hash256::from_hex(h).map_err(|e| e.to_string())?);
-            }
-        }
-        return Ok(Some(q));
-    }
-    let hex = t.split(',').next().unwrap_or(t).trim();
-    match AnyHash::from_hex(hex).map_err(|e| e.to_string())? {
-        AnyHash::Pdq(h) => q.pdq = Some(h),
-        AnyHash::Phash(h) => q.phash = Some(h),
-        AnyHash::Md5(d) => q.md5 = Some(d),
-        AnyHash::Sha1(d) => q.sha1 = Some(d),
-        AnyHash::Sha256(d) => q.sha256 = Some(d),
-    }
-    Ok(Some(q))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::read_entries;
     use super::*;
+    use crate::matcher::AnyHash;
 
     const PDQ: &str = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22";
 
@@ -645,7 +539,7 @@ mod tests {
     fn label(r: &Record) -> Option<&str> {
         match r {
             Record::Entry(e) => e.meta.label.as_deref(),
-            Record::Invalid(e) => panic!("{e}"),
+            Record::Invalid(e) | Record::Skipped(e) => panic!("{e}"),
         }
     }
 
@@ -768,26 +662,5 @@ mod tests {
         assert_eq!(labels, [Some("a"), Some("b"), Some("c")]);
         let err = EntryReader::new(&b"\xff\n"[..], Kind::Pdq).next().unwrap().unwrap_err();
         assert_eq!(err.to_string(), "line 1: stream did not contain valid UTF-8");
-    }
-
-    /// What `bank export --format csv` writes reads back as the same entries.
-    #[test]
-    fn csv_export_reads_back() {
-        let labels = [None, Some("a,b"), Some("q\"q"), Some("l1\nl2"), Some("\"x\""), Some("# y"), Some("z")];
-        let mut out = Vec::new();
-        let mut w = CsvExport::new(&mut out).unwrap();
-        for (i, l) in labels.iter().enumerate() {
-            let hash = AnyHash::from_hex(PDQ).unwrap();
-            let meta = crate::store::EntryMeta { label: l.map(str::to_string), ..Default::default() };
-            let state = crate::store::EntryState::Active;
-            w.write(&Entry { id: i as u64, hash, meta, added_ms: 0, state }).unwrap();
-        }
-        w.flush().unwrap();
-        drop(w);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with(&format!("hash,label\n{PDQ},\n{PDQ},\"a,b\"\n")), "{text}");
-        let (e, err) = one(Kind::Pdq, &text);
-        assert!(err.is_empty(), "{err:?}");
-        assert_eq!(e.iter().map(|e| e.meta.label.as_deref()).collect::<Vec<_>>(), labels);
     }
 }
