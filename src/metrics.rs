@@ -55,6 +55,8 @@ pub struct Metrics {
     pub pipeline_restarts: IntCounter,
     /// Queries whose matches were cut at `max_matches`.
     pub matches_truncated: IntCounter,
+    /// Flood-guard trips, by bank.
+    pub flood_trips: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -125,7 +127,13 @@ impl Metrics {
             IntCounter::new("matches_truncated_total", "Queries whose matches were cut at max_matches.")
                 .expect("valid metric");
         registry.register(Box::new(matches_truncated.clone())).expect("unique metric");
+        let flood_trips = counter(
+            "flood_trips_total",
+            "Entries that matched more often than their bank's flood guard allows, by bank.",
+            &["bank"],
+        );
         Metrics {
+            flood_trips,
             panics,
             pipeline_restarts,
             matches_truncated,

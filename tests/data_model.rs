@@ -275,7 +275,7 @@ fn per_bank_default_radius_and_minimum_quality() {
     set.add("tight", &[entry(flipped(q, 10), "t")]).unwrap();
     set.add("loose", &[entry(flipped(q, 10), "l")]).unwrap();
     let banks_hit = |quality: Option<u32>, radius: Option<u32>| -> Vec<String> {
-        let query = BankQuery { hashes: vec![AnyHash::Pdq(q)], quality };
+        let query = BankQuery { hashes: vec![AnyHash::Pdq(q)], quality, request_id: None };
         set.search(&[], &query, radius).unwrap().hits.into_iter().map(|h| h.bank).collect()
     };
     assert_eq!(banks_hit(None, None), ["loose"], "tight's default radius 4 < distance 10");
@@ -341,6 +341,119 @@ fn a_negative_bank_suppresses_a_planted_collision_in_the_library_and_the_cli() {
     );
     assert_eq!(out[1]["matches"][0]["external_id"], "case-2");
     assert!(out[1].get("suppressed").is_none());
+
+    // The audit shows the suppressions and the match, with the query's hash and the input line; `--bank
+    // benign` finds the suppressions by their negative bank.
+    let audit = json_lines(&cli(dir.path(), &["audit", "list"]));
+    let events: Vec<(&str, &str, Option<&str>)> = audit
+        .iter()
+        .map(|r| (r["event"].as_str().unwrap(), r["bank"].as_str().unwrap(), r["by"]["bank"].as_str()))
+        .collect();
+    // The library searches above come first (suppressed, then match, match after the negative entry was
+    // disabled), then the CLI's.
+    assert_eq!(
+        events,
+        [
+            ("suppressed", "partner", Some("benign")),
+            ("match", "partner", None),
+            ("match", "partner", None),
+            ("suppressed", "partner", Some("benign")),
+            ("match", "partner", None),
+        ],
+        "{audit:?}"
+    );
+    let last_sup = &audit[3];
+    assert_eq!(last_sup["external_id"], "case-1");
+    assert_eq!(
+        (last_sup["by"]["entry_id"].as_u64(), last_sup["by"]["external_id"].as_str()),
+        (Some(0), Some("benign-7"))
+    );
+    assert_eq!(last_sup["query"]["pdq"].as_str(), Some(pdq(11).to_hex().as_str()));
+    assert_eq!(last_sup["request_id"], "line 1");
+    let by_negative = json_lines(&cli(dir.path(), &["audit", "list", "--bank", "benign"]));
+    assert_eq!(by_negative.len(), 2);
+    let csv = cli(dir.path(), &["audit", "list", "--format", "csv", "--since", "1h"]);
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+    assert!(csv.starts_with("time_ms,event,bank,entry_id,external_id,distance,query,request_id"), "{csv}");
+    let none = json_lines(&cli(dir.path(), &["audit", "list", "--until", "2020-01-01T00:00:00Z"]));
+    assert!(none.is_empty());
+}
+
+/// The flood guard: an entry that matches more often than its bank allows within the window is reported in
+/// the audit and the metrics and, with auto-disable, disabled (kept, no longer matching); other banks and
+/// entries are untouched. Audit records past their retention are pruned, newer ones kept.
+#[test]
+fn the_flood_guard_disables_an_entry_that_matches_too_often_and_the_audit_is_pruned_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let set =
+        BankSet::open(Store::open(dir.path()).unwrap(), metrics.clone(), SearchPolicy::default()).unwrap();
+    let guard = pharos::store::FloodGuard { max_matches: 2, window_s: 3600, auto_disable: true };
+    set.create_with("guarded", Kind::Pdq, BankPolicy { flood: Some(guard), ..Default::default() }).unwrap();
+    let (hot, calm) = (pdq(21), pdq(22));
+    set.add("guarded", &[entry(hot, "hot"), entry(calm, "calm")]).unwrap();
+    for i in 0..2 {
+        assert_eq!(ids(&set, hot).len(), 1, "match {i} is within the limit");
+    }
+    assert_eq!(ids(&set, hot).len(), 1, "the third match is still reported, then the entry is disabled");
+    assert!(ids(&set, hot).is_empty(), "disabled by the flood guard");
+    assert_eq!(ids(&set, calm).len(), 1, "other entries are untouched");
+    assert!(
+        metrics.render().contains("pharos_flood_trips_total{bank=\"guarded\"} 1"),
+        "{}",
+        metrics.render()
+    );
+    let mut events = Vec::new();
+    set.audit(&Default::default(), |r| {
+        events.push((r.event, r.entry.external_id.clone()));
+        Ok(())
+    })
+    .unwrap();
+    use pharos::store::AuditEvent::{FloodDisabled, Match};
+    let hot_id = Some("hot".to_string());
+    assert_eq!(
+        events,
+        [
+            (Match, hot_id.clone()),
+            (Match, hot_id.clone()),
+            (Match, hot_id.clone()),
+            (FloodDisabled, hot_id.clone()),
+            (Match, Some("calm".to_string()))
+        ]
+    );
+    let mut state = None;
+    set.export("guarded", |e| {
+        if e.id == 0 {
+            state = Some(e.state);
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(state, Some(EntryState::Disabled { until_ms: None }), "kept, disabled");
+
+    // Retention: two old records (planted 100 days ago) go, the five recent ones stay.
+    drop(set);
+    let store = Store::open(dir.path()).unwrap();
+    let old = pharos::store::AuditRecord {
+        time_ms: pharos::store::now_ms() - 100 * 86_400_000,
+        event: Match,
+        entry: pharos::store::AuditEntry { bank: "guarded".into(), entry_id: 1, external_id: None },
+        distance: 0,
+        query: Default::default(),
+        request_id: None,
+        caller: None,
+        by: None,
+    };
+    store.append_audit(&[old.clone(), old]).unwrap();
+    let set = BankSet::open(store, Arc::new(Metrics::new()), SearchPolicy::default()).unwrap();
+    assert_eq!(set.prune_audit(std::time::Duration::from_secs(90 * 86_400)).unwrap(), 2);
+    let mut n = 0;
+    set.audit(&Default::default(), |_| {
+        n += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(n, 5);
 }
 
 fn cpu_config() -> ServeConfig {
@@ -508,6 +621,25 @@ async fn over_grpc_negative_banks_suppress_and_entry_updates_take_effect_at_once
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    // The audit over gRPC: the suppressions of request "q" name the negative entry.
+    let mut audit = pharos::server::proto::audit_client::AuditClient::new(server.channel().await);
+    let mut stream = audit
+        .list_audit(proto::ListAuditRequest { banks: vec!["benign".into()], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sup = Vec::new();
+    while let Some(r) = stream.message().await.unwrap() {
+        assert_eq!(
+            (r.event.as_str(), r.request_id.as_str(), r.by_external_id.as_str()),
+            ("suppressed", "q", "benign-7")
+        );
+        assert!(!r.query["pdq"].is_empty());
+        sup.push(r.bank);
+    }
+    sup.sort();
+    assert_eq!(sup, ["files", "partner"]);
 
     // Match with a SHA-256 query names its kind (64 digits would read as PDQ).
     let r = matcher

@@ -12,6 +12,7 @@
 //!
 //! The store ([`crate::store`]) only stores rows; indexes are built here ([`load`]).
 
+mod audit;
 pub mod formats;
 mod set;
 

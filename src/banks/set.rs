@@ -15,13 +15,17 @@
 //! - a bank's kind is immutable and its size an atomic: listing never waits for an index update;
 //! - the locks do not poison (parking_lot): a panic in one call cannot make every later call panic.
 
+use super::audit::AuditLog;
 use super::{load, SearchPolicy};
 use crate::error::{Error, Result};
 use crate::matcher::{AnyHash, Hit, Index, Kind, Method, SearchOptions};
 use crate::metrics::Metrics;
-use crate::store::{BankInfo, BankPolicy, Entry, EntryMeta, EntryState, EntryUpdate, NewEntry, Store};
+use crate::store::{
+    AuditEntry, AuditEvent, AuditFilter, AuditRecord, BankInfo, BankPolicy, Entry, EntryMeta, EntryState,
+    EntryUpdate, FloodGuard, NewEntry, Store,
+};
 use parking_lot::{Mutex, RwLock};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +45,8 @@ struct LiveBank {
     writer: Mutex<()>,
     /// Set (under `writer`) when the bank is deleted; writes that still hold it then fail.
     deleted: AtomicBool,
+    /// Flood guard: recent match times (ms) of the entries that matched within the window.
+    flood: Mutex<HashMap<u32, VecDeque<u64>>>,
 }
 
 impl LiveBank {
@@ -54,6 +60,7 @@ impl LiveBank {
             index: RwLock::new(index),
             writer: Mutex::new(()),
             deleted: AtomicBool::new(false),
+            flood: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -123,12 +130,23 @@ pub struct BankQuery {
     pub hashes: Vec<AnyHash>,
     /// PDQ quality of the image, when known.
     pub quality: Option<u32>,
+    /// The request's id, for the audit (a gRPC item id, an input line).
+    pub request_id: Option<String>,
 }
 
 impl BankQuery {
     /// A query of these hashes, quality unknown.
     pub fn of(hashes: &[AnyHash]) -> BankQuery {
-        BankQuery { hashes: hashes.to_vec(), quality: None }
+        BankQuery { hashes: hashes.to_vec(), quality: None, request_id: None }
+    }
+
+    /// The first hash of each kind, by kind name, as the audit keeps the query.
+    fn audit_hashes(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for h in &self.hashes {
+            out.entry(h.kind().name().to_string()).or_insert_with(|| h.to_hex());
+        }
+        out
     }
 }
 
@@ -138,7 +156,8 @@ type RawHit = (usize, u32, u32, AnyHash);
 /// The store plus every bank's index.
 #[derive(Debug)]
 pub struct BankSet {
-    store: Store,
+    store: Arc<Store>,
+    audit: AuditLog,
     banks: RwLock<BTreeMap<String, Arc<LiveBank>>>,
     admin: Mutex<()>,
     metrics: Arc<Metrics>,
@@ -178,7 +197,9 @@ impl BankSet {
             let disabled = loaded.disabled.into_iter().map(|(id, st)| (id as u32, st)).collect();
             banks.insert(name.clone(), Arc::new(LiveBank::new(loaded.info, loaded.index, disabled)));
         }
+        let store = Arc::new(store);
         Ok(BankSet {
+            audit: AuditLog::start(store.clone())?,
             store,
             banks: RwLock::new(banks),
             admin: Mutex::new(()),
@@ -187,6 +208,25 @@ impl BankSet {
             write_delay_ms: AtomicU64::new(0),
             write_panics: AtomicU32::new(0),
         })
+    }
+
+    /// Calls `f` on the audit records that pass `filter`, oldest first.
+    pub fn audit(&self, filter: &AuditFilter, f: impl FnMut(AuditRecord) -> Result<()>) -> Result<()> {
+        self.store.for_each_audit(filter, f)
+    }
+
+    /// Deletes the audit records older than `retention`, in short transactions (matching goes on meanwhile,
+    /// its audit commits waiting for one step at most); returns how many.
+    pub fn prune_audit(&self, retention: Duration) -> Result<u64> {
+        let before = crate::store::now_ms().saturating_sub(retention.as_millis() as u64);
+        let mut total = 0u64;
+        loop {
+            let n = self.store.prune_audit(before, 10_000)?;
+            total += n as u64;
+            if n < 10_000 {
+                return Ok(total);
+            }
+        }
     }
 
     /// The search bounds in force.
@@ -583,7 +623,7 @@ impl BankSet {
                 tags: meta.tags,
             }
         };
-        Ok(raw
+        let results: Vec<SearchResult> = raw
             .into_iter()
             .zip(truncated)
             .zip(withheld.into_iter().zip(by))
@@ -598,6 +638,101 @@ impl BankSet {
                     None => Vec::new(),
                 },
             })
-            .collect())
+            .collect();
+        self.audit_and_guard(targets, queries, &results, now)?;
+        Ok(results)
+    }
+
+    /// Records every reported match and every suppression in the audit (durably, before the caller answers),
+    /// and runs the flood guard of the banks that have one.
+    fn audit_and_guard(
+        &self,
+        targets: &[(String, Arc<LiveBank>)],
+        queries: &[BankQuery],
+        results: &[SearchResult],
+        now: u64,
+    ) -> Result<()> {
+        let entry = |h: &BankHit| AuditEntry {
+            bank: h.bank.clone(),
+            entry_id: h.id,
+            external_id: h.external_id.clone(),
+        };
+        let mut records = Vec::new();
+        let mut to_disable: Vec<(String, u64)> = Vec::new();
+        for (q, r) in queries.iter().zip(results) {
+            if r.hits.is_empty() && r.suppressed.is_empty() {
+                continue;
+            }
+            let record = |event, h: &BankHit, by: Option<AuditEntry>| AuditRecord {
+                time_ms: now,
+                event,
+                entry: entry(h),
+                distance: h.distance,
+                query: q.audit_hashes(),
+                request_id: q.request_id.clone(),
+                caller: None,
+                by,
+            };
+            for h in &r.hits {
+                records.push(record(AuditEvent::Match, h, None));
+                let Some((_, bank)) = targets.iter().find(|(n, _)| *n == h.bank) else { continue };
+                let Some(guard) = bank.policy.read().flood else { continue };
+                if self.flooded(bank, h.id as u32, guard, now) {
+                    self.metrics.flood_trips.with_label_values(&[&h.bank]).inc();
+                    let event =
+                        if guard.auto_disable { AuditEvent::FloodDisabled } else { AuditEvent::Flood };
+                    tracing::warn!(
+                        bank = %h.bank,
+                        entry = h.id,
+                        max_matches = guard.max_matches,
+                        window_s = guard.window_s,
+                        disabled = guard.auto_disable,
+                        "flood guard tripped"
+                    );
+                    records.push(AuditRecord {
+                        distance: 0,
+                        query: BTreeMap::new(),
+                        ..record(event, h, None)
+                    });
+                    if guard.auto_disable {
+                        to_disable.push((h.bank.clone(), h.id));
+                    }
+                }
+            }
+            for s in &r.suppressed {
+                records.push(record(AuditEvent::Suppressed, &s.hit, Some(entry(&s.by))));
+            }
+        }
+        self.audit.record(records)?;
+        for (bank, id) in to_disable {
+            let disable =
+                EntryUpdate { state: Some(EntryState::Disabled { until_ms: None }), ..Default::default() };
+            if let Err(e) = self.update(&bank, &[(id, disable)]) {
+                tracing::error!(bank = %bank, entry = id, error = %e, "flood guard could not disable the entry");
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a match of `row` at `now` against the bank's flood guard; true when it passes the limit (the
+    /// count then starts again, so one flood is reported once per window's worth of matches).
+    fn flooded(&self, bank: &LiveBank, row: u32, guard: FloodGuard, now: u64) -> bool {
+        let window = u64::from(guard.window_s) * 1000;
+        let mut flood = bank.flood.lock();
+        if flood.len() > 100_000 {
+            // Forget entries whose matches have all left the window (bounded memory under any load).
+            flood.retain(|_, times| times.back().is_some_and(|&t| t + window > now));
+        }
+        let times = flood.entry(row).or_default();
+        times.push_back(now);
+        while times.front().is_some_and(|&t| t + window <= now) {
+            times.pop_front();
+        }
+        if times.len() > guard.max_matches as usize {
+            flood.remove(&row);
+            true
+        } else {
+            false
+        }
     }
 }

@@ -204,6 +204,10 @@ fn answer_block(
                 queries[i].hashes.extend(kind_hashes(q, k, args.dihedral));
             }
             queries[i].quality = q.quality;
+            queries[i].request_id = Some(match &q.path {
+                Some(p) => format!("line {}: {p}", block[i].0),
+                None => format!("line {}", block[i].0),
+            });
         }
     }
     let results: Vec<SearchResult> = pool.install(|| banks.search_many(&args.bank, &queries, args.radius))?;

@@ -1,5 +1,6 @@
 //! Command-line definitions (clap) and dispatch to the subcommands.
 
+mod audit;
 mod bank;
 mod bench;
 mod hash;
@@ -26,11 +27,14 @@ pub(crate) struct Cli {
 enum Command {
     /// Hash image files or directories: one JSON object per input on stdout.
     Hash(hash::HashArgs),
-    /// Manage banks of hashes: create, list, add, import, remove, delete, export.
+    /// Manage banks of hashes: create, policy, list, add, import, update, remove, delete, export.
     Bank(bank::BankArgs),
     /// Match hashes (hex or `pharos hash` JSON lines) against banks: one JSON object per query.
     Match(matching::MatchArgs),
-    /// Run the gRPC daemon (services Hasher, Matcher, Banks; health; reflection; metrics on their own port).
+    /// List or prune the match audit (every match and suppression reported, flood-guard events).
+    Audit(audit::AuditArgs),
+    /// Run the gRPC daemon (services Hasher, Matcher, Banks, Audit; health; reflection; metrics on their own
+    /// port).
     Serve(Box<serve::ServeArgs>),
     /// Capacity benchmarks: decode, hash, match, pipeline (end to end), grpc and the capacity report.
     Bench(bench::BenchArgs),
@@ -42,6 +46,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hash(args) => hash::run(args),
         Command::Bank(args) => bank::run(args),
         Command::Match(args) => matching::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(*args),
     }

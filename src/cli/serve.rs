@@ -73,6 +73,9 @@ pub(crate) struct ServeArgs {
     /// Seconds to drain in-flight work after SIGTERM/SIGINT [default: 30].
     #[arg(long, env = "PHAROS_SHUTDOWN_GRACE_S", value_name = "S")]
     shutdown_grace_s: Option<u64>,
+    /// Days the match audit is kept; 0 keeps it forever [default: 90].
+    #[arg(long, env = "PHAROS_AUDIT_RETENTION_DAYS", value_name = "DAYS")]
+    audit_retention_days: Option<u32>,
 }
 
 impl ServeArgs {
@@ -103,7 +106,8 @@ impl ServeArgs {
             max_batch,
             max_delay_ms,
             decode_threads,
-            shutdown_grace_s
+            shutdown_grace_s,
+            audit_retention_days
         );
         if let Some(dir) = self.data_dir.explicit() {
             cfg.data_dir = Some(dir.to_path_buf());

@@ -9,7 +9,10 @@ use super::{error_status, Shared};
 use crate::banks::{validate_meta, BankSummary};
 use crate::error::Error;
 use crate::matcher::{AnyHash, Kind};
-use crate::store::{BankPolicy, EntryMeta, EntryState, EntryUpdate, FloodGuard, NewEntry};
+use crate::store::{
+    AuditEntry, AuditFilter, AuditRecord, BankPolicy, EntryMeta, EntryState, EntryUpdate, FloodGuard,
+    NewEntry,
+};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -356,5 +359,61 @@ impl proto::banks_server::Banks for BanksService {
         self.blocking("DeleteBank", move |s| s.banks.delete(&name)).await?;
         tracing::info!(bank = %logged, "bank deleted");
         Ok(Response::new(proto::DeleteBankResponse {}))
+    }
+}
+
+/// The `Audit` service.
+pub(crate) struct AuditService(pub(crate) Arc<Shared>);
+
+fn audit_to_proto(r: AuditRecord) -> proto::AuditRecord {
+    let by = r.by.unwrap_or(AuditEntry { bank: String::new(), entry_id: 0, external_id: None });
+    proto::AuditRecord {
+        time_ms: r.time_ms,
+        event: r.event.name().to_string(),
+        bank: r.entry.bank,
+        entry_id: r.entry.entry_id,
+        external_id: r.entry.external_id.unwrap_or_default(),
+        distance: r.distance,
+        query: r.query.into_iter().collect(),
+        request_id: r.request_id.unwrap_or_default(),
+        caller: r.caller.unwrap_or_default(),
+        by_bank: by.bank,
+        by_entry_id: by.entry_id,
+        by_external_id: by.external_id.unwrap_or_default(),
+    }
+}
+
+#[tonic::async_trait]
+impl proto::audit_server::Audit for AuditService {
+    type ListAuditStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::AuditRecord, Status>> + Send>>;
+
+    #[tracing::instrument(level = "debug", skip_all, fields(method = "ListAudit"))]
+    async fn list_audit(
+        &self,
+        req: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<Self::ListAuditStream>, Status> {
+        let r = req.into_inner();
+        let filter = AuditFilter {
+            since_ms: r.since_ms,
+            until_ms: r.until_ms,
+            banks: r.banks,
+            limit: (r.limit > 0).then_some(r.limit as usize),
+        };
+        let (tx, rx) = mpsc::channel(1024);
+        let shared = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let result = shared.banks.audit(&filter, |rec| {
+                tx.blocking_send(Ok(audit_to_proto(rec)))
+                    .map_err(|_| Error::InvalidInput("the client went away".into()))
+            });
+            if let Err(e) = &result {
+                let _ = tx.blocking_send(Err(error_status(e)));
+            }
+            let status = result.as_ref().err().map(error_status);
+            shared.record("ListAudit", start, status.as_ref());
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

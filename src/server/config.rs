@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub shutdown_grace_s: u64,
     /// Most matches one query returns (nearest first); beyond it the answer says `truncated`.
     pub max_matches: usize,
+    /// Days the match audit is kept (older records are deleted hourly); 0 keeps it forever.
+    pub audit_retention_days: u32,
 }
 
 impl Default for ServeConfig {
@@ -81,6 +83,7 @@ impl Default for ServeConfig {
             decode_threads: 0,
             shutdown_grace_s: 30,
             max_matches: SearchPolicy::default().max_matches,
+            audit_retention_days: 90,
         }
     }
 }

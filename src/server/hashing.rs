@@ -101,7 +101,8 @@ impl Shared {
         if let Some(e) = &rec.exact {
             hashes_q.extend([AnyHash::Md5(e.md5), AnyHash::Sha1(e.sha1), AnyHash::Sha256(e.sha256)]);
         }
-        let query = BankQuery { hashes: hashes_q, quality: Some(rec.pdq.quality) };
+        let request_id = (!r.id.is_empty()).then(|| r.id.clone());
+        let query = BankQuery { hashes: hashes_q, quality: Some(rec.pdq.quality), request_id };
         let found = self.match_blocking(r.banks, query, r.radius).await?;
         Ok(proto::HashAndMatchResult {
             hashes,
@@ -306,7 +307,8 @@ impl proto::matcher_server::Matcher for MatcherService {
                 }
                 query.push(h);
             }
-            let query = BankQuery { hashes: query, quality: r.quality };
+            let request_id = (!r.id.is_empty()).then(|| r.id.clone());
+            let query = BankQuery { hashes: query, quality: r.quality, request_id };
             self.0.clone().match_blocking(r.banks, query, r.radius).await
         }
         .await;

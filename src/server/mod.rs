@@ -197,6 +197,7 @@ impl Server {
 
     /// Serves gRPC on `listener` until `shutdown` resolves, then drains (see the module docs).
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> crate::Result<()> {
+        use proto::audit_server::AuditServer;
         use proto::banks_server::BanksServer;
         use proto::hasher_server::HasherServer;
         use proto::matcher_server::MatcherServer;
@@ -225,6 +226,9 @@ impl Server {
         let banks = BanksServer::new(banks::BanksService(shared.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
+        let audit = AuditServer::new(banks::AuditService(shared.clone())).max_encoding_message_size(max);
+        health.set_serving::<AuditServer<banks::AuditService>>().await;
+        let pruning = prune_audit_periodically(shared.clone());
 
         let stop = self.stop;
         // Health follows the pipeline (NOT_SERVING while a dead batcher thread is restarted), until shutdown.
@@ -265,7 +269,8 @@ impl Server {
             .add_service(reflection_v1alpha)
             .add_service(hasher)
             .add_service(matcher)
-            .add_service(banks);
+            .add_service(banks)
+            .add_service(audit);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
         let result = tokio::select! {
@@ -277,9 +282,33 @@ impl Server {
         };
         shared.pipeline.close();
         follow.abort();
+        pruning.abort();
         tracing::info!("stopped");
         result
     }
+}
+
+/// Deletes audit records older than `audit_retention_days` at start and then every hour, on the blocking
+/// pool, in short transactions (matching never waits for more than one step). 0 days keeps everything.
+fn prune_audit_periodically(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let days = u64::from(shared.cfg.audit_retention_days);
+        if days == 0 {
+            return;
+        }
+        let retention = Duration::from_secs(days * 86_400);
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let s = shared.clone();
+            match tokio::task::spawn_blocking(move || s.banks.prune_audit(retention)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(records = n, days, "audit records past their retention deleted"),
+                Ok(Err(e)) => tracing::error!(error = %e, "audit pruning failed; retried in an hour"),
+                Err(e) => tracing::error!(error = %e, "audit pruning task failed"),
+            }
+        }
+    })
 }
 
 /// Sets every service's health and the whole server's ("", what load balancers usually probe).
@@ -293,6 +322,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
         <HasherServer<hashing::HasherService> as tonic::server::NamedService>::NAME,
         <MatcherServer<hashing::MatcherService> as tonic::server::NamedService>::NAME,
         <BanksServer<banks::BanksService> as tonic::server::NamedService>::NAME,
+        <proto::audit_server::AuditServer<banks::AuditService> as tonic::server::NamedService>::NAME,
         "",
     ] {
         health.set_service_status(name, status).await;
