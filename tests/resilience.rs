@@ -127,7 +127,7 @@ async fn match_answers_are_bounded() {
     // 2,000 pHashes within 3 bits of 0.
     let entries: Vec<proto::NewEntry> = (0..2000u64)
         .map(|i| proto::NewEntry {
-            hash: format!("{:016x}", (1u64 << (i % 64)) * (i % 3)),
+            hash: format!("{:016x}", (1u64 << (i % 64)).wrapping_mul(i % 3)),
             ..Default::default()
         })
         .collect();

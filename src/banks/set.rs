@@ -218,12 +218,17 @@ impl BankSet {
     /// Deletes the audit records older than `retention`, in short transactions (matching goes on meanwhile,
     /// its audit commits waiting for one step at most); returns how many.
     pub fn prune_audit(&self, retention: Duration) -> Result<u64> {
+        self.prune_audit_while(retention, || true)
+    }
+
+    /// [`BankSet::prune_audit`], stopping early (between steps) once `go_on` says false.
+    pub fn prune_audit_while(&self, retention: Duration, go_on: impl Fn() -> bool) -> Result<u64> {
         let before = crate::store::now_ms().saturating_sub(retention.as_millis() as u64);
         let mut total = 0u64;
         loop {
             let n = self.store.prune_audit(before, 10_000)?;
             total += n as u64;
-            if n < 10_000 {
+            if n < 10_000 || !go_on() {
                 return Ok(total);
             }
         }
@@ -529,11 +534,9 @@ impl BankSet {
             };
             let index = bank.index.read();
             let found: Vec<Vec<Hit>> = if parallel {
-                let wanted: Vec<BankQuery> = queries
-                    .iter()
-                    .map(|q| if eligible(q) { q.clone() } else { BankQuery::default() })
-                    .collect();
-                index.search_batch(&wanted.into_iter().map(|q| q.hashes).collect::<Vec<_>>(), opts)
+                let wanted: Vec<Vec<AnyHash>> =
+                    queries.iter().map(|q| if eligible(q) { q.hashes.clone() } else { Vec::new() }).collect();
+                index.search_batch(&wanted, opts)
             } else {
                 let mut out = Vec::new();
                 queries

@@ -228,7 +228,8 @@ impl Server {
             .max_encoding_message_size(max);
         let audit = AuditServer::new(banks::AuditService(shared.clone())).max_encoding_message_size(max);
         health.set_serving::<AuditServer<banks::AuditService>>().await;
-        let pruning = prune_audit_periodically(shared.clone());
+        let (stop_pruning, pruning_stopped) = watch::channel(false);
+        let pruning = prune_audit_periodically(shared.clone(), pruning_stopped);
 
         let stop = self.stop;
         // Health follows the pipeline (NOT_SERVING while a dead batcher thread is restarted), until shutdown.
@@ -282,7 +283,10 @@ impl Server {
         };
         shared.pipeline.close();
         follow.abort();
-        pruning.abort();
+        // Wait for the pruning task (it holds the bank set, hence the store file, while it runs): a prune in
+        // progress stops after its current step.
+        let _ = stop_pruning.send(true);
+        let _ = pruning.await;
         tracing::info!("stopped");
         result
     }
@@ -290,7 +294,11 @@ impl Server {
 
 /// Deletes audit records older than `audit_retention_days` at start and then every hour, on the blocking
 /// pool, in short transactions (matching never waits for more than one step). 0 days keeps everything.
-fn prune_audit_periodically(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+/// Ends when `stop` turns true (a prune in progress stops after its current step).
+fn prune_audit_periodically(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let days = u64::from(shared.cfg.audit_retention_days);
         if days == 0 {
@@ -299,9 +307,13 @@ fn prune_audit_periodically(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> 
         let retention = Duration::from_secs(days * 86_400);
         let mut every = tokio::time::interval(Duration::from_secs(3600));
         loop {
-            every.tick().await;
-            let s = shared.clone();
-            match tokio::task::spawn_blocking(move || s.banks.prune_audit(retention)).await {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let (s, stopped) = (shared.clone(), stop.clone());
+            let prune = move || s.banks.prune_audit_while(retention, || !*stopped.borrow());
+            match tokio::task::spawn_blocking(prune).await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => tracing::info!(records = n, days, "audit records past their retention deleted"),
                 Ok(Err(e)) => tracing::error!(error = %e, "audit pruning failed; retried in an hour"),
