@@ -672,3 +672,36 @@ fn entry_fields_are_validated() {
     assert!(bad(&|m| m.external_id = Some("a\u{7}".into())).contains("external id"));
     assert_eq!(set.list()[0].size, 0, "nothing was written");
 }
+
+/// `bank export -o FILE` replaces the file whole or not at all: an export that fails partway (here an entry
+/// whose label the `pdq-cli` format cannot carry: a line break) leaves an existing file as it was and
+/// creates none where there was none; a complete export replaces it.
+#[test]
+fn a_failed_export_leaves_no_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cli(d, &["bank", "create", "b"]);
+    let input = d.join("in.csv");
+    std::fs::write(&input, format!("{},ok.jpg\n{},\"two\nlines\"\n", pdq(1).to_hex(), pdq(2).to_hex()))
+        .unwrap();
+    cli(d, &["bank", "add", "b", input.to_str().unwrap()]);
+    let env = [("PHAROS_DATA_DIR", d.to_str().unwrap())];
+    let fresh = d.join("fresh.txt");
+    let out = pharos_env(["bank", "export", "b", "--format", "pdq-cli", "-o", fresh.to_str().unwrap()], &env);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(!fresh.exists(), "no partial file");
+    let old = d.join("old.txt");
+    std::fs::write(&old, "previous export\n").unwrap();
+    let out = pharos_env(["bank", "export", "b", "--format", "pdq-cli", "-o", old.to_str().unwrap()], &env);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "previous export\n", "left as it was");
+    let leftovers: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files removed: {leftovers:?}");
+    let out = pharos_env(["bank", "export", "b", "--format", "jsonl", "-o", old.to_str().unwrap()], &env);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&old).unwrap().lines().count(), 2, "replaced whole");
+}

@@ -426,21 +426,45 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
         BankCommand::Export { name, format, output } => {
             let kind = store.bank(&name)?.kind;
             formats::carries(format.into(), kind)?;
-            let mut w: Box<dyn Write> = match &output {
-                Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-                )),
-                None => Box::new(&mut out),
-            };
-            let mut writer = formats::writer(format.into(), &mut w, kind)?;
-            store.for_each_entry(&name, |e| writer.write(&e))?;
-            writer.finish()?;
-            drop(writer);
-            w.flush()?;
+            match &output {
+                // A file is written beside its destination and renamed over it only when the export is
+                // complete: a failed export (an entry the format cannot carry, a full disk) leaves no
+                // partial file, and an existing file is replaced whole or not at all.
+                Some(p) => {
+                    let dir = match p.parent() {
+                        Some(d) if !d.as_os_str().is_empty() => d,
+                        _ => Path::new("."),
+                    };
+                    let tmp = tempfile::NamedTempFile::new_in(dir)
+                        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+                    let mut w = std::io::BufWriter::new(tmp);
+                    export(&store, &name, format.into(), kind, &mut w)?;
+                    let tmp = w.into_inner().map_err(|e| e.into_error())?;
+                    tmp.as_file().sync_all()?;
+                    tmp.persist(p).with_context(|| format!("cannot write {}", p.display()))?;
+                }
+                None => export(&store, &name, format.into(), kind, &mut out)?,
+            }
         }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes every live entry of bank `name` to `w` in `format`.
+fn export(
+    store: &Store,
+    name: &str,
+    format: formats::Format,
+    kind: Kind,
+    w: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut writer = formats::writer(format, &mut *w, kind)?;
+    store.for_each_entry(name, |e| writer.write(&e))?;
+    writer.finish()?;
+    drop(writer);
+    w.flush()?;
+    Ok(())
 }
 
 /// An input of `add` or `import`.
