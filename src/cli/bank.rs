@@ -19,7 +19,8 @@
 //! in memory: `import` is the command for large inputs.
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Subcommand};
 use pharos::banks::formats::{self, Format, LineError, Record};
 use pharos::matcher::{AnyHash, Kind};
 use pharos::store::{BankInfo, BankPolicy, EntryMeta, EntryState, EntryUpdate, FloodGuard, NewEntry, Store};
@@ -77,8 +78,8 @@ enum BankCommand {
         name: String,
         /// Hash kind the bank holds: perceptual (pdq, phash: matched within a radius) or a digest of the
         /// file bytes (md5, sha1, sha256: matched when equal).
-        #[arg(long, value_enum, default_value = "pdq")]
-        kind: KindArg,
+        #[arg(long, value_parser = kind_parser(), default_value = "pdq")]
+        kind: Kind,
         #[command(flatten)]
         policy: PolicyArgs,
     },
@@ -117,33 +118,22 @@ enum BankCommand {
         /// Bank name.
         name: String,
         /// Output format (see README, "Partner formats").
-        #[arg(long, value_enum, default_value = "csv")]
-        format: FormatArg,
+        #[arg(long, value_parser = format_parser(), default_value = "csv")]
+        format: Format,
         /// Output file [default: stdout].
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum KindArg {
-    Pdq,
-    Phash,
-    Md5,
-    Sha1,
-    Sha256,
+/// `--kind`: a [`Kind`] by its name (the names are listed in `--help`).
+fn kind_parser() -> impl clap::builder::TypedValueParser<Value = Kind> {
+    clap::builder::PossibleValuesParser::new(Kind::ALL.map(Kind::name)).try_map(|s| s.parse::<Kind>())
 }
 
-impl From<KindArg> for Kind {
-    fn from(k: KindArg) -> Kind {
-        match k {
-            KindArg::Pdq => Kind::Pdq,
-            KindArg::Phash => Kind::Phash,
-            KindArg::Md5 => Kind::Md5,
-            KindArg::Sha1 => Kind::Sha1,
-            KindArg::Sha256 => Kind::Sha256,
-        }
-    }
+/// `--format`: a [`Format`] by its name (see README "Partner formats"; the names are listed in `--help`).
+fn format_parser() -> impl clap::builder::TypedValueParser<Value = Format> {
+    clap::builder::PossibleValuesParser::new(Format::ALL.map(Format::name)).try_map(|s| s.parse::<Format>())
 }
 
 /// A bank's match policy on the command line.
@@ -232,42 +222,6 @@ fn parse_until(s: &str) -> anyhow::Result<u64> {
     Ok(u64::try_from(ms).unwrap_or(u64::MAX - 1))
 }
 
-/// The formats of `--format`, as the library names them ([`Format`]).
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum FormatArg {
-    /// ThreatExchange CSV: `hash,descriptor_id,added_on,tags` (reads HMA 1.0's 5-column variant too).
-    TeCsv,
-    /// Meta's pdq-photo-hasher output: `hash,quality,filename` (reads `--details` lines too).
-    PdqCli,
-    /// python-threatexchange local-file lines: `SIGNAL_TYPE HASH`.
-    Pytx,
-    /// NCMEC hash-sharing XML.
-    NcmecXml,
-    /// StopNCII hash records (JSON; exported as JSON lines).
-    Stopncii,
-    /// Pharos CSV: a header row, then every field of each entry.
-    Csv,
-    /// Pharos JSON lines: one object per entry with every field.
-    Jsonl,
-    /// One hex hash per line.
-    Hex,
-}
-
-impl From<FormatArg> for Format {
-    fn from(f: FormatArg) -> Format {
-        match f {
-            FormatArg::TeCsv => Format::TeCsv,
-            FormatArg::PdqCli => Format::PdqCli,
-            FormatArg::Pytx => Format::Pytx,
-            FormatArg::NcmecXml => Format::NcmecXml,
-            FormatArg::Stopncii => Format::Stopncii,
-            FormatArg::Csv => Format::Csv,
-            FormatArg::Jsonl => Format::Jsonl,
-            FormatArg::Hex => Format::Hex,
-        }
-    }
-}
-
 #[derive(Args, Debug)]
 struct AddArgs {
     /// Bank name.
@@ -278,8 +232,8 @@ struct AddArgs {
     /// Input format [default: detected per line: hex, hex,label, `pharos hash` JSON, pytx lines, CSV with a
     /// header, Pharos jsonl]. Records that do not go into this bank (other fingerprint kinds, NCMEC PhotoDNA
     /// and video entries, deleted entries) are skipped and counted, not errors.
-    #[arg(long, value_enum)]
-    format: Option<FormatArg>,
+    #[arg(long, value_parser = format_parser())]
+    format: Option<Format>,
     /// Input file, or `-` for stdin.
     #[arg(default_value = "-")]
     input: PathBuf,
@@ -290,8 +244,8 @@ struct ImportArgs {
     #[command(flatten)]
     add: AddArgs,
     /// Create the bank first if it does not exist, with this kind.
-    #[arg(long, value_enum)]
-    create: Option<KindArg>,
+    #[arg(long, value_parser = kind_parser())]
+    create: Option<Kind>,
     /// Entries per committed transaction.
     #[arg(long, default_value_t = 100_000)]
     batch: usize,
@@ -347,7 +301,7 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.command {
         BankCommand::Create { name, kind, policy } => {
-            let info = store.create_bank_with(&name, kind.into(), policy.policy()?)?;
+            let info = store.create_bank_with(&name, kind, policy.policy()?)?;
             let negative = if info.policy.negative { "negative " } else { "" };
             eprintln!("created {negative}{} bank '{}' in {}", info.kind, info.name, store.path().display());
         }
@@ -407,7 +361,7 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
         BankCommand::Add(a) => return add(&store, &a, None),
         BankCommand::Import(i) => {
             if let Some(kind) = i.create {
-                match store.create_bank(&i.add.name, kind.into()) {
+                match store.create_bank(&i.add.name, kind) {
                     Ok(_) | Err(pharos::Error::BankExists(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -425,7 +379,7 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
         }
         BankCommand::Export { name, format, output } => {
             let kind = store.bank(&name)?.kind;
-            formats::carries(format.into(), kind)?;
+            formats::carries(format, kind)?;
             match &output {
                 // A file is written beside its destination and renamed over it only when the export is
                 // complete: a failed export (an entry the format cannot carry, a full disk) leaves no
@@ -438,12 +392,12 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
                     let tmp = tempfile::NamedTempFile::new_in(dir)
                         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
                     let mut w = std::io::BufWriter::new(tmp);
-                    export(&store, &name, format.into(), kind, &mut w)?;
+                    export(&store, &name, format, kind, &mut w)?;
                     let tmp = w.into_inner().map_err(|e| e.into_error())?;
                     tmp.as_file().sync_all()?;
                     tmp.persist(p).with_context(|| format!("cannot write {}", p.display()))?;
                 }
-                None => export(&store, &name, format.into(), kind, &mut out)?,
+                None => export(&store, &name, format, kind, &mut out)?,
             }
         }
     }
@@ -584,7 +538,7 @@ fn add_in_one_transaction(
     let mut entries = Vec::new();
     let mut bad = BadLines::default();
     let mut skipped = BadLines::default();
-    for r in formats::reader(a.format.map(Format::from), BufReader::with_capacity(READ_BUFFER, input), kind) {
+    for r in formats::reader(a.format, BufReader::with_capacity(READ_BUFFER, input), kind) {
         match r? {
             Record::Entry(e) => entries.push(e),
             Record::Skipped(e) => skipped.push(e),
@@ -609,7 +563,7 @@ fn import_in_batches(
 ) -> anyhow::Result<(u64, u64, usize)> {
     let mut bad = BadLines::default();
     let mut good = 0u64;
-    let format = a.format.map(Format::from);
+    let format = a.format;
     match input {
         Input::File { file, start } => {
             let mut rdr = BufReader::with_capacity(READ_BUFFER, file);
