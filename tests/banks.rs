@@ -2,6 +2,7 @@
 //! bounds, labels, and consistency of store and index under concurrent writers (issue 10, defects 3, 4,
 //! 5 and 9).
 
+use crate::common::flipped;
 use pharos::banks::{validate_label, BankQuery, BankSet, SearchPolicy, MAX_VARIANTS};
 use pharos::hash::{Hash256, Hash64};
 use pharos::matcher::{AnyHash, Kind};
@@ -17,15 +18,6 @@ fn open(dir: &std::path::Path, policy: SearchPolicy) -> BankSet {
 
 fn pdq(rng: &mut SplitMix64) -> Hash256 {
     Hash256 { limbs: std::array::from_fn(|_| rng.next_u64()) }
-}
-
-/// `h` with `n` distinct low bits flipped.
-fn flipped(h: Hash256, n: usize) -> Hash256 {
-    let mut out = h;
-    for k in 0..n {
-        out.limbs[k / 64] ^= 1 << (k % 64);
-    }
-    out
 }
 
 fn entries(hashes: impl IntoIterator<Item = Hash256>) -> Vec<NewEntry> {

@@ -4,7 +4,7 @@
 //! per-bank default radius and minimum quality.
 
 use crate::common::server::TestServer;
-use crate::common::{self, pharos_env, show};
+use crate::common::{self, flipped, pharos_env, show};
 use pharos::banks::{BankQuery, BankSet, SearchPolicy};
 use pharos::hash::Hash256;
 use pharos::matcher::{AnyHash, Kind};
@@ -154,14 +154,6 @@ fn open_set(dir: &Path) -> BankSet {
 fn pdq(seed: u64) -> Hash256 {
     let mut rng = pharos::synth::SplitMix64::new(seed);
     Hash256 { limbs: std::array::from_fn(|_| rng.next_u64()) }
-}
-
-fn flipped(h: Hash256, n: usize) -> Hash256 {
-    let mut out = h;
-    for k in 0..n {
-        out.limbs[k / 64] ^= 1 << (k % 64);
-    }
-    out
 }
 
 fn entry(h: Hash256, ext: &str) -> NewEntry {

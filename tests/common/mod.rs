@@ -48,6 +48,15 @@ pub(crate) fn rows() -> Vec<Row> {
         .collect()
 }
 
+/// `h` with its `n` lowest bits flipped (a PDQ hash at distance `n`).
+pub(crate) fn flipped(h: pharos::hash::Hash256, n: usize) -> pharos::hash::Hash256 {
+    let mut out = h;
+    for k in 0..n {
+        out.limbs[k / 64] ^= 1 << (k % 64);
+    }
+    out
+}
+
 /// Lower-case hex SHA-256.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
