@@ -138,6 +138,31 @@ impl BanksService {
     }
 }
 
+/// A server stream fed from a store read on the blocking pool: `read` calls `send` once per item (which
+/// waits while the client is slow: the channel holds 1,024 items, so memory stays bounded, and fails once
+/// the client went away, ending the read); an error of the read ends the stream with its status. Counted as
+/// one call of `method`.
+fn stream_from_store<T: Send + 'static>(
+    shared: Arc<Shared>,
+    method: &'static str,
+    read: impl FnOnce(&Shared, &mut dyn FnMut(T) -> Result<(), Error>) -> Result<(), Error> + Send + 'static,
+) -> Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>> {
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let mut send = |item: T| {
+            tx.blocking_send(Ok(item)).map_err(|_| Error::InvalidInput("the client went away".into()))
+        };
+        let result = read(&shared, &mut send);
+        if let Err(e) = &result {
+            let _ = tx.blocking_send(Err(error_status(e)));
+        }
+        let status = result.as_ref().err().map(error_status);
+        shared.record(method, start, status.as_ref());
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
 /// Parses one `AddHashes` message into store entries (all or nothing).
 fn parse_entries(kind: Kind, entries: Vec<proto::NewEntry>) -> Result<Vec<NewEntry>, String> {
     entries
@@ -270,21 +295,11 @@ impl proto::banks_server::Banks for BanksService {
         let name = req.into_inner().bank;
         // Fail fast (as a status, before the stream starts) when the bank does not exist.
         self.0.banks.kind(&name).map_err(|e| error_status(&e))?;
-        let (tx, rx) = mpsc::channel(1024);
-        let shared = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let start = Instant::now();
-            let result = shared.banks.export(&name, |e| {
-                let entry = entry_to_proto(e.id, e.hash.to_hex(), e.added_ms, e.meta, e.state);
-                tx.blocking_send(Ok(entry)).map_err(|_| Error::InvalidInput("the client went away".into()))
-            });
-            if let Err(e) = &result {
-                let _ = tx.blocking_send(Err(error_status(e)));
-            }
-            let status = result.as_ref().err().map(error_status);
-            shared.record("ExportBank", start, status.as_ref());
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(stream_from_store(self.0.clone(), "ExportBank", move |shared, send| {
+            shared
+                .banks
+                .export(&name, |e| send(entry_to_proto(e.id, e.hash.to_hex(), e.added_ms, e.meta, e.state)))
+        })))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(method = "UpdateEntries"))]
@@ -400,20 +415,8 @@ impl proto::audit_server::Audit for AuditService {
             banks: r.banks,
             limit: (r.limit > 0).then_some(r.limit as usize),
         };
-        let (tx, rx) = mpsc::channel(1024);
-        let shared = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let start = Instant::now();
-            let result = shared.banks.audit(&filter, |rec| {
-                tx.blocking_send(Ok(audit_to_proto(rec)))
-                    .map_err(|_| Error::InvalidInput("the client went away".into()))
-            });
-            if let Err(e) = &result {
-                let _ = tx.blocking_send(Err(error_status(e)));
-            }
-            let status = result.as_ref().err().map(error_status);
-            shared.record("ListAudit", start, status.as_ref());
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(stream_from_store(self.0.clone(), "ListAudit", move |shared, send| {
+            shared.banks.audit(&filter, |rec| send(audit_to_proto(rec)))
+        })))
     }
 }
