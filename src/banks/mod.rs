@@ -20,7 +20,7 @@ pub use set::{BankHit, BankQuery, BankSet, BankSummary, SearchResult, Suppressed
 
 use crate::error::{Error, Result};
 use crate::matcher::{AnyHash, ExactIndex, Index, Kind, MihIndex};
-use crate::store::{BankInfo, EntryMeta, Rows, Store};
+use crate::store::{BankInfo, EntryMeta, EntryUpdate, Rows, Store};
 
 /// Most hashes of one kind in one query: an image and its 7 dihedral variants.
 pub const MAX_VARIANTS: usize = 8;
@@ -126,6 +126,17 @@ pub fn validate_meta(meta: &EntryMeta) -> Result<()> {
         if q > 100 {
             return Err(Error::InvalidInput(format!("quality {q}; PDQ quality is 0 to 100")));
         }
+    }
+    Ok(())
+}
+
+/// Checks a change to entries: the tags it adds (as [`validate_tag`]) and its note (as [`validate_label`]).
+pub fn validate_update(u: &EntryUpdate) -> Result<()> {
+    for t in &u.add_tags {
+        validate_tag(t)?;
+    }
+    if let Some(Some(n)) = &u.note {
+        validate_label(n).map_err(|e| Error::InvalidInput(format!("note: {e}")))?;
     }
     Ok(())
 }

@@ -362,13 +362,7 @@ impl BankSet {
     /// the next query. Returns the entries' fields and states after the change.
     pub fn update(&self, name: &str, updates: &[(u64, EntryUpdate)]) -> Result<Vec<(EntryMeta, EntryState)>> {
         for (id, u) in updates {
-            let bad = |e: Error| Error::InvalidInput(format!("entry {id}: {e}"));
-            for t in &u.add_tags {
-                super::validate_tag(t).map_err(bad)?;
-            }
-            if let Some(Some(n)) = &u.note {
-                super::validate_label(n).map_err(|e| bad(Error::InvalidInput(format!("note: {e}"))))?;
-            }
+            super::validate_update(u).map_err(|e| Error::InvalidInput(format!("entry {id}: {e}")))?;
         }
         let bank = self.get(name)?;
         let _writer = bank.writer.lock();
@@ -666,12 +660,13 @@ impl BankSet {
             if r.hits.is_empty() && r.suppressed.is_empty() {
                 continue;
             }
+            let query = q.audit_hashes();
             let record = |event, h: &BankHit, by: Option<AuditEntry>| AuditRecord {
                 time_ms: now,
                 event,
                 entry: entry(h),
                 distance: h.distance,
-                query: q.audit_hashes(),
+                query: query.clone(),
                 request_id: q.request_id.clone(),
                 caller: None,
                 by,

@@ -330,12 +330,7 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
                 !update.is_empty(),
                 "nothing to change: give --tag, --untag, --note, --clear-note, --disable or --enable"
             );
-            for t in &update.add_tags {
-                pharos::banks::validate_tag(t)?;
-            }
-            if let Some(Some(n)) = &update.note {
-                pharos::banks::validate_label(n).context("--note")?;
-            }
+            pharos::banks::validate_update(&update)?;
             let mut ids = u.ids.clone();
             for (ext, found) in store.ids_by_external_id(&u.name, &u.external_id)? {
                 anyhow::ensure!(!found.is_empty(), "bank '{}' has no entry with external id '{ext}'", u.name);
