@@ -278,22 +278,11 @@ fn bad_records_are_numbered_and_nothing_is_written() {
 
 /// The pytx interpreter, or `None` (after saying so) when the oracle tests are to be skipped.
 fn pytx_python() -> Option<PathBuf> {
-    match std::env::var_os("PHAROS_PYTX_PYTHON") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ => {
-            if std::env::var("PHAROS_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
-                panic!(
-                    "PHAROS_REQUIRE_PYTHON=1 but PHAROS_PYTX_PYTHON is not set \
-                     (PHAROS_PYTX_PYTHON=\"$(scripts/setup-pytx.sh | tail -n 1)\")"
-                );
-            }
-            eprintln!(
-                "\n*** SKIPPED: the python-threatexchange oracle tests need PHAROS_PYTX_PYTHON, a python with \
-                 threatexchange==1.2.17 (scripts/setup-pytx.sh prints one) ***\n"
-            );
-            None
-        }
-    }
+    crate::common::python_from_env(
+        "PHAROS_PYTX_PYTHON",
+        "scripts/setup-pytx.sh",
+        "this python-threatexchange oracle test",
+    )
 }
 
 fn oracle(python: &Path, mode: &str, dir: &Path) -> Value {

@@ -22,22 +22,11 @@ use std::time::{Duration, Instant};
 
 /// The Python interpreter to run the client with, or `None` (after saying so) when the test is to be skipped.
 fn python() -> Option<PathBuf> {
-    match std::env::var_os("PHAROS_PYTHON") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ => {
-            if std::env::var("PHAROS_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
-                panic!(
-                    "PHAROS_REQUIRE_PYTHON=1 but PHAROS_PYTHON is not set \
-                     (PHAROS_PYTHON=\"$(scripts/setup-python-example.sh | tail -n 1)\")"
-                );
-            }
-            eprintln!(
-                "\n*** SKIPPED: the Python client test needs PHAROS_PYTHON, a python with \
-                 examples/python/requirements.txt installed (scripts/setup-python-example.sh prints one) ***\n"
-            );
-            None
-        }
-    }
+    crate::common::python_from_env(
+        "PHAROS_PYTHON",
+        "scripts/setup-python-example.sh",
+        "the Python client test",
+    )
 }
 
 /// A `pharos serve` child process, killed on drop unless it already exited (so a failing test leaves none).

@@ -48,6 +48,22 @@ pub(crate) fn rows() -> Vec<Row> {
         .collect()
 }
 
+/// The Python interpreter named by the variable `var` (set by `scripts/test.sh` from `script`, which builds
+/// the venv), or `None` after saying on stderr why the test that needs it (`what`) is skipped. Under
+/// `PHAROS_REQUIRE_PYTHON=1` (CI) a missing interpreter fails the test instead.
+pub(crate) fn python_from_env(var: &str, script: &str, what: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            if std::env::var("PHAROS_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
+                panic!("PHAROS_REQUIRE_PYTHON=1 but {var} is not set ({var}=\"$({script} | tail -n 1)\")");
+            }
+            eprintln!("\n*** SKIPPED: {what} needs {var}, a python that {script} prints ***\n");
+            None
+        }
+    }
+}
+
 /// `h` with its `n` lowest bits flipped (a PDQ hash at distance `n`).
 pub(crate) fn flipped(h: pharos::hash::Hash256, n: usize) -> pharos::hash::Hash256 {
     let mut out = h;
