@@ -57,6 +57,13 @@ pub struct Metrics {
     pub matches_truncated: IntCounter,
     /// Flood-guard trips, by bank.
     pub flood_trips: IntCounterVec,
+    /// Calls admitted, by caller identity (names come from the auth file, so the set is bounded) and method.
+    pub caller_requests: IntCounterVec,
+    /// Calls refused by the trust boundary, by reason (`missing`, `malformed`, `bad_token`,
+    /// `unknown_certificate`, `permission`, `peer_blocked`).
+    pub auth_failures: IntCounterVec,
+    /// Requests refused for a caller's quota, by caller and quota (`rate`, `images_in_flight`).
+    pub quota_rejections: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -132,7 +139,25 @@ impl Metrics {
             "Entries that matched more often than their bank's flood guard allows, by bank.",
             &["bank"],
         );
+        let caller_requests = counter(
+            "caller_requests_total",
+            "Calls admitted, by caller identity and method.",
+            &["caller", "method"],
+        );
+        let auth_failures = counter(
+            "auth_failures_total",
+            "Calls refused by authentication or authorisation, by reason.",
+            &["reason"],
+        );
+        let quota_rejections = counter(
+            "quota_rejections_total",
+            "Requests refused for a caller's quota, by caller and quota.",
+            &["caller", "quota"],
+        );
         Metrics {
+            caller_requests,
+            auth_failures,
+            quota_rejections,
             flood_trips,
             panics,
             pipeline_restarts,

@@ -267,7 +267,7 @@ fn per_bank_default_radius_and_minimum_quality() {
     set.add("tight", &[entry(flipped(q, 10), "t")]).unwrap();
     set.add("loose", &[entry(flipped(q, 10), "l")]).unwrap();
     let banks_hit = |quality: Option<u32>, radius: Option<u32>| -> Vec<String> {
-        let query = BankQuery { hashes: vec![AnyHash::Pdq(q)], quality, request_id: None };
+        let query = BankQuery { hashes: vec![AnyHash::Pdq(q)], quality, request_id: None, caller: None };
         set.search(&[], &query, radius).unwrap().hits.into_iter().map(|h| h.bank).collect()
     };
     assert_eq!(banks_hit(None, None), ["loose"], "tight's default radius 4 < distance 10");
@@ -435,6 +435,7 @@ fn the_flood_guard_disables_an_entry_that_matches_too_often_and_the_audit_is_pru
         request_id: None,
         caller: None,
         by: None,
+        count: None,
     };
     store.append_audit(&[old.clone(), old]).unwrap();
     let set = BankSet::open(store, Arc::new(Metrics::new()), SearchPolicy::default()).unwrap();
@@ -621,8 +622,13 @@ async fn over_grpc_negative_banks_suppress_and_entry_updates_take_effect_at_once
         .await
         .unwrap()
         .into_inner();
-    let mut sup = Vec::new();
+    let (mut sup, mut changes) = (Vec::new(), Vec::new());
     while let Some(r) = stream.message().await.unwrap() {
+        if r.event != "suppressed" {
+            // The bank's own history (issue 12): its creation and the entries added.
+            changes.push((r.event, r.count));
+            continue;
+        }
         assert_eq!(
             (r.event.as_str(), r.request_id.as_str(), r.by_external_id.as_str()),
             ("suppressed", "q", "benign-7")
@@ -632,6 +638,8 @@ async fn over_grpc_negative_banks_suppress_and_entry_updates_take_effect_at_once
     }
     sup.sort();
     assert_eq!(sup, ["files", "partner"]);
+    assert_eq!(changes[0], ("bank_created".to_string(), 0), "{changes:?}");
+    assert!(changes.iter().any(|(e, n)| e == "entries_added" && *n > 0), "{changes:?}");
 
     // Match with a SHA-256 query names its kind (64 digits would read as PDQ).
     let r = matcher

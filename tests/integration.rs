@@ -23,3 +23,4 @@ mod resilience;
 mod server;
 mod shaders;
 mod store;
+mod trust;

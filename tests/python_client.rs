@@ -10,15 +10,14 @@
 //! says loudly that it was skipped, unless `PHAROS_REQUIRE_PYTHON=1`, which makes that a failure.
 
 use crate::common;
+use crate::common::daemon::Daemon;
 
 use pharos::server::proto::banks_client::BanksClient;
 use pharos::server::proto::{self, HashKind};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 /// The Python interpreter to run the client with, or `None` (after saying so) when the test is to be skipped.
 fn python() -> Option<PathBuf> {
@@ -27,71 +26,6 @@ fn python() -> Option<PathBuf> {
         "scripts/setup-python-example.sh",
         "the Python client test",
     )
-}
-
-/// A `pharos serve` child process, killed on drop unless it already exited (so a failing test leaves none).
-struct Daemon {
-    child: Child,
-    addr: String,
-    stderr_log: PathBuf,
-}
-
-impl Daemon {
-    fn start(data_dir: &Path, stderr_log: PathBuf) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pharos"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "", "--backend", "cpu", "--data-dir"])
-            .arg(data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_log).unwrap())
-            .spawn()
-            .expect("start pharos serve");
-        let mut line = String::new();
-        let stdout = child.stdout.take().unwrap();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let mut daemon = Daemon { child, addr: String::new(), stderr_log };
-        // `pharos: serving gRPC on 127.0.0.1:PORT` (then `; metrics on …` when metrics are on).
-        let addr = line
-            .trim()
-            .strip_prefix("pharos: serving gRPC on ")
-            .map(|rest| rest.split(';').next().unwrap().trim().to_string());
-        match addr {
-            Some(a) => daemon.addr = a,
-            None => panic!("unexpected first line from pharos serve: {line:?}\nstderr:\n{}", daemon.stderr()),
-        }
-        daemon
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
-    }
-
-    /// Sends SIGTERM and waits (at most 60 s) for the process to exit.
-    fn terminate(&mut self) -> ExitStatus {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on the pid of a child this process started and has not reaped yet.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill -TERM {pid}");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "pharos serve did not exit within 60 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Runs the example client with `args`, then the folder.

@@ -132,12 +132,14 @@ pub struct BankQuery {
     pub quality: Option<u32>,
     /// The request's id, for the audit (a gRPC item id, an input line).
     pub request_id: Option<String>,
+    /// Who asked (the caller's identity), for the audit.
+    pub caller: Option<String>,
 }
 
 impl BankQuery {
     /// A query of these hashes, quality unknown.
     pub fn of(hashes: &[AnyHash]) -> BankQuery {
-        BankQuery { hashes: hashes.to_vec(), quality: None, request_id: None }
+        BankQuery { hashes: hashes.to_vec(), quality: None, request_id: None, caller: None }
     }
 
     /// The first hash of each kind, by kind name, as the audit keeps the query.
@@ -414,6 +416,12 @@ impl BankSet {
         Ok(())
     }
 
+    /// Records a change to a bank (or an export), durably, through the same group-commit writer as the
+    /// match audit.
+    pub fn audit_change(&self, record: AuditRecord) -> Result<()> {
+        self.audit.record(vec![record])
+    }
+
     /// Calls `f` on every live entry of a bank, in id order (from the store: a consistent snapshot).
     pub fn export(&self, name: &str, f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
         self.get(name)?;
@@ -668,8 +676,9 @@ impl BankSet {
                 distance: h.distance,
                 query: query.clone(),
                 request_id: q.request_id.clone(),
-                caller: None,
+                caller: q.caller.clone(),
                 by,
+                count: None,
             };
             for h in &r.hits {
                 records.push(record(AuditEvent::Match, h, None));

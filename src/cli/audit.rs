@@ -74,7 +74,7 @@ fn parse_time(flag: &str, s: &str) -> anyhow::Result<u64> {
     Ok(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
 }
 
-const CSV_HEADER: [&str; 12] = [
+const CSV_HEADER: [&str; 13] = [
     "time_ms",
     "event",
     "bank",
@@ -87,9 +87,10 @@ const CSV_HEADER: [&str; 12] = [
     "by_bank",
     "by_entry_id",
     "by_external_id",
+    "count",
 ];
 
-fn csv_row(r: &AuditRecord) -> [String; 12] {
+fn csv_row(r: &AuditRecord) -> [String; 13] {
     let by = r.by.as_ref();
     [
         r.time_ms.to_string(),
@@ -104,6 +105,7 @@ fn csv_row(r: &AuditRecord) -> [String; 12] {
         by.map(|b| b.bank.clone()).unwrap_or_default(),
         by.map(|b| b.entry_id.to_string()).unwrap_or_default(),
         by.and_then(|b| b.external_id.clone()).unwrap_or_default(),
+        r.count.map(|c| c.to_string()).unwrap_or_default(),
     ]
 }
 

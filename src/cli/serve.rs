@@ -76,6 +76,26 @@ pub(crate) struct ServeArgs {
     /// Days the match audit is kept; 0 keeps it forever [default: 90].
     #[arg(long, env = "PHAROS_AUDIT_RETENTION_DAYS", value_name = "DAYS")]
     audit_retention_days: Option<u32>,
+    /// TLS certificate chain, PEM (with --tls-key: gRPC over TLS 1.2/1.3 only).
+    #[arg(long, env = "PHAROS_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert, PEM.
+    #[arg(long, env = "PHAROS_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// CA for client certificates, PEM: mutual TLS (a client certificate is required; its subject CN or SAN
+    /// names the caller).
+    #[arg(long, env = "PHAROS_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// Auth file (TOML, [[identity]] tables: token_sha256 or cert_name, roles, banks, quotas); reloaded on
+    /// SIGHUP. Without it every caller may do everything, so only loopback is served.
+    #[arg(long, env = "PHAROS_AUTH", value_name = "FILE")]
+    auth: Option<PathBuf>,
+    /// Serve an address beyond loopback without TLS and --auth (logs a warning).
+    #[arg(long, env = "PHAROS_INSECURE")]
+    insecure: bool,
+    /// Failed authentications per peer address and minute before the address is refused a while [default: 10].
+    #[arg(long, env = "PHAROS_AUTH_FAILURES_PER_MINUTE", value_name = "N")]
+    auth_failures_per_minute: Option<u32>,
 }
 
 impl ServeArgs {
@@ -107,8 +127,16 @@ impl ServeArgs {
             max_delay_ms,
             decode_threads,
             shutdown_grace_s,
-            audit_retention_days
+            audit_retention_days,
+            auth_failures_per_minute
         );
+        macro_rules! overlay_path {
+            ($($field:ident),*) => {
+                $(if let Some(v) = &self.$field { cfg.$field = Some(v.clone()); })*
+            };
+        }
+        overlay_path!(tls_cert, tls_key, tls_client_ca, auth);
+        cfg.insecure |= self.insecure;
         if let Some(dir) = self.data_dir.explicit() {
             cfg.data_dir = Some(dir.to_path_buf());
         }
@@ -127,6 +155,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.config()?;
     if args.print_config {
         print!("{}", toml::to_string(&cfg).context("printing the config")?);
+        // The identities in effect, without their secrets (token digests shortened to a prefix).
+        if let Some(path) = &cfg.auth {
+            print!("{}", pharos::server::auth::AuthFile::load(path)?.summary());
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let data_dir = match &cfg.data_dir {
@@ -150,6 +182,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot listen on {addr}"))?,
             ),
         };
+        cfg.check_exposure(listener.local_addr()?, true)?;
+        let shutdown = shutdown_signal();
         let server = Server::new(cfg, data_dir.clone())
             .with_context(|| format!("starting the server (data directory {})", data_dir.display()))?;
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -167,36 +201,46 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         writeln!(stdout, "{line}")?;
         stdout.flush()?;
         tracing::info!("{line}");
-        server.run(listener, shutdown_signal()).await?;
+        server.run(listener, shutdown).await?;
         let _ = stop_metrics.send(());
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
+/// A future resolving on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called, not
+/// when the future is first polled: a SIGTERM sent as soon as the "serving" line appears must drain and exit
+/// 0, not kill the process with the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    #[cfg(unix)]
+    let int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot listen for {name}: {e}");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = wait(int, "SIGINT") => tracing::info!("SIGINT received"),
+                _ = wait(term, "SIGTERM") => tracing::info!("SIGTERM received"),
             }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
+        }
+        #[cfg(not(unix))]
+        {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::error!("cannot listen for Ctrl-C: {e}");
                 std::future::pending::<()>().await;
             }
+            tracing::info!("Ctrl-C received");
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
     }
 }

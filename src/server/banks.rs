@@ -4,14 +4,15 @@
 //! durable: `AddHashes` commits each request message before reading the next, and says in its error how
 //! much was committed when a later message is refused.
 
+use super::auth::{caller_of, Caller};
 use super::proto::{self, HashKind};
 use super::{error_status, Shared};
 use crate::banks::{validate_meta, BankSummary};
 use crate::error::Error;
 use crate::matcher::{AnyHash, Kind};
 use crate::store::{
-    AuditEntry, AuditFilter, AuditRecord, BankPolicy, EntryMeta, EntryState, EntryUpdate, FloodGuard,
-    NewEntry,
+    AuditEntry, AuditEvent, AuditFilter, AuditRecord, BankPolicy, EntryMeta, EntryState, EntryUpdate,
+    FloodGuard, NewEntry,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -138,6 +139,24 @@ impl BanksService {
     }
 }
 
+/// Records a bank change (or export) by `caller` in the audit, durably. The change itself is already
+/// committed, so a failure to record it is logged (and counted) rather than failing the call: answering an
+/// error would make the client retry a change that happened.
+fn audit_change(
+    shared: &Shared,
+    event: AuditEvent,
+    bank: &str,
+    first_id: u64,
+    count: Option<u64>,
+    caller: &Caller,
+) {
+    let record = AuditRecord::bank_change(event, bank, first_id, count, caller.name());
+    if let Err(e) = shared.banks.audit_change(record) {
+        shared.metrics.errors.with_label_values(&["INTERNAL"]).inc();
+        tracing::error!(bank = %bank, event = event.name(), "the change was made but its audit record was not written: {e}");
+    }
+}
+
 /// A server stream fed from a store read on the blocking pool: `read` calls `send` once per item (which
 /// waits while the client is slow: the channel holds 1,024 items, so memory stays bounded, and fails once
 /// the client went away, ending the read); an error of the read ends the stream with its status. Counted as
@@ -198,19 +217,29 @@ impl proto::banks_server::Banks for BanksService {
         &self,
         req: Request<proto::CreateBankRequest>,
     ) -> Result<Response<proto::Bank>, Status> {
+        let caller = caller_of(&req);
         let r = req.into_inner();
+        caller.check_bank(&r.name)?;
         let kind = kind_from_proto(r.kind, false)?.expect("not optional");
         let policy = policy_from_proto(r.policy)?;
-        let bank = self.blocking("CreateBank", move |s| s.banks.create_with(&r.name, kind, policy)).await?;
+        let bank = self
+            .blocking("CreateBank", move |s| {
+                let bank = s.banks.create_with(&r.name, kind, policy)?;
+                audit_change(s, AuditEvent::BankCreated, &bank.name, 0, None, &caller);
+                Ok(bank)
+            })
+            .await?;
         tracing::info!(bank = %bank.name, kind = %bank.kind, "bank created");
         Ok(Response::new(bank_to_proto(bank)))
     }
 
     async fn list_banks(
         &self,
-        _req: Request<proto::ListBanksRequest>,
+        req: Request<proto::ListBanksRequest>,
     ) -> Result<Response<proto::ListBanksResponse>, Status> {
-        let banks = self.blocking("ListBanks", |s| Ok(s.banks.list())).await?;
+        let caller = caller_of(&req);
+        let mut banks = self.blocking("ListBanks", |s| Ok(s.banks.list())).await?;
+        banks.retain(|b| caller.may_use(&b.name));
         Ok(Response::new(proto::ListBanksResponse { banks: banks.into_iter().map(bank_to_proto).collect() }))
     }
 
@@ -219,6 +248,7 @@ impl proto::banks_server::Banks for BanksService {
         &self,
         req: Request<Streaming<proto::AddHashesRequest>>,
     ) -> Result<Response<proto::AddHashesResponse>, Status> {
+        let caller = caller_of(&req);
         let mut inbound = req.into_inner();
         let mut bank = None::<(String, Kind)>;
         let (mut added, mut first_id) = (0u64, None);
@@ -244,6 +274,7 @@ impl proto::banks_server::Banks for BanksService {
                 Some(b) => b.clone(),
                 None => {
                     let name = msg.bank.clone();
+                    caller.check_bank(&name)?;
                     let kind = self.0.banks.kind(&name).map_err(|e| error_status(&e))?;
                     bank = Some((name.clone(), kind));
                     (name, kind)
@@ -256,13 +287,15 @@ impl proto::banks_server::Banks for BanksService {
                 continue;
             }
             let count = entries.len() as u64;
-            let first =
-                self.blocking("AddHashes", move |s| s.banks.add(&name, &entries)).await.map_err(|s| {
-                    Status::new(
-                        s.code(),
-                        format!("message {n}: {}; {}", s.message(), committed(added, first_id)),
-                    )
-                })?;
+            let by = caller.clone();
+            let add = move |s: &Shared| {
+                let first = s.banks.add(&name, &entries)?;
+                audit_change(s, AuditEvent::EntriesAdded, &name, first, Some(count), &by);
+                Ok(first)
+            };
+            let first = self.blocking("AddHashes", add).await.map_err(|s| {
+                Status::new(s.code(), format!("message {n}: {}; {}", s.message(), committed(added, first_id)))
+            })?;
             first_id.get_or_insert(first);
             added += count;
         }
@@ -278,9 +311,16 @@ impl proto::banks_server::Banks for BanksService {
         &self,
         req: Request<proto::RemoveHashesRequest>,
     ) -> Result<Response<proto::RemoveHashesResponse>, Status> {
+        let caller = caller_of(&req);
         let r = req.into_inner();
+        caller.check_bank(&r.bank)?;
         let removed = r.ids.len() as u64;
-        self.blocking("RemoveHashes", move |s| s.banks.remove(&r.bank, &r.ids)).await?;
+        self.blocking("RemoveHashes", move |s| {
+            s.banks.remove(&r.bank, &r.ids)?;
+            audit_change(s, AuditEvent::EntriesRemoved, &r.bank, 0, Some(removed), &caller);
+            Ok(())
+        })
+        .await?;
         Ok(Response::new(proto::RemoveHashesResponse { removed }))
     }
 
@@ -292,13 +332,21 @@ impl proto::banks_server::Banks for BanksService {
         &self,
         req: Request<proto::ExportBankRequest>,
     ) -> Result<Response<Self::ExportBankStream>, Status> {
+        let caller = caller_of(&req);
         let name = req.into_inner().bank;
+        caller.check_bank(&name)?;
         // Fail fast (as a status, before the stream starts) when the bank does not exist.
         self.0.banks.kind(&name).map_err(|e| error_status(&e))?;
         Ok(Response::new(stream_from_store(self.0.clone(), "ExportBank", move |shared, send| {
-            shared
-                .banks
-                .export(&name, |e| send(entry_to_proto(e.id, e.hash.to_hex(), e.added_ms, e.meta, e.state)))
+            let mut sent = 0u64;
+            let result = shared.banks.export(&name, |e| {
+                send(entry_to_proto(e.id, e.hash.to_hex(), e.added_ms, e.meta, e.state))?;
+                sent += 1;
+                Ok(())
+            });
+            // Recorded however the export ended: what left the server is what counts.
+            audit_change(shared, AuditEvent::BankExported, &name, 0, Some(sent), &caller);
+            result
         })))
     }
 
@@ -307,7 +355,9 @@ impl proto::banks_server::Banks for BanksService {
         &self,
         req: Request<proto::UpdateEntriesRequest>,
     ) -> Result<Response<proto::UpdateEntriesResponse>, Status> {
+        let caller = caller_of(&req);
         let r = req.into_inner();
+        caller.check_bank(&r.bank)?;
         let state = match r.state {
             None => None,
             Some(s) => Some(state_from_proto(s, r.disabled_until_ms).map_err(Status::invalid_argument)?),
@@ -340,7 +390,9 @@ impl proto::banks_server::Banks for BanksService {
                 ids.sort_unstable();
                 ids.dedup();
                 let updates: Vec<(u64, EntryUpdate)> = ids.iter().map(|&id| (id, update.clone())).collect();
-                Ok((ids, s.banks.update(&r.bank, &updates)?))
+                let after = s.banks.update(&r.bank, &updates)?;
+                audit_change(s, AuditEvent::EntriesUpdated, &r.bank, 0, Some(ids.len() as u64), &caller);
+                Ok((ids, after))
             })
             .await?;
         tracing::info!(bank = %bank, entries = ids.len(), "entries updated");
@@ -357,9 +409,17 @@ impl proto::banks_server::Banks for BanksService {
         &self,
         req: Request<proto::SetBankPolicyRequest>,
     ) -> Result<Response<proto::Bank>, Status> {
+        let caller = caller_of(&req);
         let r = req.into_inner();
+        caller.check_bank(&r.name)?;
         let policy = policy_from_proto(r.policy)?;
-        let bank = self.blocking("SetBankPolicy", move |s| s.banks.set_policy(&r.name, policy)).await?;
+        let bank = self
+            .blocking("SetBankPolicy", move |s| {
+                let bank = s.banks.set_policy(&r.name, policy)?;
+                audit_change(s, AuditEvent::PolicySet, &r.name, 0, None, &caller);
+                Ok(bank)
+            })
+            .await?;
         tracing::info!(bank = %bank.name, "bank policy set");
         Ok(Response::new(bank_to_proto(bank)))
     }
@@ -369,9 +429,16 @@ impl proto::banks_server::Banks for BanksService {
         &self,
         req: Request<proto::DeleteBankRequest>,
     ) -> Result<Response<proto::DeleteBankResponse>, Status> {
+        let caller = caller_of(&req);
         let name = req.into_inner().name;
+        caller.check_bank(&name)?;
         let logged = name.clone();
-        self.blocking("DeleteBank", move |s| s.banks.delete(&name)).await?;
+        self.blocking("DeleteBank", move |s| {
+            s.banks.delete(&name)?;
+            audit_change(s, AuditEvent::BankDeleted, &name, 0, None, &caller);
+            Ok(())
+        })
+        .await?;
         tracing::info!(bank = %logged, "bank deleted");
         Ok(Response::new(proto::DeleteBankResponse {}))
     }
@@ -395,6 +462,7 @@ fn audit_to_proto(r: AuditRecord) -> proto::AuditRecord {
         by_bank: by.bank,
         by_entry_id: by.entry_id,
         by_external_id: by.external_id.unwrap_or_default(),
+        count: r.count.unwrap_or(0),
     }
 }
 
@@ -408,11 +476,30 @@ impl proto::audit_server::Audit for AuditService {
         &self,
         req: Request<proto::ListAuditRequest>,
     ) -> Result<Response<Self::ListAuditStream>, Status> {
+        let caller = caller_of(&req);
         let r = req.into_inner();
+        // A caller restricted to some banks sees only their records.
+        let banks = match caller.granted_banks() {
+            Some(granted) if r.banks.is_empty() => {
+                if granted.is_empty() {
+                    return Err(Status::permission_denied(format!(
+                        "caller '{}' is granted no bank",
+                        caller.label()
+                    )));
+                }
+                granted.iter().cloned().collect()
+            }
+            _ => {
+                for b in &r.banks {
+                    caller.check_bank(b)?;
+                }
+                r.banks
+            }
+        };
         let filter = AuditFilter {
             since_ms: r.since_ms,
             until_ms: r.until_ms,
-            banks: r.banks,
+            banks,
             limit: (r.limit > 0).then_some(r.limit as usize),
         };
         Ok(Response::new(stream_from_store(self.0.clone(), "ListAudit", move |shared, send| {

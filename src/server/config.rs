@@ -57,6 +57,20 @@ pub struct ServeConfig {
     pub max_matches: usize,
     /// Days the match audit is kept (older records are deleted hourly); 0 keeps it forever.
     pub audit_retention_days: u32,
+    /// TLS certificate chain (PEM) of the gRPC listener; with `tls_key`, the daemon speaks only TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) for client certificates: mutual TLS, a client certificate is required and
+    /// its subject CN or SAN names the caller (`cert_name` in the auth file).
+    pub tls_client_ca: Option<PathBuf>,
+    /// The auth file (TOML, `[[identity]]` tables): callers, roles, bank grants, quotas. Reloaded on SIGHUP.
+    pub auth: Option<PathBuf>,
+    /// Serve a non-loopback address without TLS and auth (refused otherwise).
+    pub insecure: bool,
+    /// Failed authentications allowed per peer address and minute; beyond it the address is refused
+    /// (RESOURCE_EXHAUSTED) until its allowance refills.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for ServeConfig {
@@ -84,6 +98,12 @@ impl Default for ServeConfig {
             shutdown_grace_s: 30,
             max_matches: SearchPolicy::default().max_matches,
             audit_retention_days: 90,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            auth: None,
+            insecure: false,
+            auth_failures_per_minute: 10,
         }
     }
 }
@@ -110,11 +130,57 @@ impl ServeConfig {
             ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
             ("max_batch", self.max_batch as u64),
             ("max_matches", self.max_matches as u64),
+            ("auth_failures_per_minute", u64::from(self.auth_failures_per_minute)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::InvalidInput(format!("{name} must be at least 1")));
         }
         self.backend()?;
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(Error::InvalidInput(
+                    "tls_cert and tls_key go together: give both or neither".into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(Error::InvalidInput("tls_client_ca (mutual TLS) needs tls_cert and tls_key".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether the gRPC listener speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// What an address would be served without: `None` when it is loopback or TLS and auth protect it.
+    fn exposure(&self, addr: std::net::SocketAddr) -> Option<&'static str> {
+        if addr.ip().is_loopback() || (self.tls() && self.auth.is_some()) {
+            return None;
+        }
+        Some(match (self.tls(), self.auth.is_some()) {
+            (false, false) => "TLS (--tls-cert/--tls-key) and authentication (--auth)",
+            (false, true) => "TLS (--tls-cert/--tls-key): bearer tokens would cross the network in clear",
+            _ => "authentication (--auth): anyone reaching the port could read and change the banks",
+        })
+    }
+
+    /// Refuses an address beyond loopback unless TLS and auth protect it, or `insecure` accepts the risk
+    /// (then it warns when `warn`). `addr` is the bound address, so a host name or 0.0.0.0 is judged by what
+    /// it became.
+    pub fn check_exposure(&self, addr: std::net::SocketAddr, warn: bool) -> Result<()> {
+        let Some(missing) = self.exposure(addr) else { return Ok(()) };
+        if !self.insecure {
+            return Err(Error::InvalidInput(format!(
+                "refusing to serve {addr} beyond loopback without {missing}; configure them, or pass --insecure \
+                 to accept the risk"
+            )));
+        }
+        if warn {
+            tracing::warn!(%addr, "serving beyond loopback without {missing} (--insecure)");
+        }
         Ok(())
     }
 

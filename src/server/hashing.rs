@@ -7,6 +7,7 @@
 //! When the client reads slowly, the response channel fills, the stream stops reading, and HTTP/2 flow
 //! control pushes back on the client: memory stays bounded.
 
+use super::auth::{caller_of, Caller};
 use super::proto::{self, hash_and_match_response, hash_response};
 use super::{deadline_of, error_status, in_band, pipeline_status, Shared};
 use crate::banks::{BankHit, BankQuery};
@@ -60,17 +61,33 @@ impl Shared {
         }
     }
 
-    /// Hashes one image through the shared batcher.
+    /// Hashes one image through the shared batcher, within the caller's quotas (one request, and one of
+    /// its image slots until the hash is done).
     async fn hash_one(
         &self,
         image: bytes::Bytes,
         what: What,
         deadline: Option<Instant>,
+        caller: &Caller,
     ) -> Result<HashRecord, Status> {
         if image.is_empty() {
             return Err(Status::invalid_argument("the image field is empty"));
         }
+        let _slot = caller.admit_image(&self.metrics)?;
         self.pipeline.hash(self.job(image, what, deadline)).await.0.map_err(pipeline_status)
+    }
+
+    /// The banks a caller's query searches: `None` when there is nothing it may search (a restricted
+    /// caller whose granted banks do not exist), else the list for [`crate::banks::BankSet::search`]
+    /// (empty: every bank).
+    fn targets(&self, caller: &Caller, named: Vec<String>) -> Result<Option<Vec<String>>, Status> {
+        let explicit = !named.is_empty();
+        let banks = caller.banks_to_search(named)?;
+        if explicit || caller.granted_banks().is_none() {
+            return Ok(Some(banks));
+        }
+        let existing: Vec<String> = banks.into_iter().filter(|b| self.banks.kind(b).is_ok()).collect();
+        Ok((!existing.is_empty()).then_some(existing))
     }
 
     /// Hashes and matches one image: the work of one `HashAndMatch` item.
@@ -78,11 +95,13 @@ impl Shared {
         self: Arc<Self>,
         r: proto::HashAndMatchRequest,
         deadline: Option<Instant>,
+        caller: Arc<Caller>,
     ) -> Result<proto::HashAndMatchResult, Status> {
+        let targets = self.targets(&caller, r.banks)?;
         // The file digests are computed when asked for, or when a bank searched needs them.
-        let exact = r.exact || self.banks.needs_digests(&r.banks);
+        let exact = r.exact || targets.as_ref().is_some_and(|t| self.banks.needs_digests(t));
         let what = What { dihedral: r.dihedral, exif: r.exif_orientation, exact };
-        let rec = self.hash_one(r.image, what, deadline).await?;
+        let rec = self.hash_one(r.image, what, deadline, &caller).await?;
         let hashes = Some(hashes_of(&rec));
         if let Some(min) = r.min_quality.filter(|&m| rec.pdq.quality < m) {
             let skipped = format!("quality {} is below min_quality {min}: not matched", rec.pdq.quality);
@@ -102,8 +121,13 @@ impl Shared {
             hashes_q.extend([AnyHash::Md5(e.md5), AnyHash::Sha1(e.sha1), AnyHash::Sha256(e.sha256)]);
         }
         let request_id = (!r.id.is_empty()).then(|| r.id.clone());
-        let query = BankQuery { hashes: hashes_q, quality: Some(rec.pdq.quality), request_id };
-        let found = self.match_blocking(r.banks, query, r.radius).await?;
+        let query = BankQuery {
+            hashes: hashes_q,
+            quality: Some(rec.pdq.quality),
+            request_id,
+            caller: caller.name().map(str::to_string),
+        };
+        let found = self.match_blocking(targets, query, r.radius, &caller).await?;
         Ok(proto::HashAndMatchResult {
             hashes,
             matches: found.matches,
@@ -113,13 +137,19 @@ impl Shared {
         })
     }
 
-    /// Runs a bank search on the blocking pool (it reads labels from the store) and converts the hits.
+    /// Runs a bank search on the blocking pool (it reads labels from the store) and converts the hits for
+    /// the caller: a bank's hashes only to callers that may read that bank, a suppressing negative entry
+    /// only to callers granted its bank.
     async fn match_blocking(
         self: Arc<Self>,
-        banks: Vec<String>,
+        banks: Option<Vec<String>>,
         query: BankQuery,
         radius: Option<u32>,
+        caller: &Caller,
     ) -> Result<proto::MatchResponse, Status> {
+        let Some(banks) = banks else {
+            return Ok(proto::MatchResponse::default());
+        };
         let start = Instant::now();
         let shared = self.clone();
         let found = tokio::task::spawn_blocking(move || shared.banks.search(&banks, &query, radius))
@@ -129,28 +159,32 @@ impl Shared {
         self.metrics.stage_seconds.with_label_values(&["match"]).observe(start.elapsed().as_secs_f64());
         Ok(proto::MatchResponse {
             id: String::new(),
-            matches: found.hits.into_iter().map(match_to_proto).collect(),
+            matches: found.hits.into_iter().map(|h| match_to_proto(h, caller)).collect(),
             truncated: found.truncated,
             suppressed: found
                 .suppressed
                 .into_iter()
-                .map(|s| proto::Suppressed {
-                    by_bank: s.by.bank,
-                    by_id: s.by.id,
-                    by_external_id: s.by.external_id.unwrap_or_default(),
-                    r#match: Some(match_to_proto(s.hit)),
+                .map(|s| {
+                    let by = caller.may_use(&s.by.bank).then_some(s.by);
+                    proto::Suppressed {
+                        by_id: by.as_ref().map_or(0, |b| b.id),
+                        by_external_id: by.as_ref().and_then(|b| b.external_id.clone()).unwrap_or_default(),
+                        by_bank: by.map(|b| b.bank).unwrap_or_default(),
+                        r#match: Some(match_to_proto(s.hit, caller)),
+                    }
                 })
                 .collect(),
         })
     }
 }
 
-/// The wire form of a hit.
-fn match_to_proto(h: BankHit) -> proto::Match {
+/// The wire form of a hit, for a caller: the entry's hash only when the caller may read its bank.
+fn match_to_proto(h: BankHit, caller: &Caller) -> proto::Match {
+    let hash = if caller.may_read(&h.bank) { h.hash.to_hex() } else { String::new() };
     proto::Match {
+        hash,
         bank: h.bank,
         id: h.id,
-        hash: h.hash.to_hex(),
         distance: h.distance,
         label: h.label.unwrap_or_default(),
         external_id: h.external_id.unwrap_or_default(),
@@ -242,9 +276,10 @@ impl proto::hasher_server::Hasher for HasherService {
     async fn hash(&self, req: Request<proto::HashRequest>) -> Result<Response<proto::HashResponse>, Status> {
         let start = Instant::now();
         let deadline = deadline_of(&req);
+        let caller = caller_of(&req);
         let r = req.into_inner();
         let what = What::of(&r);
-        let result = self.0.hash_one(r.image, what, deadline).await;
+        let result = self.0.hash_one(r.image, what, deadline, &caller).await;
         self.0.record("Hash", start, result.as_ref().err());
         let hashes = result?;
         Ok(Response::new(proto::HashResponse {
@@ -261,13 +296,14 @@ impl proto::hasher_server::Hasher for HasherService {
         req: Request<Streaming<proto::HashRequest>>,
     ) -> Result<Response<Self::HashStreamStream>, Status> {
         let deadline = deadline_of(&req);
+        let caller = caller_of(&req);
         let shared = self.0.clone();
         let work = move |r: proto::HashRequest| {
-            let shared = shared.clone();
+            let (shared, caller) = (shared.clone(), caller.clone());
             async move {
                 let start = Instant::now();
                 let what = What::of(&r);
-                let result = shared.hash_one(r.image, what, deadline).await;
+                let result = shared.hash_one(r.image, what, deadline, &caller).await;
                 shared.record("HashStream", start, result.as_ref().err());
                 let outcome = match result {
                     Ok(rec) => hash_response::Outcome::Hashes(hashes_of(&rec)),
@@ -288,8 +324,10 @@ impl proto::matcher_server::Matcher for MatcherService {
         req: Request<proto::MatchRequest>,
     ) -> Result<Response<proto::MatchResponse>, Status> {
         let start = Instant::now();
+        let caller = caller_of(&req);
         let r = req.into_inner();
         let result = async {
+            let targets = self.0.targets(&caller, r.banks.clone())?;
             let kind = super::banks::kind_from_proto(r.kind, true)?;
             let parse = |s: &str| match kind {
                 Some(k) => AnyHash::parse(k, s.trim()),
@@ -308,8 +346,9 @@ impl proto::matcher_server::Matcher for MatcherService {
                 query.push(h);
             }
             let request_id = (!r.id.is_empty()).then(|| r.id.clone());
-            let query = BankQuery { hashes: query, quality: r.quality, request_id };
-            self.0.clone().match_blocking(r.banks, query, r.radius).await
+            let caller_name = caller.name().map(str::to_string);
+            let query = BankQuery { hashes: query, quality: r.quality, request_id, caller: caller_name };
+            self.0.clone().match_blocking(targets, query, r.radius, &caller).await
         }
         .await;
         self.0.record("Match", start, result.as_ref().err());
@@ -324,13 +363,14 @@ impl proto::matcher_server::Matcher for MatcherService {
         req: Request<Streaming<proto::HashAndMatchRequest>>,
     ) -> Result<Response<Self::HashAndMatchStream>, Status> {
         let deadline = deadline_of(&req);
+        let caller = caller_of(&req);
         let shared = self.0.clone();
         let work = move |r: proto::HashAndMatchRequest| {
-            let shared = shared.clone();
+            let (shared, caller) = (shared.clone(), caller.clone());
             async move {
                 let start = Instant::now();
                 let id = r.id.clone();
-                let result = shared.clone().hash_and_match(r, deadline).await;
+                let result = shared.clone().hash_and_match(r, deadline, caller).await;
                 shared.record("HashAndMatch", start, result.as_ref().err());
                 let outcome = match result {
                     Ok(res) => hash_and_match_response::Outcome::Result(res),

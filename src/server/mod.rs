@@ -9,11 +9,15 @@
 //! Health follows the pipeline: while its batcher thread is being restarted after a failure, every
 //! service (and the whole server, "") reports NOT_SERVING.
 //!
+//! Every call passes [`auth::AuthLayer`] first (identity, role, quota; see that module), over TLS when
+//! `tls_cert` is set (mutual TLS with `tls_client_ca`).
+//!
 //! [`Server`] owns the shared state; [`Server::run`] serves a listener until a shutdown future resolves,
 //! then drains: streams stop reading new requests, every request already read is answered, and the
 //! process exits once that is done (or after `shutdown_grace_s`). Each acknowledged bank write was already
 //! committed durably, so there is nothing left to flush.
 
+pub mod auth;
 mod banks;
 pub mod config;
 mod hashing;
@@ -55,6 +59,10 @@ struct Shared {
     banks: BankSet,
     metrics: Arc<Metrics>,
     cfg: ServeConfig,
+    /// Callers, roles and quotas (reloaded on SIGHUP).
+    auth: Arc<auth::Auth>,
+    /// The listener's TLS settings, read and checked at start.
+    tls: Option<tonic::transport::ServerTlsConfig>,
     /// Becomes true when shutdown starts: streams stop reading and finish what they hold.
     stopping: watch::Receiver<bool>,
 }
@@ -174,9 +182,19 @@ impl Server {
         let engine = Engine::new(cfg.backend()?)?;
         let pipeline = Pipeline::new(engine, cfg.pipeline(), metrics.clone())?;
         std::fs::create_dir_all(&data_dir)?;
+        let auth = Arc::new(match &cfg.auth {
+            Some(path) => auth::Auth::from_file(path, cfg.auth_failures_per_minute, metrics.clone())?,
+            None => auth::Auth::disabled(metrics.clone()),
+        });
+        let tls = tls_config(&cfg)?;
         let banks = BankSet::open(Store::open(&data_dir)?, metrics.clone(), cfg.search_policy())?;
         let (stop, stopping) = watch::channel(false);
-        Ok(Server { shared: Arc::new(Shared { pipeline, banks, metrics, cfg, stopping }), stop })
+        Ok(Server { shared: Arc::new(Shared { pipeline, banks, metrics, cfg, auth, tls, stopping }), stop })
+    }
+
+    /// Reads the auth file again (what SIGHUP does): see [`auth::Auth::reload`].
+    pub fn reload_auth(&self) -> crate::Result<usize> {
+        self.shared.auth.reload()
     }
 
     /// The metrics this server records (what `GET /metrics` renders).
@@ -203,6 +221,7 @@ impl Server {
         use proto::matcher_server::MatcherServer;
 
         let shared = self.shared.clone();
+        shared.cfg.check_exposure(listener.local_addr()?, false)?;
         let max = shared.cfg.max_message_bytes;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<HasherServer<hashing::HasherService>>().await;
@@ -262,9 +281,15 @@ impl Server {
             }
         };
         let grace = Duration::from_secs(shared.cfg.shutdown_grace_s);
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = shared.tls.clone() {
+            builder = builder.tls_config(tls).map_err(|e| Error::InvalidInput(format!("TLS: {e}")))?;
+        }
+        let reload = reload_on_sighup(shared.auth.clone(), shared.stopping.clone());
+        // The auth layer opens the span of each call (with its caller), replacing tonic's trace_fn.
+        let router = builder
             .max_concurrent_streams(shared.cfg.max_concurrent_streams)
-            .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
+            .layer(auth::AuthLayer(shared.auth.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -283,6 +308,7 @@ impl Server {
         };
         shared.pipeline.close();
         follow.abort();
+        reload.abort();
         // Wait for the pruning task (it holds the bank set, hence the store file, while it runs): a prune in
         // progress stops after its current step.
         let _ = stop_pruning.send(true);
@@ -290,6 +316,68 @@ impl Server {
         tracing::info!("stopped");
         result
     }
+}
+
+/// The listener's TLS settings from the certificate, key and client CA files (read now, so a missing or
+/// malformed file stops the start with a message naming it).
+fn tls_config(cfg: &ServeConfig) -> crate::Result<Option<tonic::transport::ServerTlsConfig>> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else { return Ok(None) };
+    let read = |what: &str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| Error::InvalidInput(format!("{what} {}: {e}", path.display())))
+    };
+    let (cert_pem, key_pem) = (read("TLS certificate", cert)?, read("TLS key", key)?);
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert_pem, key_pem))
+        .timeout(Duration::from_secs(10));
+    if let Some(ca) = &cfg.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read("TLS client CA", ca)?));
+    }
+    // Builds the rustls configuration once, so a bad PEM is reported at start, not at the first handshake.
+    tonic::transport::Server::builder().tls_config(tls.clone()).map_err(|e| {
+        Error::InvalidInput(format!("TLS certificate {} / key {}: {e}", cert.display(), key.display()))
+    })?;
+    Ok(Some(tls))
+}
+
+/// Reloads the auth file on each SIGHUP until shutdown; a file that fails to load is logged and the
+/// identities stay as they were. The handler is installed before this returns (SIGHUP's default action
+/// would end the process), and only when there is an auth file.
+fn reload_on_sighup(
+    auth: Arc<auth::Auth>,
+    mut stopping: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    #[cfg(unix)]
+    let hup = auth.enabled().then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()));
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut hup = match hup {
+                None => return,
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    tracing::error!("cannot listen for SIGHUP (the auth file will not be reloaded): {e}");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    r = hup.recv() => if r.is_none() { return },
+                    _ = stopping.changed() => return,
+                }
+                match auth.reload() {
+                    Ok(n) => tracing::info!(identities = n, "SIGHUP: auth file reloaded"),
+                    Err(e) => {
+                        tracing::error!("SIGHUP: auth file not reloaded, the previous identities stay: {e}")
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (auth, stopping.changed().await);
+        }
+    })
 }
 
 /// Deletes audit records older than `audit_retention_days` at start and then every hour, on the blocking

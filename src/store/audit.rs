@@ -20,6 +20,20 @@ pub enum AuditEvent {
     Flood,
     /// The entry passed its bank's flood guard and was disabled.
     FloodDisabled,
+    /// A bank was created (`caller` did it).
+    BankCreated,
+    /// A bank and its entries were deleted.
+    BankDeleted,
+    /// A bank's policy was replaced.
+    PolicySet,
+    /// `count` entries were added, ids from `entry_id` on.
+    EntriesAdded,
+    /// `count` entries were removed.
+    EntriesRemoved,
+    /// `count` entries were changed (tags, note, state).
+    EntriesUpdated,
+    /// `count` entries of the bank were exported (sent to the caller with their hashes).
+    BankExported,
 }
 
 impl AuditEvent {
@@ -30,6 +44,13 @@ impl AuditEvent {
             AuditEvent::Suppressed => "suppressed",
             AuditEvent::Flood => "flood",
             AuditEvent::FloodDisabled => "flood_disabled",
+            AuditEvent::BankCreated => "bank_created",
+            AuditEvent::BankDeleted => "bank_deleted",
+            AuditEvent::PolicySet => "policy_set",
+            AuditEvent::EntriesAdded => "entries_added",
+            AuditEvent::EntriesRemoved => "entries_removed",
+            AuditEvent::EntriesUpdated => "entries_updated",
+            AuditEvent::BankExported => "bank_exported",
         }
     }
 }
@@ -71,6 +92,33 @@ pub struct AuditRecord {
     /// For `suppressed`: the negative bank's entry that withheld the match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<AuditEntry>,
+    /// For bank changes: how many entries the change or export concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+impl AuditRecord {
+    /// The record of a change to a bank (or an export of it) by `caller`: `entry_id` is the first id added
+    /// (0 otherwise), `count` the entries concerned.
+    pub fn bank_change(
+        event: AuditEvent,
+        bank: &str,
+        entry_id: u64,
+        count: Option<u64>,
+        caller: Option<&str>,
+    ) -> AuditRecord {
+        AuditRecord {
+            time_ms: super::now_ms(),
+            event,
+            entry: AuditEntry { bank: bank.to_string(), entry_id, external_id: None },
+            distance: 0,
+            query: BTreeMap::new(),
+            request_id: None,
+            caller: caller.map(str::to_string),
+            by: None,
+            count,
+        }
+    }
 }
 
 /// Which records to list.

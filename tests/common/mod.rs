@@ -5,6 +5,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset of these helpers")]
 
+pub(crate) mod daemon;
 pub(crate) mod server;
 
 use std::collections::HashMap;

@@ -1,0 +1,107 @@
+//! A real `pharos serve` child process on `127.0.0.1:0`, for tests that need the binary as users run it
+//! (signals, TLS, logs on stderr).
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `pharos serve` child process, killed on drop unless it already exited (so a failing test leaves none).
+pub(crate) struct Daemon {
+    child: Child,
+    /// The gRPC address it bound.
+    pub(crate) addr: String,
+    /// The metrics address, when `--metrics` was given an address.
+    pub(crate) metrics_addr: Option<String>,
+    stderr_log: PathBuf,
+}
+
+impl Daemon {
+    /// `pharos serve` on the CPU backend, without metrics.
+    pub(crate) fn start(data_dir: &Path, stderr_log: PathBuf) -> Daemon {
+        Daemon::start_with(data_dir, stderr_log, ["--metrics", ""], &[])
+    }
+
+    /// `pharos serve --backend cpu --data-dir DIR` plus `args` (and `--listen 127.0.0.1:0` unless they
+    /// name a listener), with `env` set. Its stderr (the logs) goes to `stderr_log`.
+    pub(crate) fn start_with<I, S>(
+        data_dir: &Path,
+        stderr_log: PathBuf,
+        args: I,
+        env: &[(&str, &str)],
+    ) -> Daemon
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<S> = args.into_iter().collect();
+        let listen = !args.iter().any(|a| a.as_ref() == "--listen");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pharos"))
+            .args(["serve", "--backend", "cpu", "--data-dir"])
+            .arg(data_dir)
+            .args(if listen { &["--listen", "127.0.0.1:0"][..] } else { &[] })
+            .args(&args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).unwrap())
+            .spawn()
+            .expect("start pharos serve");
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let mut daemon = Daemon { child, addr: String::new(), metrics_addr: None, stderr_log };
+        // `pharos: serving gRPC on 127.0.0.1:PORT` (then `; metrics on http://ADDR/metrics` when metrics are on).
+        let Some(rest) = line.trim().strip_prefix("pharos: serving gRPC on ") else {
+            panic!("unexpected first line from pharos serve: {line:?}\nstderr:\n{}", daemon.stderr());
+        };
+        let mut parts = rest.split(';');
+        daemon.addr = parts.next().unwrap().trim().to_string();
+        daemon.metrics_addr = parts.next().and_then(|m| {
+            m.trim().strip_prefix("metrics on http://").map(|a| a.trim_end_matches("/metrics").to_string())
+        });
+        daemon
+    }
+
+    /// What it logged so far.
+    pub(crate) fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on the pid of a child this process started and has not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill -{sig} {pid}");
+    }
+
+    /// Sends SIGHUP (reload the auth file).
+    pub(crate) fn hangup(&self) {
+        self.signal(libc::SIGHUP);
+    }
+
+    /// Sends SIGTERM and waits (at most 60 s) for the process to exit.
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "pharos serve did not exit within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
