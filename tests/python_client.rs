@@ -30,10 +30,16 @@ fn python() -> Option<PathBuf> {
 
 /// Runs the example client with `args`, then the folder.
 fn run_client(python: &Path, args: &[&str], folder: &Path) -> Output {
+    run_client_env(python, args, &[], folder)
+}
+
+/// Runs the example client with `args` and `env`, then the folder.
+fn run_client_env(python: &Path, args: &[&str], env: &[(&str, &str)], folder: &Path) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/pharos_client.py");
     let out = Command::new(python)
         .arg(&script)
         .args(args)
+        .envs(env.iter().copied())
         .arg(folder)
         .stdin(Stdio::null())
         .output()
@@ -185,4 +191,107 @@ fn python_client_against_pharos_serve() {
     assert_eq!(out.status.code(), Some(1), "no daemon: exit status 1");
     assert!(out.stdout.is_empty(), "no daemon: nothing on stdout");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+/// The client over TLS with a bearer token (issue 12, acceptance 3): a daemon with `--tls-cert/--tls-key` and
+/// `--auth`; the client trusts the test CA (`--ca`) and takes its token from `$PHAROS_TOKEN`. A `match`-only
+/// identity gets its matches without the bank's hash; no token, or a CA that did not sign the daemon's
+/// certificate, is a connection-level failure (exit 1) with a clear message.
+#[test]
+fn python_client_over_tls_with_a_token() {
+    use crate::trust::{sha256_hex, tls_args, Pki};
+    let Some(python) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("crawl");
+    std::fs::create_dir_all(&folder).unwrap();
+    let rows = common::rows();
+    for row in rows.iter().take(3) {
+        std::fs::copy(row.path(), folder.join(row.path().file_name().unwrap())).unwrap();
+    }
+    let pki = Pki::new("pharos test CA");
+    let (crawler, admin) = ("crawler-token-4f2a9c", "admin-token-7d1e3b");
+    let auth = tmp.path().join("auth.toml");
+    std::fs::write(
+        &auth,
+        format!(
+            "[[identity]]\nname = \"crawler\"\ntoken_sha256 = \"{}\"\nroles = [\"hash\", \"match\"]\n\n\
+             [[identity]]\nname = \"admin\"\ntoken_sha256 = \"{}\"\nroles = [\"admin\", \"write\"]\n",
+            sha256_hex(crawler),
+            sha256_hex(admin)
+        ),
+    )
+    .unwrap();
+    let mut args = tls_args(tmp.path(), &pki);
+    args.extend(["--auth".into(), auth.display().to_string(), "--metrics".into(), String::new()]);
+    let daemon = Daemon::start_with(&tmp.path().join("data"), tmp.path().join("serve.stderr"), &args, &[]);
+    std::fs::write(tmp.path().join("ca.pem"), &pki.ca_pem).unwrap();
+    let ca = tmp.path().join("ca.pem").display().to_string();
+
+    // Plant the first image's PDQ over TLS as the admin.
+    let pdq = rows[0].get("pdq_hex").to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+            .domain_name("localhost");
+        let ch = Channel::from_shared(format!("https://{}", daemon.addr)).unwrap().tls_config(tls).unwrap();
+        let mut banks = BanksClient::new(ch.connect().await.unwrap());
+        let with_token = |msg| {
+            let mut r = tonic::Request::new(msg);
+            r.metadata_mut().insert("authorization", format!("Bearer {admin}").parse().unwrap());
+            r
+        };
+        let create = proto::CreateBankRequest {
+            name: "planted".into(),
+            kind: HashKind::Pdq as i32,
+            ..Default::default()
+        };
+        banks.create_bank(with_token(create)).await.unwrap();
+        let add = proto::AddHashesRequest {
+            bank: "planted".into(),
+            entries: vec![proto::NewEntry { hash: pdq.clone(), label: "known".into(), ..Default::default() }],
+        };
+        let mut r = tonic::Request::new(tokio_stream::iter(vec![add]));
+        r.metadata_mut().insert("authorization", format!("Bearer {admin}").parse().unwrap());
+        banks.add_hashes(r).await.unwrap();
+    });
+
+    let target = ["--target", daemon.addr.as_str(), "--ca", ca.as_str(), "--server-name", "localhost"];
+    let mut with_bank = target.to_vec();
+    with_bank.extend(["--bank", "planted", "--timeout", "120", "--check-health"]);
+    let out = run_client_env(&python, &with_bank, &[("PHAROS_TOKEN", crawler)], &folder);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 3);
+    let first = rows[0].path().file_name().unwrap().to_string_lossy().to_string();
+    let (_, hit) = lines.iter().find(|(p, _)| p.ends_with(&first)).expect("the planted image");
+    assert_eq!(hit["matches"][0]["distance"], 0, "{hit}");
+    assert_eq!(hit["matches"][0]["label"], "known", "{hit}");
+    assert_eq!(hit["matches"][0]["hash"], "", "a match-only caller never sees the bank's hash: {hit}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(crawler), "the token is never printed");
+
+    // Without the token: UNAUTHENTICATED, exit 1.
+    let mut plain = target.to_vec();
+    plain.extend(["--timeout", "60"]);
+    let out = run_client_env(&python, &plain, &[("PHAROS_TOKEN", "")], &folder);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("UNAUTHENTICATED") && err.contains("no credentials"), "{err}");
+    // A CA that did not sign the daemon's certificate: the connection fails, exit 1.
+    let other = Pki::new("another CA");
+    std::fs::write(tmp.path().join("other.pem"), &other.ca_pem).unwrap();
+    let other_ca = tmp.path().join("other.pem").display().to_string();
+    let args = [
+        "--target",
+        daemon.addr.as_str(),
+        "--ca",
+        other_ca.as_str(),
+        "--server-name",
+        "localhost",
+        "--timeout",
+        "5",
+    ];
+    let out = run_client_env(&python, &args, &[("PHAROS_TOKEN", crawler)], &folder);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
 }

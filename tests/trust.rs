@@ -23,13 +23,13 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request, Status};
 
 /// A CA and what it signed, as PEM.
-struct Pki {
-    ca_pem: String,
+pub(crate) struct Pki {
+    pub(crate) ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl Pki {
-    fn new(name: &str) -> Pki {
+    pub(crate) fn new(name: &str) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -40,7 +40,7 @@ impl Pki {
     }
 
     /// A leaf for `names` (first is the CN), valid from `from` to `to` days from now: (cert PEM, key PEM).
-    fn leaf(&self, names: &[&str], from: i64, to: i64) -> (String, String) {
+    pub(crate) fn leaf(&self, names: &[&str], from: i64, to: i64) -> (String, String) {
         let sans: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(sans).unwrap();
         params.distinguished_name.push(DnType::CommonName, names[0]);
@@ -53,7 +53,7 @@ impl Pki {
     }
 }
 
-fn sha256_hex(s: &str) -> String {
+pub(crate) fn sha256_hex(s: &str) -> String {
     crate::common::sha256_hex(s.as_bytes())
 }
 
@@ -84,7 +84,7 @@ fn auth_file(dir: &Path, skip: &[&str], extra: &str) -> PathBuf {
 }
 
 /// Writes the server's certificate and key, and returns the CLI arguments for TLS.
-fn tls_args(dir: &Path, pki: &Pki) -> Vec<String> {
+pub(crate) fn tls_args(dir: &Path, pki: &Pki) -> Vec<String> {
     let (cert, key) = pki.leaf(&["localhost", "127.0.0.1"], -1, 30);
     std::fs::write(dir.join("server.pem"), cert).unwrap();
     std::fs::write(dir.join("server.key"), key).unwrap();
@@ -679,4 +679,46 @@ fn a_daemon_without_tls_and_auth_refuses_to_serve_beyond_loopback() {
         "{}",
         crate::common::show(&out)
     );
+}
+
+/// Bank changes made with the local CLI are audited too, by `cli:$USER`, in the same store.
+#[test]
+fn cli_bank_changes_are_audited_with_the_local_user() {
+    use crate::common::{pharos_env, show};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let env = [("USER", "operator7")];
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--data-dir", dir]);
+        let out = pharos_env(all, &env);
+        assert!(out.status.success(), "{args:?}: {}", show(&out));
+        out
+    };
+    run(&["bank", "create", "known", "--kind", "pdq"]);
+    let input = tmp.path().join("in.txt");
+    std::fs::write(&input, format!("{}\n{}\n", image_pdq(), "0".repeat(64))).unwrap();
+    run(&["bank", "add", "known", "--format", "hex", input.to_str().unwrap()]);
+    run(&["bank", "update", "known", "0", "--tag", "reviewed"]);
+    run(&["bank", "export", "known", "--format", "hex"]);
+    run(&["bank", "remove", "known", "1"]);
+    run(&["bank", "delete", "known"]);
+    let out = run(&["audit", "list"]);
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<(String, Option<u64>)> = events
+        .iter()
+        .inspect(|e| assert_eq!(e["caller"], "cli:operator7", "{e}"))
+        .map(|e| (e["event"].as_str().unwrap().to_string(), e["count"].as_u64()))
+        .collect();
+    let want = [
+        ("bank_created", None),
+        ("entries_added", Some(2)),
+        ("entries_updated", Some(1)),
+        ("bank_exported", Some(2)),
+        ("entries_removed", Some(1)),
+        ("bank_deleted", None),
+    ];
+    let want: Vec<(String, Option<u64>)> = want.iter().map(|(e, n)| (e.to_string(), *n)).collect();
+    assert_eq!(got, want);
 }

@@ -23,7 +23,10 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, Subcommand};
 use pharos::banks::formats::{self, Format, LineError, Record};
 use pharos::matcher::{AnyHash, Kind};
-use pharos::store::{BankInfo, BankPolicy, EntryMeta, EntryState, EntryUpdate, FloodGuard, NewEntry, Store};
+use pharos::store::{
+    AuditEvent, AuditRecord, BankInfo, BankPolicy, EntryMeta, EntryState, EntryUpdate, FloodGuard, NewEntry,
+    Store,
+};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -302,11 +305,13 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BankCommand::Create { name, kind, policy } => {
             let info = store.create_bank_with(&name, kind, policy.policy()?)?;
+            audited(&store, AuditEvent::BankCreated, &name, 0, None);
             let negative = if info.policy.negative { "negative " } else { "" };
             eprintln!("created {negative}{} bank '{}' in {}", info.kind, info.name, store.path().display());
         }
         BankCommand::Policy { name, policy } => {
             let info = store.set_policy(&name, policy.policy()?)?;
+            audited(&store, AuditEvent::PolicySet, &name, 0, None);
             serde_json::to_writer(&mut out, &BankLine::of(&info))?;
             writeln!(out)?;
         }
@@ -341,6 +346,7 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
             ids.dedup();
             let updates: Vec<_> = ids.iter().map(|&id| (id, update.clone())).collect();
             let after = store.update(&u.name, &updates)?;
+            audited(&store, AuditEvent::EntriesUpdated, &u.name, 0, Some(ids.len() as u64));
             for (id, (meta, state)) in ids.iter().zip(&after) {
                 let line = EntryLine {
                     id: *id,
@@ -357,7 +363,8 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
         BankCommand::Import(i) => {
             if let Some(kind) = i.create {
                 match store.create_bank(&i.add.name, kind) {
-                    Ok(_) | Err(pharos::Error::BankExists(_)) => {}
+                    Ok(_) => audited(&store, AuditEvent::BankCreated, &i.add.name, 0, None),
+                    Err(pharos::Error::BankExists(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -366,10 +373,12 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
         }
         BankCommand::Remove { name, ids } => {
             store.remove(&name, &ids)?;
+            audited(&store, AuditEvent::EntriesRemoved, &name, 0, Some(ids.len() as u64));
             eprintln!("removed {} entries from '{name}'", ids.len());
         }
         BankCommand::Delete { name } => {
             store.delete_bank(&name)?;
+            audited(&store, AuditEvent::BankDeleted, &name, 0, None);
             eprintln!("deleted bank '{name}'");
         }
         BankCommand::Export { name, format, output } => {
@@ -409,11 +418,30 @@ fn export(
     w: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut writer = formats::writer(format, &mut *w, kind)?;
-    store.for_each_entry(name, |e| writer.write(&e))?;
+    let mut sent = 0u64;
+    let result = store.for_each_entry(name, |e| {
+        writer.write(&e)?;
+        sent += 1;
+        Ok(())
+    });
+    // Recorded however the export ended: what was written out is what counts.
+    audited(store, AuditEvent::BankExported, name, 0, Some(sent));
+    result?;
     writer.finish()?;
     drop(writer);
     w.flush()?;
     Ok(())
+}
+
+/// Records a bank change made with this CLI in the store's audit, by `cli:$USER` (the daemon records its
+/// callers' identities the same way). The change is already committed: a failed record is a warning.
+fn audited(store: &Store, event: AuditEvent, bank: &str, first_id: u64, count: Option<u64>) {
+    let user =
+        std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
+    let record = AuditRecord::bank_change(event, bank, first_id, count, Some(&format!("cli:{user}")));
+    if let Err(e) = store.append_audit(&[record]) {
+        eprintln!("warning: the change was made but its audit record was not written: {e}");
+    }
 }
 
 /// An input of `add` or `import`.
@@ -543,6 +571,7 @@ fn add_in_one_transaction(
     skipped.report_skipped(source, a);
     bad.report(source, a)?;
     let first = store.add(&a.name, &entries)?;
+    audited(store, AuditEvent::EntriesAdded, &a.name, first, Some(entries.len() as u64));
     Ok((first, entries.len() as u64, bad.count))
 }
 
@@ -622,6 +651,7 @@ fn write_batches(
     let mut done = 0u64;
     let mut commit = |buf: &mut Vec<NewEntry>| -> anyhow::Result<()> {
         let id = store.add(name, buf)?;
+        audited(store, AuditEvent::EntriesAdded, name, id, Some(buf.len() as u64));
         first.get_or_insert(id);
         done += buf.len() as u64;
         buf.clear();

@@ -828,4 +828,25 @@ mod tests {
         assert!(!summary.contains(&hex(&Sha256::digest(b"tok-a"))), "{summary}");
         assert!(summary.contains(&hex(&Sha256::digest(b"tok-a"))[..8]));
     }
+
+    #[test]
+    fn images_in_flight_are_a_quota_and_a_reload_keeps_unchanged_quotas() {
+        let mut cfg = id("crawler", "tok", &[Role::Hash]);
+        cfg.max_images_in_flight = Some(2);
+        let file = AuthFile { identity: vec![cfg] };
+        let ids = Identities::build(&file, None);
+        let caller = ids.by_token("tok").unwrap();
+        let metrics = Metrics::new();
+        let a = caller.admit_image(&metrics).unwrap();
+        let _b = caller.admit_image(&metrics).unwrap();
+        let e = caller.admit_image(&metrics).unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert!(e.message().contains("quota of images in flight"), "{e:?}");
+        drop(a);
+        let _c = caller.admit_image(&metrics).expect("a slot came free");
+        // A reload with the same settings keeps the semaphore (and so the images in flight it counts).
+        let again = Identities::build(&file, Some(&ids));
+        assert!(again.by_token("tok").unwrap().admit_image(&metrics).is_err());
+        assert_eq!(metrics.quota_rejections.with_label_values(&["crawler", "images_in_flight"]).get(), 2);
+    }
 }

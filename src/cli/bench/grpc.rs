@@ -10,6 +10,10 @@
 //! - `grpc`: `--concurrency` HashStream streams over loopback, each keeping `--window` requests in flight;
 //! - `direct`: what `pharos hash` does (decode + hash on every core, no batcher), for reference.
 //!
+//! With `--secure`, a second in-process server with TLS (a throwaway CA and certificate made for the run)
+//! and bearer-token auth is measured too (`grpc-tls-auth`), in the same alternation: the cost of the trust
+//! boundary as a ratio to plaintext `grpc`.
+//!
 //! With `--target URL`, only `grpc` is measured, against that server.
 //!
 //! This mode has its own loop rather than the shared [`super::measure`] harness: it runs three pipelines
@@ -69,6 +73,9 @@ pub(crate) struct GrpcBench {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also measure a second in-process server with TLS and bearer-token auth (mode grpc-tls-auth).
+    #[arg(long, conflicts_with = "target")]
+    secure: bool,
 }
 
 /// One measurement.
@@ -112,6 +119,8 @@ struct Report {
     grpc_vs_in_process: Option<f64>,
     /// grpc median / direct median (absent with --target).
     grpc_vs_direct: Option<f64>,
+    /// grpc-tls-auth median / grpc median (with --secure).
+    tls_auth_vs_grpc: Option<f64>,
 }
 
 pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
@@ -122,21 +131,18 @@ pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
     let mean_bytes = images.iter().map(|b| b.len()).sum::<usize>() as f64 / images.len() as f64;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        // The in-process server's (empty) bank store lives in a private temporary directory.
+        // The in-process servers' (empty) bank stores live in a private temporary directory.
         let dir = std::env::temp_dir().join(format!("pharos-bench-grpc-{}", std::process::id()));
-        let mut local = None;
+        let mut locals = Vec::new();
         let (target, backend, batcher) = match &a.target {
             Some(t) => (t.clone(), "remote".to_string(), None),
             None => {
                 let cfg = ServeConfig { backend: a.backend.clone(), metrics: String::new(), ..ServeConfig::default() };
-                let server = Server::new(cfg, dir.clone())?;
+                let server = Server::new(cfg, dir.join("plain"))?;
                 let batcher = server.pipeline().clone();
                 let backend = batcher.engine().describe();
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                let addr = listener.local_addr()?;
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let task = tokio::spawn(server.run(listener, async { drop(stopped.await) }));
-                local = Some((stop, task));
+                let (addr, local) = start_local(server).await?;
+                locals.push(local);
                 (format!("http://{addr}"), backend, Some(batcher))
             }
         };
@@ -148,6 +154,20 @@ pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot connect to {target}"))?;
             channels.push(ch);
         }
+        let secure = match a.secure {
+            false => None,
+            true => {
+                let (server, tls, token) = secure_server(&a.backend, &dir.join("secure"))?;
+                let (addr, local) = start_local(server).await?;
+                locals.push(local);
+                let mut chs = Vec::with_capacity(a.concurrency);
+                for _ in 0..a.concurrency {
+                    let endpoint = tonic::transport::Channel::from_shared(format!("https://{addr}"))?;
+                    chs.push(endpoint.tls_config(tls.clone())?.connect().await.context("TLS connection")?);
+                }
+                Some((chs, token))
+            }
+        };
         let in_flight = a.concurrency * a.window;
         let measure = Duration::from_secs_f64(a.seconds.max(0.1));
         let warm = measure / 4;
@@ -161,16 +181,22 @@ pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
             a.seconds
         );
         // Warm-up: every path once.
-        grpc_run(&channels, &images, a.window, a.dihedral, warm).await?;
+        grpc_run(&channels, None, &images, a.window, a.dihedral, warm).await?;
+        if let Some((chs, token)) = &secure {
+            grpc_run(chs, Some(token), &images, a.window, a.dihedral, warm).await?;
+        }
         if let Some(b) = &batcher {
             in_process_run(b, &images, in_flight, a.dihedral, warm).await;
         }
-        let (mut grpc, mut inproc, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut grpc, mut inproc, mut direct, mut tls) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for rep in 0..a.reps {
             if let Some(b) = &batcher {
                 inproc.push(in_process_run(b, &images, in_flight, a.dihedral, measure).await);
             }
-            grpc.push(grpc_run(&channels, &images, a.window, a.dihedral, measure).await?);
+            grpc.push(grpc_run(&channels, None, &images, a.window, a.dihedral, measure).await?);
+            if let Some((chs, token)) = &secure {
+                tls.push(grpc_run(chs, Some(token), &images, a.window, a.dihedral, measure).await?);
+            }
             if batcher.is_some() {
                 let imgs = images.clone();
                 let dihedral = a.dihedral;
@@ -178,16 +204,20 @@ pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
             }
             eprintln!("  rep {}/{} done", rep + 1, a.reps);
         }
-        if let Some((stop, task)) = local {
+        drop(secure);
+        for (stop, task) in locals {
             drop(stop);
             task.await??;
-            let _ = std::fs::remove_dir_all(&dir);
         }
+        let _ = std::fs::remove_dir_all(&dir);
         let mut modes = Vec::new();
         if !inproc.is_empty() {
             modes.push(summarise("in-process", inproc));
         }
         modes.push(summarise("grpc", grpc));
+        if !tls.is_empty() {
+            modes.push(summarise("grpc-tls-auth", tls));
+        }
         if !direct.is_empty() {
             modes.push(summarise("direct", direct));
         }
@@ -207,6 +237,7 @@ pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             grpc_vs_in_process: median("in-process").map(|m| grpc_median / m),
             grpc_vs_direct: median("direct").map(|m| grpc_median / m),
+            tls_auth_vs_grpc: median("grpc-tls-auth").map(|m| m / grpc_median),
             modes,
         };
         print_table(&report);
@@ -216,6 +247,62 @@ pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+type Local = (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<pharos::Result<()>>);
+
+/// Serves `server` on a loopback port until the returned sender is dropped.
+async fn start_local(server: Server) -> anyhow::Result<(std::net::SocketAddr, Local)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(listener, async { drop(stopped.await) }));
+    Ok((addr, (stop, task)))
+}
+
+/// A server like the plain one plus TLS (a CA and a `localhost` certificate made for this run, written to
+/// `dir`) and an auth file with one identity holding the `hash` role: the server, the client's TLS settings
+/// and the bearer token.
+fn secure_server(
+    backend: &str,
+    dir: &Path,
+) -> anyhow::Result<(Server, tonic::transport::ClientTlsConfig, String)> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use sha2::Digest as _;
+    std::fs::create_dir_all(dir)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "pharos bench CA");
+    let ca_key = KeyPair::generate()?;
+    let ca_pem = ca.self_signed(&ca_key)?.pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate()?;
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])?.signed_by(&leaf_key, &issuer)?;
+    std::fs::write(dir.join("server.pem"), leaf.pem())?;
+    std::fs::write(dir.join("server.key"), leaf_key.serialize_pem())?;
+    // A token nobody else knows for the length of the run (it is never printed).
+    let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+    let token = hex(&sha2::Sha256::digest(seed.as_bytes()));
+    let digest = hex(&sha2::Sha256::digest(token.as_bytes()));
+    let auth = format!("[[identity]]\nname = \"bench\"\ntoken_sha256 = \"{digest}\"\nroles = [\"hash\"]\n");
+    std::fs::write(dir.join("auth.toml"), auth)?;
+    let cfg = ServeConfig {
+        backend: backend.to_string(),
+        metrics: String::new(),
+        tls_cert: Some(dir.join("server.pem")),
+        tls_key: Some(dir.join("server.key")),
+        auth: Some(dir.join("auth.toml")),
+        ..ServeConfig::default()
+    };
+    let server = Server::new(cfg, dir.join("data"))?;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    Ok((server, tls, token))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The images to send, in memory: every image under `dir`, or 16 copies of a generated JPEG of `size`.
@@ -246,6 +333,7 @@ fn finish(latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Run {
 /// `channels.len()` HashStream streams, each with `window` requests in flight, for `duration`.
 async fn grpc_run(
     channels: &[tonic::transport::Channel],
+    token: Option<&str>,
     images: &[Bytes],
     window: usize,
     dihedral: bool,
@@ -257,6 +345,7 @@ async fn grpc_run(
     for (s, ch) in channels.iter().enumerate() {
         let mut client = HasherClient::new(ch.clone()).max_decoding_message_size(usize::MAX);
         let images = images.to_vec();
+        let authorization = token.map(|t| format!("Bearer {t}").parse()).transpose()?;
         tasks.push(tokio::spawn(async move {
             let sent: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
             let permits = Arc::new(Semaphore::new(window));
@@ -282,8 +371,11 @@ async fn grpc_run(
                     }
                 })
             };
-            let mut responses =
-                client.hash_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+            let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            if let Some(v) = authorization {
+                request.metadata_mut().insert("authorization", v);
+            }
+            let mut responses = client.hash_stream(request).await?.into_inner();
             let (mut latencies, mut errors) = (Vec::new(), 0);
             while let Some(r) = responses.message().await? {
                 let t0 = sent.lock().expect("lock").pop_front().context("a response nobody asked for")?;
@@ -411,5 +503,8 @@ fn print_table(r: &Report) {
     }
     if let Some(x) = r.grpc_vs_direct {
         println!("grpc / direct:     {:.1}%", x * 100.0);
+    }
+    if let Some(x) = r.tls_auth_vs_grpc {
+        println!("grpc-tls-auth / grpc: {:.1}% (target ≥ 90%)", x * 100.0);
     }
 }
