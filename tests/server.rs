@@ -839,17 +839,19 @@ fn bench_grpc_measures_grpc_against_in_process() {
     let json = dir.path().join("grpc.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pharos"))
         .args(["bench", "grpc", "--backend", "cpu", "--size", "96x64", "--seconds", "0.3", "--reps", "1"])
-        .args(["--concurrency", "2", "--window", "4", "--json"])
+        .args(["--concurrency", "2", "--window", "4", "--secure", "--json"])
         .arg(&json)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("grpc / in-process"), "{stdout}");
+    assert!(stdout.contains("grpc-tls-auth / grpc"), "{stdout}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let modes: Vec<&str> =
         v["modes"].as_array().unwrap().iter().map(|m| m["mode"].as_str().unwrap()).collect();
-    assert_eq!(modes, ["in-process", "grpc", "direct"]);
+    assert_eq!(modes, ["in-process", "grpc", "grpc-tls-auth", "direct"]);
+    assert!(v["tls_auth_vs_grpc"].as_f64().is_some_and(|r| r.is_finite() && r > 0.0), "{v}");
     for m in v["modes"].as_array().unwrap() {
         let rate = m["median_images_per_sec"].as_f64().unwrap();
         assert!(rate.is_finite() && rate > 0.0, "{m}");
