@@ -314,6 +314,7 @@ async fn every_rpc_by_every_role_over_tls_then_a_revoked_token_after_sighup() {
     let mut args = tls_args(tmp.path(), &pki);
     args.extend(["--auth".into(), auth.display().to_string(), "--metrics".into(), "127.0.0.1:0".into()]);
     args.extend(["--auth-failures-per-minute".into(), "1000".into()]);
+    args.extend(["--health-listen".into(), "127.0.0.1:0".into()]);
     let data = tmp.path().join("data");
     let mut daemon =
         Daemon::start_with(&data, tmp.path().join("serve.log"), &args, &[("PHAROS_LOG", "trace")]);
@@ -351,6 +352,19 @@ async fn every_rpc_by_every_role_over_tls_then_a_revoked_token_after_sighup() {
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     let h = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
     assert_eq!(h.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    // …also on the plaintext health-only port (Kubernetes' gRPC probes cannot speak TLS), which serves
+    // nothing else.
+    let plain = Channel::from_shared(format!("http://{}", daemon.health_addr.as_deref().unwrap())).unwrap();
+    let plain = plain.connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(plain.clone());
+    let h = health.check(tonic_health::pb::HealthCheckRequest { service: "pharos.v1.Matcher".into() }).await;
+    assert_eq!(
+        h.unwrap().into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let r = proto::HashRequest { image: image().into(), ..Default::default() };
+    let e = HasherClient::new(plain).hash(req(r, Some(token("hasher")))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
     // A denial names the identity and the role, never the credential.
     let denied = seen.0.iter().find(|m| m.contains("lacks the 'admin' role")).expect("a role denial");
     assert!(denied.contains("caller '"), "{denied}");

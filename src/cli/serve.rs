@@ -2,7 +2,7 @@
 //!
 //! Settings come from defaults, then `--config FILE` (TOML, keys as in [`ServeConfig`]), then `PHAROS_*`
 //! environment variables, then flags. On start it prints one line on stdout,
-//! `pharos: serving gRPC on ADDR; metrics on http://ADDR/metrics`, with the bound addresses (so
+//! `pharos: serving gRPC on ADDR; metrics on http://ADDR/metrics[; health on ADDR]`, with the bound addresses (so
 //! `--listen 127.0.0.1:0` can be used by scripts and tests).
 
 use super::bank::DataDir;
@@ -31,6 +31,10 @@ pub(crate) struct ServeArgs {
     /// Prometheus metrics listen address; "" disables [default: 127.0.0.1:9464].
     #[arg(long, env = "PHAROS_METRICS", value_name = "ADDR")]
     metrics: Option<String>,
+    /// Plaintext gRPC health-only listener (for Kubernetes' gRPC probes when the main port speaks TLS); ""
+    /// disables [default: ""].
+    #[arg(long, env = "PHAROS_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<String>,
     /// Hashing backend: auto (a real GPU if there is one, else the CPU), cpu, or gpu [default: auto].
     #[arg(long, env = "PHAROS_BACKEND")]
     backend: Option<String>,
@@ -113,6 +117,7 @@ impl ServeArgs {
         overlay!(
             listen,
             metrics,
+            health_listen,
             backend,
             max_message_bytes,
             max_image_bytes,
@@ -183,8 +188,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ),
         };
         cfg.check_exposure(listener.local_addr()?, true)?;
+        let health_listener = match cfg.health_listen.as_str() {
+            "" => None,
+            addr => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            ),
+        };
         let shutdown = shutdown_signal();
-        let server = Server::new(cfg, data_dir.clone())
+        let mut server = Server::new(cfg, data_dir.clone())
             .with_context(|| format!("starting the server (data directory {})", data_dir.display()))?;
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let mut line = format!("pharos: serving gRPC on {}", listener.local_addr()?);
@@ -196,6 +209,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     tracing::error!("metrics endpoint failed: {e}");
                 }
             });
+        }
+        if let Some(l) = health_listener {
+            line += &format!("; health on {}", l.local_addr()?);
+            server.serve_health_on(l);
         }
         let mut stdout = std::io::stdout();
         writeln!(stdout, "{line}")?;

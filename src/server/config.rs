@@ -22,6 +22,9 @@ pub struct ServeConfig {
     pub listen: String,
     /// Prometheus metrics listen address (`GET /metrics`); empty to disable.
     pub metrics: String,
+    /// Plaintext gRPC listener serving only `grpc.health.v1.Health`, without credentials (for Kubernetes'
+    /// gRPC probes, which cannot speak TLS); empty to disable.
+    pub health_listen: String,
     /// Hashing backend: auto, cpu or gpu.
     pub backend: String,
     /// Data directory of the bank store [default: the platform's data location, as for `pharos bank`].
@@ -80,6 +83,7 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: "127.0.0.1:50051".into(),
             metrics: "127.0.0.1:9464".into(),
+            health_listen: String::new(),
             backend: "auto".into(),
             data_dir: None,
             // The largest image plus room for the other fields of its message.

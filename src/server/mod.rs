@@ -172,6 +172,8 @@ fn deadline_of<T>(req: &tonic::Request<T>) -> Option<Instant> {
 pub struct Server {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
+    /// Where to serve plaintext gRPC health alone (`health_listen`), when bound.
+    health_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -189,7 +191,15 @@ impl Server {
         let tls = tls_config(&cfg)?;
         let banks = BankSet::open(Store::open(&data_dir)?, metrics.clone(), cfg.search_policy())?;
         let (stop, stopping) = watch::channel(false);
-        Ok(Server { shared: Arc::new(Shared { pipeline, banks, metrics, cfg, auth, tls, stopping }), stop })
+        let shared = Arc::new(Shared { pipeline, banks, metrics, cfg, auth, tls, stopping });
+        Ok(Server { shared, stop, health_listener: None })
+    }
+
+    /// Also serves `grpc.health.v1.Health` alone, in plaintext and without credentials, on `listener`: what
+    /// Kubernetes' gRPC probes and plain load-balancer checks need when the main port speaks TLS (kubelet's
+    /// probe cannot). It reveals nothing but serving status, and follows the same health as the main port.
+    pub fn serve_health_on(&mut self, listener: TcpListener) {
+        self.health_listener = Some(listener);
     }
 
     /// Reads the auth file again (what SIGHUP does): see [`auth::Auth::reload`].
@@ -290,13 +300,22 @@ impl Server {
         let router = builder
             .max_concurrent_streams(shared.cfg.max_concurrent_streams)
             .layer(auth::AuthLayer(shared.auth.clone()))
-            .add_service(health_service)
+            .add_service(health_service.clone())
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(hasher)
             .add_service(matcher)
             .add_service(banks)
             .add_service(audit);
+        let health_only = self.health_listener.map(|l| {
+            let router = tonic::transport::Server::builder().add_service(health_service.clone());
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming(incoming).await {
+                    tracing::error!("the health port failed: {e}");
+                }
+            })
+        });
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
         let result = tokio::select! {
@@ -309,6 +328,9 @@ impl Server {
         shared.pipeline.close();
         follow.abort();
         reload.abort();
+        if let Some(h) = health_only {
+            h.abort();
+        }
         // Wait for the pruning task (it holds the bank set, hence the store file, while it runs): a prune in
         // progress stops after its current step.
         let _ = stop_pruning.send(true);

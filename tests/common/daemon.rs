@@ -14,6 +14,8 @@ pub(crate) struct Daemon {
     pub(crate) addr: String,
     /// The metrics address, when `--metrics` was given an address.
     pub(crate) metrics_addr: Option<String>,
+    /// The plaintext health-only address, with `--health-listen`.
+    pub(crate) health_addr: Option<String>,
     stderr_log: PathBuf,
 }
 
@@ -51,16 +53,21 @@ impl Daemon {
         let mut line = String::new();
         let stdout = child.stdout.take().unwrap();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let mut daemon = Daemon { child, addr: String::new(), metrics_addr: None, stderr_log };
+        let mut daemon =
+            Daemon { child, addr: String::new(), metrics_addr: None, health_addr: None, stderr_log };
         // `pharos: serving gRPC on 127.0.0.1:PORT` (then `; metrics on http://ADDR/metrics` when metrics are on).
         let Some(rest) = line.trim().strip_prefix("pharos: serving gRPC on ") else {
             panic!("unexpected first line from pharos serve: {line:?}\nstderr:\n{}", daemon.stderr());
         };
         let mut parts = rest.split(';');
         daemon.addr = parts.next().unwrap().trim().to_string();
-        daemon.metrics_addr = parts.next().and_then(|m| {
-            m.trim().strip_prefix("metrics on http://").map(|a| a.trim_end_matches("/metrics").to_string())
-        });
+        for part in parts.map(str::trim) {
+            if let Some(m) = part.strip_prefix("metrics on http://") {
+                daemon.metrics_addr = Some(m.trim_end_matches("/metrics").to_string());
+            } else if let Some(h) = part.strip_prefix("health on ") {
+                daemon.health_addr = Some(h.to_string());
+            }
+        }
         daemon
     }
 
