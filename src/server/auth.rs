@@ -273,9 +273,20 @@ pub struct Caller {
 pub type ImagePermit = Option<tokio::sync::OwnedSemaphorePermit>;
 
 impl Caller {
-    /// The caller of a daemon without `--auth`: every role and bank, no quota, no name.
+    /// The caller of a daemon without `--auth`: every role and bank, no quota, no name (one shared value:
+    /// every call of such a daemon gets it).
     pub fn local() -> Arc<Caller> {
-        Arc::new(Caller { name: None, roles: Role::ALL.into_iter().collect(), banks: None, quota: None })
+        static LOCAL: std::sync::OnceLock<Arc<Caller>> = std::sync::OnceLock::new();
+        LOCAL
+            .get_or_init(|| {
+                Arc::new(Caller {
+                    name: None,
+                    roles: Role::ALL.into_iter().collect(),
+                    banks: None,
+                    quota: None,
+                })
+            })
+            .clone()
     }
 
     /// The identity's name, for the audit (`None` without `--auth`).
@@ -688,7 +699,17 @@ impl Auth {
 impl Caller {
     /// The caller of a health check on a daemon with `--auth`: no roles at all (health needs none).
     fn local_unnamed_for_health() -> Arc<Caller> {
-        Arc::new(Caller { name: None, roles: BTreeSet::new(), banks: Some(BTreeSet::new()), quota: None })
+        static HEALTH: std::sync::OnceLock<Arc<Caller>> = std::sync::OnceLock::new();
+        HEALTH
+            .get_or_init(|| {
+                Arc::new(Caller {
+                    name: None,
+                    roles: BTreeSet::new(),
+                    banks: Some(BTreeSet::new()),
+                    quota: None,
+                })
+            })
+            .clone()
     }
 }
 
