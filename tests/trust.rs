@@ -396,6 +396,44 @@ async fn every_rpc_by_every_role_over_tls_then_a_revoked_token_after_sighup() {
     }
     assert!(events.iter().any(|e| e.0 == "bank_exported" && e.3 == 1), "the export counts its entries");
 
+    // `pharos bench grpc` measures a daemon behind TLS and auth (token from the environment).
+    std::fs::write(tmp.path().join("ca.pem"), &pki.ca_pem).unwrap();
+    let ca = tmp.path().join("ca.pem");
+    let target = format!("https://{}", daemon.addr);
+    let bench = |tok: &str| {
+        crate::common::pharos_env(
+            [
+                "bench",
+                "grpc",
+                "--target",
+                &target,
+                "--ca",
+                ca.to_str().unwrap(),
+                "--server-name",
+                "localhost",
+                "--size",
+                "96x64",
+                "--seconds",
+                "0.3",
+                "--reps",
+                "1",
+                "--concurrency",
+                "1",
+                "--window",
+                "2",
+            ],
+            &[("PHAROS_TOKEN", tok)],
+        )
+    };
+    let out = bench(token("hasher"));
+    assert!(out.status.success(), "{}", crate::common::show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout.lines().find(|l| l.starts_with("grpc ")).expect("a grpc row");
+    assert!(row.ends_with(" 0"), "no errors: {row}");
+    let out = bench("");
+    assert_eq!(out.status.code(), Some(1), "{}", crate::common::show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials"), "{}", crate::common::show(&out));
+
     // Revocation: the hasher's identity leaves the file; after SIGHUP its token is refused on the same
     // connection, which keeps serving the others.
     auth_file(tmp.path(), &["hasher"], "");

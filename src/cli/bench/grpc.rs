@@ -14,7 +14,8 @@
 //! and bearer-token auth is measured too (`grpc-tls-auth`), in the same alternation: the cost of the trust
 //! boundary as a ratio to plaintext `grpc`.
 //!
-//! With `--target URL`, only `grpc` is measured, against that server.
+//! With `--target URL`, only `grpc` is measured, against that server (`https://…` with `--ca FILE` for
+//! one that speaks TLS; the bearer token of a daemon with `--auth` in `$PHAROS_TOKEN`).
 //!
 //! This mode has its own loop rather than the shared [`super::measure`] harness: it runs three pipelines
 //! against each other, asynchronously, in alternation, and measures per-image latency as well as rates.
@@ -76,6 +77,12 @@ pub(crate) struct GrpcBench {
     /// Also measure a second in-process server with TLS and bearer-token auth (mode grpc-tls-auth).
     #[arg(long, conflicts_with = "target")]
     secure: bool,
+    /// With an https:// --target: the CA certificate (PEM) that signed the daemon's certificate.
+    #[arg(long, value_name = "FILE", requires = "target")]
+    ca: Option<PathBuf>,
+    /// With --target: the name the daemon's certificate carries, when the URL's host is not it.
+    #[arg(long, value_name = "NAME", requires = "ca")]
+    server_name: Option<String>,
 }
 
 /// One measurement.
@@ -147,13 +154,28 @@ pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
             }
         };
         let mut channels = Vec::with_capacity(a.concurrency);
+        let tls = match &a.ca {
+            None => None,
+            Some(ca) => {
+                let pem = std::fs::read(ca).with_context(|| format!("--ca {}", ca.display()))?;
+                let mut tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+                if let Some(name) = &a.server_name {
+                    tls = tls.domain_name(name.clone());
+                }
+                Some(tls)
+            }
+        };
         for _ in 0..a.concurrency {
-            let ch = tonic::transport::Channel::from_shared(target.clone())?
-                .connect()
-                .await
-                .with_context(|| format!("cannot connect to {target}"))?;
+            let mut endpoint = tonic::transport::Channel::from_shared(target.clone())?;
+            if let Some(tls) = &tls {
+                endpoint = endpoint.tls_config(tls.clone())?;
+            }
+            let ch = endpoint.connect().await.with_context(|| format!("cannot connect to {target}"))?;
             channels.push(ch);
         }
+        // A daemon with --auth: the token comes from the environment, never from the command line.
+        let target_token = std::env::var("PHAROS_TOKEN").ok().filter(|t| !t.is_empty() && a.target.is_some());
         let secure = match a.secure {
             false => None,
             true => {
@@ -181,7 +203,7 @@ pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
             a.seconds
         );
         // Warm-up: every path once.
-        grpc_run(&channels, None, &images, a.window, a.dihedral, warm).await?;
+        grpc_run(&channels, target_token.as_deref(), &images, a.window, a.dihedral, warm).await?;
         if let Some((chs, token)) = &secure {
             grpc_run(chs, Some(token), &images, a.window, a.dihedral, warm).await?;
         }
@@ -193,7 +215,7 @@ pub(crate) fn run(a: GrpcBench) -> anyhow::Result<ExitCode> {
             if let Some(b) = &batcher {
                 inproc.push(in_process_run(b, &images, in_flight, a.dihedral, measure).await);
             }
-            grpc.push(grpc_run(&channels, None, &images, a.window, a.dihedral, measure).await?);
+            grpc.push(grpc_run(&channels, target_token.as_deref(), &images, a.window, a.dihedral, measure).await?);
             if let Some((chs, token)) = &secure {
                 tls.push(grpc_run(chs, Some(token), &images, a.window, a.dihedral, measure).await?);
             }
