@@ -22,6 +22,13 @@ else
     echo "test.sh: python-threatexchange venv unavailable; its oracle tests in tests/bank_formats.rs will skip (fail under PHAROS_REQUIRE_PYTHON=1)" >&2
 fi
 
+# kubernetes-validate, the offline schema check of deploy/kubernetes (tests/deploy.rs).
+if PHAROS_KUBEVAL_PYTHON="$(scripts/setup-kubeval.sh | tail -n 1)"; then
+    export PHAROS_KUBEVAL_PYTHON
+else
+    echo "test.sh: kubernetes-validate venv unavailable; the manifest tests in tests/deploy.rs will skip (fail under PHAROS_REQUIRE_PYTHON=1)" >&2
+fi
+
 # Mesa's Vulkan driver complains on stderr for every adapter probe when this is unset (containers, CI).
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
     XDG_RUNTIME_DIR="$(mktemp -d)"

@@ -14,6 +14,7 @@ mod banks;
 mod bench_cli;
 mod cli;
 mod data_model;
+mod deploy;
 mod formats;
 mod golden;
 mod layers;
