@@ -33,11 +33,11 @@ const KUBERNETES_VERSIONS: &str = "1.30,1.37";
 /// has to exit after its drain deadline.
 const GRACE_MARGIN_S: u64 = 5;
 
-/// Config keys issue 13 adds to the daemon while these manifests are written (`health_listen`, the
-/// plaintext health port; `database_url`, PostgreSQL). A daemon built without them rejects them as unknown
-/// keys (the config denies unknown fields), so [`daemon_accepts`] then drops them, says so, and checks the
-/// rest; once the daemon knows them, they are checked like every other key. Nothing else is ever dropped.
-const PENDING_KEYS: [&str; 2] = ["health_listen", "database_url"];
+/// Config keys the fleet issue (13) adds to the daemon after these manifests were written (`database_url`,
+/// PostgreSQL). A daemon built without them rejects them as unknown keys (the config denies unknown fields),
+/// so [`daemon_accepts`] then drops them, says so, and checks the rest; once the daemon knows them, they
+/// are checked like every other key. Nothing else is ever dropped.
+const PENDING_KEYS: [&str; 1] = ["database_url"];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
