@@ -7,7 +7,7 @@
 //! search that matched (searches that match nothing write nothing).
 
 use crate::error::{Error, Result};
-use crate::store::{AuditRecord, Store};
+use crate::store::{AuditRecord, BankStore};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,7 +24,7 @@ pub(crate) struct AuditLog {
 
 impl AuditLog {
     /// Starts the writer thread.
-    pub(crate) fn start(store: Arc<Store>) -> Result<AuditLog> {
+    pub(crate) fn start(store: Arc<dyn BankStore>) -> Result<AuditLog> {
         let (tx, rx) = mpsc::channel::<Batch>();
         let thread = std::thread::Builder::new()
             .name("pharos-audit".into())

@@ -20,7 +20,7 @@ pub use set::{BankHit, BankQuery, BankSet, BankSummary, SearchResult, Suppressed
 
 use crate::error::{Error, Result};
 use crate::matcher::{AnyHash, ExactIndex, Index, Kind, MihIndex};
-use crate::store::{BankInfo, EntryMeta, EntryUpdate, Rows, Store};
+use crate::store::{BankInfo, BankStore, EntryMeta, EntryUpdate, Rows};
 
 /// Most hashes of one kind in one query: an image and its 7 dihedral variants.
 pub const MAX_VARIANTS: usize = 8;
@@ -167,7 +167,7 @@ pub struct LoadedBank {
 }
 
 /// Reads a bank from the store and builds its index: the time from store to ready-to-query.
-pub fn load(store: &Store, name: &str) -> Result<LoadedBank> {
+pub fn load(store: &dyn BankStore, name: &str) -> Result<LoadedBank> {
     let stored = store.load(name)?;
     let index = match stored.rows {
         Rows::Pdq(rows) => Index::Pdq(MihIndex::build(rows, &stored.removed)),

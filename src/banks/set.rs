@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::matcher::{AnyHash, Hit, Index, Kind, Method, SearchOptions};
 use crate::metrics::Metrics;
 use crate::store::{
-    AuditEntry, AuditEvent, AuditFilter, AuditRecord, BankInfo, BankPolicy, Entry, EntryMeta, EntryState,
-    EntryUpdate, FloodGuard, NewEntry, Store,
+    AuditEntry, AuditEvent, AuditFilter, AuditRecord, BankInfo, BankPolicy, BankStore, Entry, EntryMeta,
+    EntryState, EntryUpdate, FloodGuard, NewEntry,
 };
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -158,7 +158,7 @@ type RawHit = (usize, u32, u32, AnyHash);
 /// The store plus every bank's index.
 #[derive(Debug)]
 pub struct BankSet {
-    store: Arc<Store>,
+    store: Arc<dyn BankStore>,
     audit: AuditLog,
     banks: RwLock<BTreeMap<String, Arc<LiveBank>>>,
     admin: Mutex<()>,
@@ -172,14 +172,18 @@ pub struct BankSet {
 
 impl BankSet {
     /// Loads and indexes every bank of the store.
-    pub fn open(store: Store, metrics: Arc<Metrics>, policy: SearchPolicy) -> Result<BankSet> {
+    pub fn open(
+        store: impl BankStore + 'static,
+        metrics: Arc<Metrics>,
+        policy: SearchPolicy,
+    ) -> Result<BankSet> {
         let names: Vec<String> = store.list_banks()?.into_iter().map(|b| b.name).collect();
         Self::open_only(store, &names, metrics, policy)
     }
 
     /// Loads and indexes only the named banks (`pharos match` needs no others).
     pub fn open_only(
-        store: Store,
+        store: impl BankStore + 'static,
         names: &[String],
         metrics: Arc<Metrics>,
         policy: SearchPolicy,
@@ -199,7 +203,7 @@ impl BankSet {
             let disabled = loaded.disabled.into_iter().map(|(id, st)| (id as u32, st)).collect();
             banks.insert(name.clone(), Arc::new(LiveBank::new(loaded.info, loaded.index, disabled)));
         }
-        let store = Arc::new(store);
+        let store: Arc<dyn BankStore> = Arc::new(store);
         Ok(BankSet {
             audit: AuditLog::start(store.clone())?,
             store,
@@ -213,8 +217,8 @@ impl BankSet {
     }
 
     /// Calls `f` on the audit records that pass `filter`, oldest first.
-    pub fn audit(&self, filter: &AuditFilter, f: impl FnMut(AuditRecord) -> Result<()>) -> Result<()> {
-        self.store.for_each_audit(filter, f)
+    pub fn audit(&self, filter: &AuditFilter, mut f: impl FnMut(AuditRecord) -> Result<()>) -> Result<()> {
+        self.store.for_each_audit(filter, &mut f)
     }
 
     /// Deletes the audit records older than `retention`, in short transactions (matching goes on meanwhile,
@@ -383,7 +387,7 @@ impl BankSet {
         Ok(after)
     }
 
-    /// The ids of the live entries with each of these external ids (see [`Store::ids_by_external_id`]).
+    /// The ids of the live entries with each of these external ids (see [`BankStore::ids_by_external_id`]).
     pub fn ids_by_external_id(&self, name: &str, external_ids: &[String]) -> Result<Vec<(String, Vec<u64>)>> {
         self.get(name)?;
         self.store.ids_by_external_id(name, external_ids)
@@ -423,9 +427,9 @@ impl BankSet {
     }
 
     /// Calls `f` on every live entry of a bank, in id order (from the store: a consistent snapshot).
-    pub fn export(&self, name: &str, f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
+    pub fn export(&self, name: &str, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
         self.get(name)?;
-        self.store.for_each_entry(name, f)
+        self.store.for_each_entry(name, &mut f)
     }
 
     /// Whether searching `names` (every bank when empty) needs the file digests of the image: when one of

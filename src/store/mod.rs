@@ -29,9 +29,11 @@
 //! `label` field), so a crash during the migration leaves the schema-1 file as it was.
 
 mod audit;
+mod backend;
 mod entry;
 
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditRecord};
+pub use backend::BankStore;
 pub use entry::{Entry, EntryMeta, EntryState, EntryUpdate, NewEntry};
 
 use crate::error::{Error, Result};
