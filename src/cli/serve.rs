@@ -179,23 +179,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-        let metrics_listener = match cfg.metrics.as_str() {
-            "" => None,
-            addr => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?,
-            ),
-        };
+        let metrics_listener = bind_unless_empty(&cfg.metrics).await?;
         cfg.check_exposure(listener.local_addr()?, true)?;
-        let health_listener = match cfg.health_listen.as_str() {
-            "" => None,
-            addr => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?,
-            ),
-        };
+        let health_listener = bind_unless_empty(&cfg.health_listen).await?;
         let shutdown = shutdown_signal();
         let mut server = Server::new(cfg, data_dir.clone())
             .with_context(|| format!("starting the server (data directory {})", data_dir.display()))?;
@@ -222,6 +208,15 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = stop_metrics.send(());
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A listener on `addr`, or none for "" (a disabled endpoint).
+async fn bind_unless_empty(addr: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    Ok(Some(l))
 }
 
 /// A future resolving on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called, not

@@ -32,7 +32,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -80,15 +79,6 @@ impl Role {
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for Role {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Role> {
-        Role::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
-            Error::InvalidInput(format!("unknown role '{s}' (hash, match, read, write, admin)"))
-        })
     }
 }
 
@@ -222,16 +212,9 @@ impl AuthFile {
     }
 }
 
+/// A SHA-256 digest from its 64 hex digits (the one hex parser of the project).
 fn parse_digest(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
+    crate::hash::exact::parse_hex::<32>(hex.trim(), "a SHA-256").ok()
 }
 
 /// The per-identity quotas: a GCRA token bucket for requests and a semaphore for images in flight.
@@ -813,9 +796,7 @@ mod tests {
         }
     }
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use crate::hash::exact::hex;
 
     #[test]
     fn every_path_of_the_proto_has_its_role() {

@@ -289,6 +289,7 @@ fn secure_server(
     backend: &str,
     dir: &Path,
 ) -> anyhow::Result<(Server, tonic::transport::ClientTlsConfig, String)> {
+    use pharos::hash::exact::hex;
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     use sha2::Digest as _;
     std::fs::create_dir_all(dir)?;
@@ -321,10 +322,6 @@ fn secure_server(
         .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
         .domain_name("localhost");
     Ok((server, tls, token))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The images to send, in memory: every image under `dir`, or 16 copies of a generated JPEG of `size`.
