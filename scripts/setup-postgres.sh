@@ -6,6 +6,9 @@
 #   scripts/setup-postgres.sh start     # prints PHAROS_TEST_DATABASE_URL=… and PHAROS_TEST_PGDIR=… lines;
 #                                       # the last line is the URL
 #   scripts/setup-postgres.sh stop DIR  # stops the cluster started in DIR and deletes DIR
+#   scripts/setup-postgres.sh pause DIR # stops the server, keeping the cluster (an outage, for tests)
+#   scripts/setup-postgres.sh resume DIR # starts it again on the same port
+#   scripts/setup-postgres.sh install   # only installs the package when missing
 #
 # Run as root (CI), the cluster belongs to the `postgres` user, as PostgreSQL refuses to run as root.
 set -euo pipefail
@@ -27,7 +30,7 @@ as_owner() {
     fi
 }
 
-start() {
+install() {
     local bin
     bin="$(find_bin)"
     if [ -z "$bin" ]; then
@@ -36,10 +39,15 @@ start() {
             echo "setup-postgres: PostgreSQL is not installed and this is not root: apt-get install postgresql" >&2
             exit 1
         fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2
-        bin="$(find_bin)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 ||
+            { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2; }
     fi
-    local dir port
+}
+
+start() {
+    install
+    local bin dir port
+    bin="$(find_bin)"
     dir="$(mktemp -d /tmp/pharos-pg.XXXXXX)"
     chmod 755 "$dir"
     if [ "$(id -u)" = 0 ]; then
@@ -48,9 +56,11 @@ start() {
     # A free port: ask the kernel for one, then hand it to PostgreSQL.
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
     as_owner "$bin/initdb" -D "$dir/data" -U pharos --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
-        start >&2
+    # In the cluster's own config, so `resume` starts it again the same way.
+    printf '%s\n' "listen_addresses = '127.0.0.1'" "port = $port" "unix_socket_directories = '$dir'" \
+        "fsync = off" "synchronous_commit = off" "full_page_writes = off" "max_connections = 200" |
+        as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start >&2
     as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U pharos pharos
     echo "setup-postgres: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port, cluster in $dir" >&2
     echo "PHAROS_TEST_PGDIR=$dir"
@@ -68,8 +78,29 @@ stop() {
     rm -rf "$dir"
 }
 
+cluster_dir() {
+    local dir="${1:?a cluster directory}"
+    case "$dir" in /tmp/pharos-pg.*) ;; *) echo "setup-postgres: not a cluster of this script: $dir" >&2; exit 1 ;; esac
+    echo "$dir"
+}
+
+pause() {
+    local dir
+    dir="$(cluster_dir "${1:-}")"
+    as_owner "$(find_bin)/pg_ctl" -D "$dir/data" -m fast -w stop >&2
+}
+
+resume() {
+    local dir
+    dir="$(cluster_dir "${1:-}")"
+    as_owner "$(find_bin)/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start >&2
+}
+
 case "${1:-}" in
+    install) install ;;
     start) start ;;
     stop) stop "${2:-}" ;;
-    *) echo "usage: setup-postgres.sh start | stop DIR" >&2; exit 2 ;;
+    pause) pause "${2:-}" ;;
+    resume) resume "${2:-}" ;;
+    *) echo "usage: setup-postgres.sh install | start | stop DIR | pause DIR | resume DIR" >&2; exit 2 ;;
 esac

@@ -29,6 +29,12 @@ else
     echo "test.sh: kubernetes-validate venv unavailable; the manifest tests in tests/deploy.rs will skip (fail under PHAROS_REQUIRE_PYTHON=1)" >&2
 fi
 
+# PostgreSQL for the fleet tests: tests/fleet.rs starts a throwaway cluster per test with setup-postgres.sh
+# (Debian's package, installed here when missing).
+if ! scripts/setup-postgres.sh install; then
+    echo "test.sh: PostgreSQL unavailable; tests/fleet.rs will skip (fails under CI or PHAROS_REQUIRE_POSTGRES=1)" >&2
+fi
+
 # Mesa's Vulkan driver complains on stderr for every adapter probe when this is unset (containers, CI).
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
     XDG_RUNTIME_DIR="$(mktemp -d)"

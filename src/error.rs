@@ -109,6 +109,10 @@ pub enum Error {
     /// The embedded bank store failed (I/O, corruption, or the database is open in another process).
     #[error("bank store: {0}")]
     Store(String),
+    /// The shared bank store (PostgreSQL) cannot be reached now; the same call may succeed later. Matching
+    /// goes on from memory meanwhile; writes fail with this.
+    #[error("bank store unavailable: {0}")]
+    Unavailable(String),
     /// A bug caught at run time (a panic in a decoder or hasher): this item failed, the process goes on.
     #[error("internal error: {0}")]
     Internal(String),

@@ -64,6 +64,21 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// Requests refused for a caller's quota, by caller and quota (`rate`, `images_in_flight`).
     pub quota_rejections: IntCounterVec,
+    /// Shared store (PostgreSQL): 1 while it answers, 0 while it cannot be reached (matching goes on from
+    /// memory; writes fail).
+    pub store_available: IntGauge,
+    /// Shared store: seconds this replica may be behind the change log (0 right after a catch-up that found
+    /// nothing more; grows while the store cannot be reached).
+    pub replication_lag: prometheus::Gauge,
+    /// Shared store: the sequence number of the last change applied here.
+    pub replication_position: IntGauge,
+    /// Shared store: seconds from a change's commit (any replica) to its application here.
+    pub replication_delay: prometheus::Histogram,
+    /// Matches answered without their entries' fields (label, external id, tags) because the store could
+    /// not be read; the bank and id are always there.
+    pub match_fields_unavailable: IntCounter,
+    /// Audit records kept in the local spool while the shared store could not take them.
+    pub audit_spooled: IntCounter,
 }
 
 impl Default for Metrics {
@@ -154,7 +169,45 @@ impl Metrics {
             "Requests refused for a caller's quota, by caller and quota.",
             &["caller", "quota"],
         );
+        let store_available =
+            gauge("store_available", "1 while the bank store answers, 0 while it cannot be reached.");
+        store_available.set(1);
+        let replication_lag = prometheus::Gauge::new(
+            "replication_lag_seconds",
+            "Seconds this replica may be behind the shared store's change log.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(replication_lag.clone())).expect("unique metric");
+        let replication_position = gauge(
+            "replication_position",
+            "Sequence number of the last change of the shared store applied here.",
+        );
+        let replication_delay = histogram(
+            "replication_delay_seconds",
+            "Seconds from a change's commit in the shared store to its application on this replica.",
+            &[],
+            vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+        )
+        .with_label_values::<&str>(&[]);
+        let match_fields_unavailable = IntCounter::new(
+            "match_fields_unavailable_total",
+            "Matches answered without their entries' fields because the store could not be read.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(match_fields_unavailable.clone())).expect("unique metric");
+        let audit_spooled = IntCounter::new(
+            "audit_spooled_total",
+            "Audit records kept in the local spool while the shared store could not take them.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(audit_spooled.clone())).expect("unique metric");
         Metrics {
+            store_available,
+            replication_lag,
+            replication_position,
+            replication_delay,
+            match_fields_unavailable,
+            audit_spooled,
             caller_requests,
             auth_failures,
             quota_rejections,

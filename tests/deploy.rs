@@ -33,12 +33,6 @@ const KUBERNETES_VERSIONS: &str = "1.30,1.37";
 /// has to exit after its drain deadline.
 const GRACE_MARGIN_S: u64 = 5;
 
-/// Config keys the fleet issue (13) adds to the daemon after these manifests were written (`database_url`,
-/// PostgreSQL). A daemon built without them rejects them as unknown keys (the config denies unknown fields),
-/// so [`daemon_accepts`] then drops them, says so, and checks the rest; once the daemon knows them, they
-/// are checked like every other key. Nothing else is ever dropped.
-const PENDING_KEYS: [&str; 1] = ["database_url"];
-
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -263,20 +257,9 @@ fn daemon_accepts(what: &str, config: &toml::Table, auth_toml: &str) {
     let mut cfg = config.clone();
     cfg.insert("auth".into(), toml::Value::String(auth.to_str().unwrap().into()));
     let file = dir.path().join("pharos.toml");
-    let out = loop {
-        std::fs::write(&file, toml::to_string(&cfg).unwrap()).unwrap();
-        let out = pharos_env(["serve", "--print-config", "--config", file.to_str().unwrap()], &[]);
-        if out.status.success() {
-            break out;
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        match PENDING_KEYS.iter().find(|k| stderr.contains(&format!("unknown field `{k}`"))) {
-            Some(k) if cfg.remove(*k).is_some() => eprintln!(
-                "\n*** {what}: this pharos does not know `{k}` yet (issue 13 adds it): checked without it ***\n"
-            ),
-            _ => panic!("{what}: pharos serve --print-config refuses it: {}", show(&out)),
-        }
-    };
+    std::fs::write(&file, toml::to_string(&cfg).unwrap()).unwrap();
+    let out = pharos_env(["serve", "--print-config", "--config", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{what}: pharos serve --print-config refuses it: {}", show(&out));
     let printed: toml::Table = String::from_utf8(out.stdout).unwrap().parse().unwrap();
     for (k, v) in &cfg {
         assert_eq!(printed.get(k), Some(v), "{what}: {k} as the daemon reads it");

@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::matcher::{AnyHash, Hit, Index, Kind, Method, SearchOptions};
 use crate::metrics::Metrics;
 use crate::store::{
-    AuditEntry, AuditEvent, AuditFilter, AuditRecord, BankInfo, BankPolicy, BankStore, Entry, EntryMeta,
-    EntryState, EntryUpdate, FloodGuard, NewEntry,
+    AuditEntry, AuditEvent, AuditFilter, AuditRecord, BankInfo, BankPolicy, BankStore, Change, ChangeOp,
+    Entry, EntryMeta, EntryState, EntryUpdate, FloodGuard, NewEntry, Store,
 };
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -155,6 +155,15 @@ impl BankQuery {
 /// A hit before its fields are read: (position of its bank among the targets, row, distance, hash).
 type RawHit = (usize, u32, u32, AnyHash);
 
+/// Where this replica is in a shared store's change log.
+#[derive(Debug)]
+struct Follow {
+    /// The sequence number of the last change applied here; its lock makes appliers take turns.
+    applied: Mutex<u64>,
+    /// Whether the store answered the follower's last attempt.
+    available: AtomicBool,
+}
+
 /// The store plus every bank's index.
 #[derive(Debug)]
 pub struct BankSet {
@@ -164,6 +173,8 @@ pub struct BankSet {
     admin: Mutex<()>,
     metrics: Arc<Metrics>,
     policy: SearchPolicy,
+    /// Following a shared store's change log (PostgreSQL); `None` for a store only this process writes.
+    follow: Option<Follow>,
     /// Test hook: extra time spent inside every store write, as a slow disk would.
     write_delay_ms: AtomicU64,
     /// Test hook: the next `n` adds panic while holding the bank's writer and index locks.
@@ -177,8 +188,7 @@ impl BankSet {
         metrics: Arc<Metrics>,
         policy: SearchPolicy,
     ) -> Result<BankSet> {
-        let names: Vec<String> = store.list_banks()?.into_iter().map(|b| b.name).collect();
-        Self::open_only(store, &names, metrics, policy)
+        Self::open_store(Arc::new(store), None, None, metrics, policy)
     }
 
     /// Loads and indexes only the named banks (`pharos match` needs no others).
@@ -188,10 +198,31 @@ impl BankSet {
         metrics: Arc<Metrics>,
         policy: SearchPolicy,
     ) -> Result<BankSet> {
+        Self::open_store(Arc::new(store), Some(names), None, metrics, policy)
+    }
+
+    /// Loads and indexes the named banks (every bank when `names` is `None`) of a store of any kind. A
+    /// store with a change log (PostgreSQL) is followed from the position it had before the banks were
+    /// read (see [`BankSet::follow`]); `spool` is where audit records wait while such a store cannot be
+    /// reached.
+    pub fn open_store(
+        store: Arc<dyn BankStore>,
+        names: Option<&[String]>,
+        spool: Option<Store>,
+        metrics: Arc<Metrics>,
+        policy: SearchPolicy,
+    ) -> Result<BankSet> {
+        // The position first: changes committed while the banks are read are then applied again, which is
+        // harmless (every change applies idempotently), where the other order could miss some.
+        let position = store.log_position()?;
+        let names: Vec<String> = match names {
+            Some(n) => n.to_vec(),
+            None => store.list_banks()?.into_iter().map(|b| b.name).collect(),
+        };
         let mut banks = BTreeMap::new();
-        for name in names {
+        for name in &names {
             let start = std::time::Instant::now();
-            let loaded = load(&store, name)?;
+            let loaded = load(store.as_ref(), name)?;
             tracing::info!(
                 bank = %name,
                 kind = %loaded.info.kind,
@@ -203,17 +234,259 @@ impl BankSet {
             let disabled = loaded.disabled.into_iter().map(|(id, st)| (id as u32, st)).collect();
             banks.insert(name.clone(), Arc::new(LiveBank::new(loaded.info, loaded.index, disabled)));
         }
-        let store: Arc<dyn BankStore> = Arc::new(store);
+        if let Some(p) = position {
+            metrics.replication_position.set(p as i64);
+        }
         Ok(BankSet {
-            audit: AuditLog::start(store.clone())?,
+            audit: AuditLog::start(store.clone(), spool, metrics.clone())?,
             store,
             banks: RwLock::new(banks),
             admin: Mutex::new(()),
             metrics,
             policy,
+            follow: position.map(|p| Follow { applied: Mutex::new(p), available: AtomicBool::new(true) }),
             write_delay_ms: AtomicU64::new(0),
             write_panics: AtomicU32::new(0),
         })
+    }
+
+    /// Starts the thread that keeps this replica's indexes current with a shared store's change log: it
+    /// waits for an announcement (LISTEN) or for `poll` to pass, whichever comes first, then applies every
+    /// change after the last one applied. When the store cannot be reached it says so
+    /// ([`BankSet::store_available`], metrics), retries with backoff (up to 5 s) and catches up from where
+    /// it stopped. Nothing to do for a store without a change log. The thread holds the set weakly and
+    /// ends within `poll` once the set is dropped.
+    pub fn follow(self: &Arc<Self>, poll: Duration) -> Result<()> {
+        if self.follow.is_none() {
+            return Ok(());
+        }
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("pharos-follow".into())
+            .spawn(move || {
+                let mut watch: Option<Box<dyn crate::store::ChangeWatch>> = None;
+                let mut backoff = Duration::from_millis(100);
+                let mut last_ok = std::time::Instant::now();
+                loop {
+                    let Some(set) = weak.upgrade() else { return };
+                    let outcome = (|| -> Result<()> {
+                        if watch.is_none() {
+                            watch = set.store.watch()?;
+                        }
+                        set.catch_up()
+                    })();
+                    match outcome {
+                        Ok(()) => {
+                            last_ok = std::time::Instant::now();
+                            set.metrics.replication_lag.set(0.0);
+                            set.set_available(true, None);
+                            backoff = Duration::from_millis(100);
+                        }
+                        Err(e) => {
+                            watch = None;
+                            set.metrics.replication_lag.set(last_ok.elapsed().as_secs_f64());
+                            set.set_available(false, Some(&e));
+                            drop(set);
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            continue;
+                        }
+                    }
+                    drop(set);
+                    if let Some(w) = watch.as_mut() {
+                        if w.wait(poll).is_err() {
+                            watch = None; // reconnect (and catch up) on the next turn
+                        }
+                    }
+                }
+            })
+            .map_err(Error::Io)?;
+        Ok(())
+    }
+
+    fn set_available(&self, available: bool, why: Option<&Error>) {
+        let Some(f) = &self.follow else { return };
+        let was = f.available.swap(available, Ordering::AcqRel);
+        self.metrics.store_available.set(i64::from(available));
+        match (was, available) {
+            (true, false) => tracing::error!(
+                store = %self.store.describe(),
+                error = %why.map(|e| e.to_string()).unwrap_or_default(),
+                "the bank store cannot be reached: matching goes on from memory, writes fail until it is back"
+            ),
+            (false, true) => {
+                tracing::info!(store = %self.store.describe(), "the bank store is reachable again")
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the store answered the last time this replica asked (always true for a local store).
+    pub fn store_available(&self) -> bool {
+        self.follow.as_ref().is_none_or(|f| f.available.load(Ordering::Acquire))
+    }
+
+    /// Whether this set follows a shared store's change log.
+    pub fn is_shared(&self) -> bool {
+        self.follow.is_some()
+    }
+
+    /// Applies every change of the store's log after the last one applied here (nothing for a store
+    /// without a log). Called by the follower and, after each write, by the writer: a write is acknowledged
+    /// once this replica shows it too.
+    pub fn catch_up(&self) -> Result<()> {
+        let Some(f) = &self.follow else { return Ok(()) };
+        let mut applied = f.applied.lock();
+        loop {
+            let changes = self.store.changes_after(*applied, 1000)?;
+            let now = crate::store::now_ms();
+            for c in &changes {
+                self.apply(c)?;
+                *applied = c.seq;
+                self.metrics.replication_position.set(c.seq as i64);
+                self.metrics.replication_delay.observe(now.saturating_sub(c.time_ms) as f64 / 1000.0);
+            }
+            if changes.len() < 1000 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The live bank `name` when it is the incarnation `uid`.
+    fn incarnation(&self, name: &str, uid: u64) -> Option<Arc<LiveBank>> {
+        self.banks.read().get(name).filter(|b| b.info.lock().uid == uid).cloned()
+    }
+
+    /// Applies one change of the log to the indexes (idempotently: a change already reflected, because the
+    /// bank was read after it, changes nothing). Rows are read from the store as they are now; later
+    /// changes bring them to the same state every other replica reaches.
+    fn apply(&self, c: &Change) -> Result<()> {
+        match &c.op {
+            ChangeOp::Created => {
+                if self.incarnation(&c.bank, c.bank_uid).is_some() {
+                    return Ok(());
+                }
+                match self.store.bank(&c.bank) {
+                    Ok(info) if info.uid == c.bank_uid => self.reload(&c.bank),
+                    Ok(_) | Err(Error::UnknownBank(_)) => Ok(()), // deleted since: a later change says so
+                    Err(e) => Err(e),
+                }
+            }
+            ChangeOp::Deleted => {
+                if let Some(bank) = self.incarnation(&c.bank, c.bank_uid) {
+                    let _admin = self.admin.lock();
+                    bank.deleted.store(true, Ordering::Release);
+                    self.banks.write().remove(&c.bank);
+                    let _ = self.metrics.bank_entries.remove_label_values(&[&c.bank]);
+                }
+                Ok(())
+            }
+            ChangeOp::PolicySet => {
+                let Some(bank) = self.incarnation(&c.bank, c.bank_uid) else { return Ok(()) };
+                match self.store.bank(&c.bank) {
+                    Ok(info) if info.uid == c.bank_uid => {
+                        *bank.policy.write() = info.policy;
+                        bank.info.lock().policy = info.policy;
+                        Ok(())
+                    }
+                    Ok(_) | Err(Error::UnknownBank(_)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            ChangeOp::Added { first, count } => {
+                let Some(bank) = self.incarnation(&c.bank, c.bank_uid) else { return Ok(()) };
+                let have = bank.info.lock().next_id;
+                if have >= first + count {
+                    return Ok(());
+                }
+                let stored = match self.store.load_from(&c.bank, have) {
+                    Ok(s) if s.info.uid == c.bank_uid => s,
+                    Ok(_) | Err(Error::UnknownBank(_)) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                let hashes = stored.rows.into_hashes();
+                let mut index = bank.index.write();
+                let mut disabled = bank.disabled.write();
+                index.extend(&hashes)?;
+                for id in &stored.removed {
+                    index.remove(*id as u32);
+                }
+                for (id, st) in &stored.disabled {
+                    disabled.insert(*id as u32, *st);
+                }
+                drop(disabled);
+                bank.size.store(index.len() as u64, Ordering::Release);
+                drop(index);
+                {
+                    let mut info = bank.info.lock();
+                    info.next_id = stored.info.next_id;
+                    info.removed = stored.info.removed;
+                }
+                self.metrics
+                    .bank_entries
+                    .with_label_values(&[&c.bank])
+                    .set(bank.size.load(Ordering::Acquire) as i64);
+                Ok(())
+            }
+            ChangeOp::Removed { ids } => {
+                let Some(bank) = self.incarnation(&c.bank, c.bank_uid) else { return Ok(()) };
+                let mut index = bank.index.write();
+                let mut disabled = bank.disabled.write();
+                for &id in ids {
+                    index.remove(id as u32);
+                    disabled.remove(&(id as u32));
+                }
+                drop(disabled);
+                bank.size.store(index.len() as u64, Ordering::Release);
+                drop(index);
+                self.metrics
+                    .bank_entries
+                    .with_label_values(&[&c.bank])
+                    .set(bank.size.load(Ordering::Acquire) as i64);
+                Ok(())
+            }
+            ChangeOp::Updated { ids } => {
+                let Some(bank) = self.incarnation(&c.bank, c.bank_uid) else { return Ok(()) };
+                let states = match self.store.entry_states(&c.bank, ids) {
+                    Ok(s) => s,
+                    Err(Error::UnknownBank(_)) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                let mut disabled = bank.disabled.write();
+                for (&id, st) in ids.iter().zip(states) {
+                    match st {
+                        Some(EntryState::Active) | None => disabled.remove(&(id as u32)),
+                        Some(st) => disabled.insert(id as u32, st),
+                    };
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads bank `name` whole from the store and puts it in place of the one held (if any).
+    fn reload(&self, name: &str) -> Result<()> {
+        let loaded = match load(self.store.as_ref(), name) {
+            Ok(l) => l,
+            Err(Error::UnknownBank(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _admin = self.admin.lock();
+        self.metrics.bank_entries.with_label_values(&[name]).set(loaded.index.len() as i64);
+        let disabled = loaded.disabled.into_iter().map(|(id, st)| (id as u32, st)).collect();
+        let bank = Arc::new(LiveBank::new(loaded.info, loaded.index, disabled));
+        if let Some(old) = self.banks.write().insert(name.to_string(), bank) {
+            old.deleted.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// After a write to a shared store: apply it (and whatever came before it) here before answering. The
+    /// write is committed whatever happens here; a failure is logged and the follower retries.
+    fn after_shared_write(&self) {
+        if let Err(e) = self.catch_up() {
+            tracing::warn!(error = %e, "applying a committed write here failed; the follower will retry");
+        }
     }
 
     /// Calls `f` on the audit records that pass `filter`, oldest first.
@@ -288,6 +561,11 @@ impl BankSet {
 
     /// Creates an empty bank with a policy.
     pub fn create_with(&self, name: &str, kind: Kind, policy: BankPolicy) -> Result<BankSummary> {
+        if self.follow.is_some() {
+            let info = self.store.create_bank_with(name, kind, policy)?;
+            self.after_shared_write();
+            return Ok(self.summary_after(&info));
+        }
         let _admin = self.admin.lock();
         self.slow_disk();
         let info = self.store.create_bank_with(name, kind, policy)?;
@@ -295,6 +573,22 @@ impl BankSet {
         self.banks.write().insert(name.to_string(), bank.clone());
         self.metrics.bank_entries.with_label_values(&[name]).set(0);
         Ok(Self::summary(name, &bank))
+    }
+
+    /// The summary of the bank a shared-store write returned: from the live bank once this replica holds
+    /// that incarnation, else from the store's record.
+    fn summary_after(&self, info: &BankInfo) -> BankSummary {
+        match self.incarnation(&info.name, info.uid) {
+            Some(bank) => Self::summary(&info.name, &bank),
+            None => BankSummary {
+                name: info.name.clone(),
+                kind: info.kind,
+                size: info.live(),
+                created_ms: info.created_ms,
+                next_id: info.next_id,
+                policy: info.policy,
+            },
+        }
     }
 
     /// Every bank, by name.
@@ -311,6 +605,11 @@ impl BankSet {
     pub fn add(&self, name: &str, entries: &[NewEntry]) -> Result<u64> {
         for (i, e) in entries.iter().enumerate() {
             super::validate_meta(&e.meta).map_err(|err| Error::InvalidInput(format!("entry {i}: {err}")))?;
+        }
+        if self.follow.is_some() {
+            let first = self.store.add(name, entries)?;
+            self.after_shared_write();
+            return Ok(first);
         }
         let bank = self.get(name)?;
         let _writer = bank.writer.lock();
@@ -343,6 +642,11 @@ impl BankSet {
 
     /// Removes entries by id, all or none.
     pub fn remove(&self, name: &str, ids: &[u64]) -> Result<()> {
+        if self.follow.is_some() {
+            self.store.remove(name, ids)?;
+            self.after_shared_write();
+            return Ok(());
+        }
         let bank = self.get(name)?;
         let _writer = bank.writer.lock();
         if bank.deleted.load(Ordering::Acquire) {
@@ -370,6 +674,11 @@ impl BankSet {
         for (id, u) in updates {
             super::validate_update(u).map_err(|e| Error::InvalidInput(format!("entry {id}: {e}")))?;
         }
+        if self.follow.is_some() {
+            let after = self.store.update(name, updates)?;
+            self.after_shared_write();
+            return Ok(after);
+        }
         let bank = self.get(name)?;
         let _writer = bank.writer.lock();
         if bank.deleted.load(Ordering::Acquire) {
@@ -395,6 +704,11 @@ impl BankSet {
 
     /// Replaces a bank's match policy, durably.
     pub fn set_policy(&self, name: &str, policy: BankPolicy) -> Result<BankSummary> {
+        if self.follow.is_some() {
+            let info = self.store.set_policy(name, policy)?;
+            self.after_shared_write();
+            return Ok(self.summary_after(&info));
+        }
         let bank = self.get(name)?;
         let _writer = bank.writer.lock();
         if bank.deleted.load(Ordering::Acquire) {
@@ -409,6 +723,11 @@ impl BankSet {
 
     /// Deletes a bank and its entries.
     pub fn delete(&self, name: &str) -> Result<()> {
+        if self.follow.is_some() {
+            self.store.delete_bank(name)?;
+            self.after_shared_write();
+            return Ok(());
+        }
         let _admin = self.admin.lock();
         let bank = self.get(name)?;
         let _writer = bank.writer.lock();
@@ -617,7 +936,21 @@ impl BankSet {
                 .collect();
             ids.sort_unstable();
             ids.dedup();
-            let found = if ids.is_empty() { Vec::new() } else { self.store.metas(name, &ids)? };
+            let found = if ids.is_empty() {
+                Vec::new()
+            } else {
+                match self.store.metas(name, &ids) {
+                    Ok(m) => m,
+                    // A shared store that cannot be reached: the matches still go out, without their
+                    // fields (bank and id say which entry; the fields can be read once it is back).
+                    Err(Error::Unavailable(why)) => {
+                        self.metrics.match_fields_unavailable.inc_by(ids.len() as u64);
+                        tracing::warn!(bank = %name, reason = %why, "matches answered without their fields");
+                        vec![EntryMeta::default(); ids.len()]
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             metas.push(ids.iter().zip(found).map(|(&id, m)| (id as u32, m)).collect());
         }
         let hit = |(pos, row, distance, hash): RawHit| {

@@ -112,7 +112,8 @@ fn csv_row(r: &AuditRecord) -> [String; 13] {
 pub(crate) fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let store = args.data_dir.open()?;
     // No bank is loaded: the audit is read and pruned from the store alone.
-    let banks = BankSet::open_only(store, &[], Arc::new(Metrics::new()), SearchPolicy::default())?;
+    let banks =
+        BankSet::open_store(store, Some(&[]), None, Arc::new(Metrics::new()), SearchPolicy::default())?;
     match args.command {
         AuditCommand::Prune { retention } => {
             let n = banks.prune_audit(retention)?;

@@ -24,14 +24,15 @@ use clap::{Args, Subcommand};
 use pharos::banks::formats::{self, Format, LineError, Record};
 use pharos::matcher::{AnyHash, Kind};
 use pharos::store::{
-    AuditEvent, AuditRecord, BankInfo, BankPolicy, EntryMeta, EntryState, EntryUpdate, FloodGuard, NewEntry,
-    Store,
+    AuditEvent, AuditRecord, BankInfo, BankPolicy, BankStore, EntryMeta, EntryState, EntryUpdate, FloodGuard,
+    NewEntry, PgStore, Store,
 };
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Where banks live: `--data-dir`, else `PHAROS_DATA_DIR`, else the platform's data location.
 #[derive(Args, Debug, Clone)]
@@ -40,6 +41,10 @@ pub(crate) struct DataDir {
     /// directory's `pharos-data`, e.g. ~/.local/share/pharos-data].
     #[arg(long, global = true, env = "PHAROS_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL URL of a bank store shared by several daemons (postgres://user@host:port/db); without
+    /// it, the embedded store in the data directory.
+    #[arg(long, global = true, env = "PHAROS_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 impl DataDir {
@@ -59,9 +64,20 @@ impl DataDir {
         self.data_dir.as_deref()
     }
 
-    pub(crate) fn open(&self) -> anyhow::Result<Store> {
+    /// The bank store: PostgreSQL when a database URL is given, else the redb file in the data directory.
+    pub(crate) fn open(&self) -> anyhow::Result<Arc<dyn BankStore>> {
+        if let Some(url) = &self.database_url {
+            let store = PgStore::open(url)
+                .with_context(|| format!("opening the bank store {}", pharos::store::describe_url(url)))?;
+            return Ok(Arc::new(store));
+        }
         let dir = self.resolve()?;
-        Ok(Store::open(&dir)?)
+        Ok(Arc::new(Store::open(&dir)?))
+    }
+
+    /// The PostgreSQL URL, when banks are shared there.
+    pub(crate) fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
     }
 }
 
@@ -305,13 +321,13 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BankCommand::Create { name, kind, policy } => {
             let info = store.create_bank_with(&name, kind, policy.policy()?)?;
-            audited(&store, AuditEvent::BankCreated, &name, 0, None);
+            audited(store.as_ref(), AuditEvent::BankCreated, &name, 0, None);
             let negative = if info.policy.negative { "negative " } else { "" };
-            eprintln!("created {negative}{} bank '{}' in {}", info.kind, info.name, store.path().display());
+            eprintln!("created {negative}{} bank '{}' in {}", info.kind, info.name, store.describe());
         }
         BankCommand::Policy { name, policy } => {
             let info = store.set_policy(&name, policy.policy()?)?;
-            audited(&store, AuditEvent::PolicySet, &name, 0, None);
+            audited(store.as_ref(), AuditEvent::PolicySet, &name, 0, None);
             serde_json::to_writer(&mut out, &BankLine::of(&info))?;
             writeln!(out)?;
         }
@@ -346,7 +362,7 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
             ids.dedup();
             let updates: Vec<_> = ids.iter().map(|&id| (id, update.clone())).collect();
             let after = store.update(&u.name, &updates)?;
-            audited(&store, AuditEvent::EntriesUpdated, &u.name, 0, Some(ids.len() as u64));
+            audited(store.as_ref(), AuditEvent::EntriesUpdated, &u.name, 0, Some(ids.len() as u64));
             for (id, (meta, state)) in ids.iter().zip(&after) {
                 let line = EntryLine {
                     id: *id,
@@ -359,26 +375,26 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
             }
             eprintln!("updated {} entries of '{}'", ids.len(), u.name);
         }
-        BankCommand::Add(a) => return add(&store, &a, None),
+        BankCommand::Add(a) => return add(store.as_ref(), &args.data_dir, &a, None),
         BankCommand::Import(i) => {
             if let Some(kind) = i.create {
-                match store.create_bank(&i.add.name, kind) {
-                    Ok(_) => audited(&store, AuditEvent::BankCreated, &i.add.name, 0, None),
+                match store.create_bank_with(&i.add.name, kind, BankPolicy::default()) {
+                    Ok(_) => audited(store.as_ref(), AuditEvent::BankCreated, &i.add.name, 0, None),
                     Err(pharos::Error::BankExists(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
             anyhow::ensure!(i.batch > 0, "--batch must be at least 1");
-            return add(&store, &i.add, Some(i.batch));
+            return add(store.as_ref(), &args.data_dir, &i.add, Some(i.batch));
         }
         BankCommand::Remove { name, ids } => {
             store.remove(&name, &ids)?;
-            audited(&store, AuditEvent::EntriesRemoved, &name, 0, Some(ids.len() as u64));
+            audited(store.as_ref(), AuditEvent::EntriesRemoved, &name, 0, Some(ids.len() as u64));
             eprintln!("removed {} entries from '{name}'", ids.len());
         }
         BankCommand::Delete { name } => {
             store.delete_bank(&name)?;
-            audited(&store, AuditEvent::BankDeleted, &name, 0, None);
+            audited(store.as_ref(), AuditEvent::BankDeleted, &name, 0, None);
             eprintln!("deleted bank '{name}'");
         }
         BankCommand::Export { name, format, output } => {
@@ -396,12 +412,12 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
                     let tmp = tempfile::NamedTempFile::new_in(dir)
                         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
                     let mut w = std::io::BufWriter::new(tmp);
-                    export(&store, &name, format, kind, &mut w)?;
+                    export(store.as_ref(), &name, format, kind, &mut w)?;
                     let tmp = w.into_inner().map_err(|e| e.into_error())?;
                     tmp.as_file().sync_all()?;
                     tmp.persist(p).with_context(|| format!("cannot write {}", p.display()))?;
                 }
-                None => export(&store, &name, format, kind, &mut out)?,
+                None => export(store.as_ref(), &name, format, kind, &mut out)?,
             }
         }
     }
@@ -411,7 +427,7 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
 
 /// Writes every live entry of bank `name` to `w` in `format`.
 fn export(
-    store: &Store,
+    store: &dyn BankStore,
     name: &str,
     format: formats::Format,
     kind: Kind,
@@ -419,7 +435,7 @@ fn export(
 ) -> anyhow::Result<()> {
     let mut writer = formats::writer(format, &mut *w, kind)?;
     let mut sent = 0u64;
-    let result = store.for_each_entry(name, |e| {
+    let result = store.for_each_entry(name, &mut |e| {
         writer.write(&e)?;
         sent += 1;
         Ok(())
@@ -435,7 +451,7 @@ fn export(
 
 /// Records a bank change made with this CLI in the store's audit, by `cli:$USER` (the daemon records its
 /// callers' identities the same way). The change is already committed: a failed record is a warning.
-fn audited(store: &Store, event: AuditEvent, bank: &str, first_id: u64, count: Option<u64>) {
+fn audited(store: &dyn BankStore, event: AuditEvent, bank: &str, first_id: u64, count: Option<u64>) {
     let user =
         std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
     let record = AuditRecord::bank_change(event, bank, first_id, count, Some(&format!("cli:{user}")));
@@ -531,7 +547,7 @@ impl BadLines {
 }
 
 /// `add` (batch = None: one transaction) and `import` (commits every `batch` entries).
-fn add(store: &Store, a: &AddArgs, batch: Option<usize>) -> anyhow::Result<ExitCode> {
+fn add(store: &dyn BankStore, dir: &DataDir, a: &AddArgs, batch: Option<usize>) -> anyhow::Result<ExitCode> {
     // The bank must exist (and tells us the kind) before the input is read.
     let info = store.bank(&a.name)?;
     let source =
@@ -539,7 +555,7 @@ fn add(store: &Store, a: &AddArgs, batch: Option<usize>) -> anyhow::Result<ExitC
     let input = open_input(&a.input)?;
     let (first, added, bad) = match batch {
         None => add_in_one_transaction(store, a, info.kind, input, &source)?,
-        Some(batch) => import_in_batches(store, a, info.kind, input, &source, batch)?,
+        Some(batch) => import_in_batches(store, dir, a, info.kind, input, &source, batch)?,
     };
     eprintln!("added {added} entries to '{}' (ids {first}..{})", a.name, first + added);
     Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
@@ -548,7 +564,7 @@ fn add(store: &Store, a: &AddArgs, batch: Option<usize>) -> anyhow::Result<ExitC
 /// `add`: every entry in memory, then one transaction. Returns the first id, the number of entries written
 /// and of bad lines.
 fn add_in_one_transaction(
-    store: &Store,
+    store: &dyn BankStore,
     a: &AddArgs,
     kind: Kind,
     input: Input,
@@ -578,7 +594,8 @@ fn add_in_one_transaction(
 /// `import`: validates the whole input in a first streaming pass, then writes it in a second, `batch`
 /// entries per transaction (see the module documentation). Returns what [`add_in_one_transaction`] does.
 fn import_in_batches(
-    store: &Store,
+    store: &dyn BankStore,
+    data_dir: &DataDir,
     a: &AddArgs,
     kind: Kind,
     input: Input,
@@ -620,8 +637,10 @@ fn import_in_batches(
             Ok((first, written, bad.count))
         }
         Input::Stream(r) => {
-            let dir = store.path().parent().unwrap_or(Path::new("."));
-            let mut spool = Spool::new(dir, kind)?;
+            // The spool goes in the data directory (hashes and fields only), with a shared store too.
+            let dir = data_dir.resolve()?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let mut spool = Spool::new(&dir, kind)?;
             let mut skipped = BadLines::default();
             for r in formats::reader(format, BufReader::with_capacity(READ_BUFFER, r), kind) {
                 match r? {
@@ -641,7 +660,7 @@ fn import_in_batches(
 /// Writes `entries` in transactions of `batch`, printing `committed N` after each. Returns the first id and
 /// the number written.
 fn write_batches(
-    store: &Store,
+    store: &dyn BankStore,
     name: &str,
     entries: impl Iterator<Item = anyhow::Result<NewEntry>>,
     batch: usize,

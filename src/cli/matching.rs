@@ -121,7 +121,7 @@ pub(crate) fn run(args: MatchArgs) -> anyhow::Result<ExitCode> {
             load.push(b.name);
         }
     }
-    let banks = BankSet::open_only(store, &load, Arc::new(Metrics::new()), policy)?;
+    let banks = BankSet::open_store(store, Some(&load), None, Arc::new(Metrics::new()), policy)?;
     let mut kinds = Vec::new();
     for name in &args.bank {
         let kind = banks.kind(name)?;

@@ -145,6 +145,9 @@ impl ServeArgs {
         if let Some(dir) = self.data_dir.explicit() {
             cfg.data_dir = Some(dir.to_path_buf());
         }
+        if let Some(url) = self.data_dir.database_url() {
+            cfg.database_url = Some(url.to_string());
+        }
         // An image limit raised without the message limit would be unreachable: keep room for it.
         if self.max_message_bytes.is_none()
             && cfg.max_message_bytes < cfg.max_image_bytes as usize + (64 << 10)
@@ -159,7 +162,12 @@ impl ServeArgs {
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.config()?;
     if args.print_config {
-        print!("{}", toml::to_string(&cfg).context("printing the config")?);
+        // The database URL without its password.
+        let shown = ServeConfig {
+            database_url: cfg.database_url.as_deref().map(pharos::store::redact_url),
+            ..cfg.clone()
+        };
+        print!("{}", toml::to_string(&shown).context("printing the config")?);
         // The identities in effect, without their secrets (token digests shortened to a prefix).
         if let Some(path) = &cfg.auth {
             print!("{}", pharos::server::auth::AuthFile::load(path)?.summary());

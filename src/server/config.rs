@@ -28,7 +28,14 @@ pub struct ServeConfig {
     /// Hashing backend: auto, cpu or gpu.
     pub backend: String,
     /// Data directory of the bank store [default: the platform's data location, as for `pharos bank`].
+    /// With `database_url` it holds only the audit spool (records waiting while the database is down).
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL of a bank store shared by several daemons (`postgres://user:password@host:5432/db`);
+    /// without it, the embedded redb store in `data_dir`. Never printed with its password.
+    pub database_url: Option<String>,
+    /// Milliseconds between polls of a shared store's change log (changes also wake replicas at once
+    /// through LISTEN/NOTIFY; the poll bounds the delay when a notification is lost).
+    pub database_poll_ms: u64,
     /// Largest gRPC message accepted, bytes (a bigger message ends its stream: it is a transport error).
     pub max_message_bytes: usize,
     /// Largest encoded image, bytes.
@@ -86,6 +93,8 @@ impl Default for ServeConfig {
             health_listen: String::new(),
             backend: "auto".into(),
             data_dir: None,
+            database_url: None,
+            database_poll_ms: 1000,
             // The largest image plus room for the other fields of its message.
             max_message_bytes: limits.max_bytes as usize + (64 << 10),
             max_image_bytes: limits.max_bytes,
@@ -135,6 +144,7 @@ impl ServeConfig {
             ("max_batch", self.max_batch as u64),
             ("max_matches", self.max_matches as u64),
             ("auth_failures_per_minute", u64::from(self.auth_failures_per_minute)),
+            ("database_poll_ms", self.database_poll_ms),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::InvalidInput(format!("{name} must be at least 1")));

@@ -4,14 +4,72 @@
 //!
 //! The methods mirror [`Store`]'s; closures are `&mut dyn FnMut` so the trait can be used as an object.
 //! Every write is durable when it returns (one transaction).
+//!
+//! A store several processes write (PostgreSQL) also keeps a **change log**: every write appends one
+//! [`Change`] with a sequence number, in commit order, and [`BankStore::changes_after`] /
+//! [`BankStore::watch`] let each replica follow it and update its in-memory indexes incrementally (see
+//! [`crate::banks::BankSet`]). A store only this process writes (redb) has no log: the default methods say so.
 
 use super::{
     AuditFilter, AuditRecord, BankInfo, BankPolicy, Entry, EntryMeta, EntryState, EntryUpdate, NewEntry,
     Store, StoredBank,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::matcher::Kind;
 use std::fmt::Debug;
+use std::time::Duration;
+
+/// One committed write, as the change log of a shared store records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Its place in the log: increasing, in commit order, without gaps a reader could overtake.
+    pub seq: u64,
+    /// When it was committed (ms since the Unix epoch, the writer's clock).
+    pub time_ms: u64,
+    /// The bank it changed.
+    pub bank: String,
+    /// The store's id of that bank's incarnation ([`BankInfo::uid`]): a bank deleted and created again
+    /// under the same name has a new one.
+    pub bank_uid: u64,
+    /// What changed.
+    pub op: ChangeOp,
+}
+
+/// What a [`Change`] did. Payloads are ids only: a replica reads the rows it needs (in one query) when it
+/// applies the change, so the log stays small however large the write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeOp {
+    /// The bank was created.
+    Created,
+    /// The bank and its entries were deleted.
+    Deleted,
+    /// The bank's policy was replaced.
+    PolicySet,
+    /// `count` entries were added with ids `first..first + count`.
+    Added {
+        /// The first id.
+        first: u64,
+        /// How many.
+        count: u64,
+    },
+    /// These entries were removed.
+    Removed {
+        /// Their ids.
+        ids: Vec<u64>,
+    },
+    /// These entries' fields or states changed.
+    Updated {
+        /// Their ids.
+        ids: Vec<u64>,
+    },
+}
+
+/// A wait for the next change of a shared store (PostgreSQL: a connection that LISTENs).
+pub trait ChangeWatch: Send {
+    /// Returns `Ok(true)` when a change was announced, `Ok(false)` after `timeout` without one; an error when
+    /// the connection is lost (the caller makes a new watch).
+    fn wait(&mut self, timeout: Duration) -> Result<bool>;
+}
 
 /// The bank rows, the entries' fields and the audit, durably.
 pub trait BankStore: Send + Sync + Debug {
@@ -51,6 +109,31 @@ pub trait BankStore: Send + Sync + Debug {
     ) -> Result<()>;
     /// Deletes at most `max` audit records older than `before_ms`; how many.
     fn prune_audit(&self, before_ms: u64, max: usize) -> Result<usize>;
+
+    /// The sequence number of the newest change in the log, or `None` for a store without one (only this
+    /// process writes it, so there is nothing to follow).
+    fn log_position(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// At most `max` changes with a sequence number above `seq`, oldest first.
+    fn changes_after(&self, _seq: u64, _max: usize) -> Result<Vec<Change>> {
+        Ok(Vec::new())
+    }
+    /// A wait for announcements of new changes (`None`: the store announces none).
+    fn watch(&self) -> Result<Option<Box<dyn ChangeWatch>>> {
+        Ok(None)
+    }
+    /// A bank's rows from id `first` on (row 0 of the result is id `first`), with the removed and disabled
+    /// ones among them, and the bank's record: what a replica appends after the rows it has.
+    fn load_from(&self, name: &str, first: u64) -> Result<StoredBank> {
+        let _ = (name, first);
+        Err(Error::Store(format!("{} has no change log to follow", self.describe())))
+    }
+    /// The state of each entry now (`None`: removed or never added), in the order of `ids`.
+    fn entry_states(&self, name: &str, ids: &[u64]) -> Result<Vec<Option<EntryState>>> {
+        let _ = (name, ids);
+        Err(Error::Store(format!("{} has no change log to follow", self.describe())))
+    }
 }
 
 impl BankStore for Store {

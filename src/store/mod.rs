@@ -31,10 +31,12 @@
 mod audit;
 mod backend;
 mod entry;
+mod pg;
 
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditRecord};
-pub use backend::BankStore;
+pub use backend::{BankStore, Change, ChangeOp, ChangeWatch};
 pub use entry::{Entry, EntryMeta, EntryState, EntryUpdate, NewEntry};
+pub use pg::{describe_url, redact_url, PgStore};
 
 use crate::error::{Error, Result};
 use crate::matcher::{AnyHash, Kind};
@@ -138,6 +140,9 @@ pub struct BankInfo {
     pub removed: u64,
     /// How it takes part in matching.
     pub policy: BankPolicy,
+    /// The store's id of this incarnation of the bank: PostgreSQL's row id, so replicas can tell a bank
+    /// deleted and created again under the same name from the one they hold; 0 in redb (one writer).
+    pub uid: u64,
 }
 
 /// The bank record as stored (schema 2).
@@ -179,6 +184,7 @@ impl BankInfo {
             next_id: r.next_id,
             removed: r.removed,
             policy: r.policy,
+            uid: 0,
         })
     }
 
@@ -201,6 +207,7 @@ impl BankInfo {
             next_id: u(9),
             removed: u(17),
             policy: BankPolicy::default(),
+            uid: 0,
         })
     }
 }
@@ -246,6 +253,42 @@ pub enum Rows {
     Sha1(Vec<[u8; 20]>),
     /// SHA-256 digests.
     Sha256(Vec<[u8; 32]>),
+}
+
+impl Rows {
+    /// Empty rows of `kind`, with room for `n`.
+    pub(crate) fn with_capacity(kind: Kind, n: usize) -> Rows {
+        match kind {
+            Kind::Pdq => Rows::Pdq(Vec::with_capacity(n)),
+            Kind::Phash => Rows::Phash(Vec::with_capacity(n)),
+            Kind::Md5 => Rows::Md5(Vec::with_capacity(n)),
+            Kind::Sha1 => Rows::Sha1(Vec::with_capacity(n)),
+            Kind::Sha256 => Rows::Sha256(Vec::with_capacity(n)),
+        }
+    }
+
+    /// The rows as hashes, in order (what [`crate::matcher::Index::extend`] takes).
+    pub fn into_hashes(self) -> Vec<AnyHash> {
+        match self {
+            Rows::Pdq(v) => v.into_iter().map(|limbs| AnyHash::Pdq(crate::hash::Hash256 { limbs })).collect(),
+            Rows::Phash(v) => v.into_iter().map(|[h]| AnyHash::Phash(crate::hash::Hash64(h))).collect(),
+            Rows::Md5(v) => v.into_iter().map(AnyHash::Md5).collect(),
+            Rows::Sha1(v) => v.into_iter().map(AnyHash::Sha1).collect(),
+            Rows::Sha256(v) => v.into_iter().map(AnyHash::Sha256).collect(),
+        }
+    }
+
+    /// Appends one hash as [`AnyHash::write_bytes`] packs it (`b` is exactly the kind's size).
+    pub(crate) fn push_bytes(&mut self, b: &[u8]) {
+        let u = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        match self {
+            Rows::Pdq(v) => v.push([u(0), u(1), u(2), u(3)]),
+            Rows::Phash(v) => v.push([u(0)]),
+            Rows::Md5(v) => v.push(b.try_into().expect("16 bytes")),
+            Rows::Sha1(v) => v.push(b.try_into().expect("20 bytes")),
+            Rows::Sha256(v) => v.push(b.try_into().expect("32 bytes")),
+        }
+    }
 }
 
 /// A bank's rows as stored: what the banks module indexes.
@@ -521,8 +564,15 @@ impl Store {
         validate_name(name)?;
         policy.validate(kind)?;
         let txn = self.db.begin_write().map_err(store_err)?;
-        let info =
-            BankInfo { name: name.to_string(), kind, created_ms: now_ms(), next_id: 0, removed: 0, policy };
+        let info = BankInfo {
+            name: name.to_string(),
+            kind,
+            created_ms: now_ms(),
+            next_id: 0,
+            removed: 0,
+            policy,
+            uid: 0,
+        };
         {
             let mut banks = txn.open_table(BANKS).map_err(store_err)?;
             if banks.get(name).map_err(store_err)?.is_some() {
@@ -828,6 +878,33 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The `max` oldest audit records with their keys (the local audit spool of a replica drains these into
+    /// the shared store, then deletes them with [`Store::delete_audit`]).
+    pub(crate) fn oldest_audit(&self, max: usize) -> Result<Vec<((u64, u64), AuditRecord)>> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let t = txn.open_table(AUDIT).map_err(store_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(store_err)?.take(max) {
+            let (k, v) = item.map_err(store_err)?;
+            let r: AuditRecord = serde_json::from_slice(v.value())
+                .map_err(|e| Error::Store(format!("audit record at {:?} is corrupt: {e}", k.value())))?;
+            out.push((k.value(), r));
+        }
+        Ok(out)
+    }
+
+    /// Deletes the audit records with these keys, in one transaction.
+    pub(crate) fn delete_audit(&self, keys: &[(u64, u64)]) -> Result<()> {
+        let txn = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut t = txn.open_table(AUDIT).map_err(store_err)?;
+            for k in keys {
+                t.remove(*k).map_err(store_err)?;
+            }
+        }
+        txn.commit().map_err(store_err)
     }
 
     /// Deletes up to `max` of the oldest audit records older than `before_ms`, in one transaction; returns

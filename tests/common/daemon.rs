@@ -87,6 +87,12 @@ impl Daemon {
         self.signal(libc::SIGHUP);
     }
 
+    /// `kill -9`: no chance to finish anything, as a crash or an OOM kill.
+    pub(crate) fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits (at most 60 s) for the process to exit.
     pub(crate) fn terminate(&mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
