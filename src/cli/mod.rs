@@ -6,6 +6,7 @@ mod bench;
 mod hash;
 mod inputs;
 mod matching;
+mod migrate;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     Match(matching::MatchArgs),
     /// List or prune the match audit (every match and suppression reported, flood-guard events).
     Audit(audit::AuditArgs),
+    /// Copy banks and the audit between the embedded store and PostgreSQL, verified by counts and checksums.
+    Migrate(migrate::MigrateArgs),
     /// Run the gRPC daemon (services Hasher, Matcher, Banks, Audit; health; reflection; metrics on their own
     /// port).
     Serve(Box<serve::ServeArgs>),
@@ -48,6 +51,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Match(args) => matching::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Serve(args) => serve::run(*args),
     }
 }

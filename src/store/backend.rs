@@ -64,6 +64,16 @@ pub enum ChangeOp {
     },
 }
 
+/// One row of a bank as `pharos migrate` copies it: every id, removed ones included (their hash keeps the
+/// ids after them in place).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DumpRow {
+    /// The entry (for a removed one: its hash, time added and no fields).
+    pub entry: Entry,
+    /// When it was removed (ms since the Unix epoch); `None` while it is live.
+    pub removed_ms: Option<u64>,
+}
+
 /// A wait for the next change of a shared store (PostgreSQL: a connection that LISTENs).
 pub trait ChangeWatch: Send {
     /// Returns `Ok(true)` when a change was announced, `Ok(false)` after `timeout` without one; an error when
@@ -109,6 +119,14 @@ pub trait BankStore: Send + Sync + Debug {
     ) -> Result<()>;
     /// Deletes at most `max` audit records older than `before_ms`; how many.
     fn prune_audit(&self, before_ms: u64, max: usize) -> Result<usize>;
+
+    /// Every row of a bank, removed ones included, in id order, from one snapshot; returns its record.
+    fn dump(&self, name: &str, f: &mut dyn FnMut(DumpRow) -> Result<()>) -> Result<BankInfo>;
+    /// Creates bank `info` (name, kind, creation time, policy) empty, for [`BankStore::restore_rows`];
+    /// `BankExists` when the name is taken.
+    fn restore_bank(&self, info: &BankInfo) -> Result<()>;
+    /// Appends dumped rows to a bank being restored (one transaction; ids follow on from its next id).
+    fn restore_rows(&self, name: &str, rows: &[DumpRow]) -> Result<()>;
 
     /// The sequence number of the newest change in the log, or `None` for a store without one (only this
     /// process writes it, so there is nothing to follow).
@@ -188,5 +206,14 @@ impl BankStore for Store {
     }
     fn prune_audit(&self, before_ms: u64, max: usize) -> Result<usize> {
         Store::prune_audit(self, before_ms, max)
+    }
+    fn dump(&self, name: &str, f: &mut dyn FnMut(DumpRow) -> Result<()>) -> Result<BankInfo> {
+        Store::dump(self, name, f)
+    }
+    fn restore_bank(&self, info: &BankInfo) -> Result<()> {
+        Store::restore_bank(self, info)
+    }
+    fn restore_rows(&self, name: &str, rows: &[DumpRow]) -> Result<()> {
+        Store::restore_rows(self, name, rows)
     }
 }

@@ -34,7 +34,7 @@ mod entry;
 mod pg;
 
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditRecord};
-pub use backend::{BankStore, Change, ChangeOp, ChangeWatch};
+pub use backend::{BankStore, Change, ChangeOp, ChangeWatch, DumpRow};
 pub use entry::{Entry, EntryMeta, EntryState, EntryUpdate, NewEntry};
 pub use pg::{describe_url, redact_url, PgStore};
 
@@ -384,37 +384,38 @@ mod merge {
         }
     }
 
-    /// The fields, states and removed ids of a bank, walked alongside its ids.
-    pub(super) struct Merge<M, D, R> {
+    /// The fields, states and removed ids (with `X`, what the removed table holds) of a bank, walked
+    /// alongside its ids.
+    pub(super) struct Merge<M, D, R, X> {
         meta: Sparse<M, StoredMeta>,
         disabled: Sparse<D, u64>,
-        removed: Sparse<R, ()>,
+        removed: Sparse<R, X>,
     }
 
-    impl<M, D, R> Merge<M, D, R>
+    impl<M, D, R, X> Merge<M, D, R, X>
     where
         M: Iterator<Item = Result<(u64, StoredMeta)>>,
         D: Iterator<Item = Result<(u64, u64)>>,
-        R: Iterator<Item = Result<(u64, ())>>,
+        R: Iterator<Item = Result<(u64, X)>>,
     {
-        pub(super) fn new(meta: M, disabled: D, removed: R) -> Merge<M, D, R> {
+        pub(super) fn new(meta: M, disabled: D, removed: R) -> Merge<M, D, R, X> {
             Merge { meta: Sparse::new(meta), disabled: Sparse::new(disabled), removed: Sparse::new(removed) }
+        }
+
+        /// Row `id` (ask for ids in increasing order) and, when it was removed, what the removed table says.
+        pub(super) fn row(&mut self, id: u64, hash: AnyHash, added_ms: u64) -> Result<(Entry, Option<X>)> {
+            let stored = self.meta.at(id)?.unwrap_or_default();
+            let state = state_of(self.disabled.at(id)?);
+            let removed = self.removed.at(id)?;
+            let entry =
+                Entry { id, hash, meta: stored.meta, added_ms: stored.added_ms.unwrap_or(added_ms), state };
+            Ok((entry, removed))
         }
 
         /// Entry `id` (ask for ids in increasing order), or `None` when it was removed.
         pub(super) fn entry(&mut self, id: u64, hash: AnyHash, added_ms: u64) -> Result<Option<Entry>> {
-            let stored = self.meta.at(id)?.unwrap_or_default();
-            let state = state_of(self.disabled.at(id)?);
-            if self.removed.at(id)?.is_some() {
-                return Ok(None);
-            }
-            Ok(Some(Entry {
-                id,
-                hash,
-                meta: stored.meta,
-                added_ms: stored.added_ms.unwrap_or(added_ms),
-                state,
-            }))
+            let (entry, removed) = self.row(id, hash, added_ms)?;
+            Ok(removed.is_none().then_some(entry))
         }
     }
 
@@ -989,6 +990,116 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+impl Store {
+    /// Every row of a bank, removed ones included (with the time they were removed), in id order, from
+    /// one snapshot: what `pharos migrate` copies to another store.
+    pub fn dump(&self, name: &str, f: &mut dyn FnMut(DumpRow) -> Result<()>) -> Result<BankInfo> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let info = read_info(&txn.open_table(BANKS).map_err(store_err)?, name)?;
+        let range = (name, 0u64)..=(name, u64::MAX);
+        let removed_t = txn.open_table(REMOVED).map_err(store_err)?;
+        let meta_t = txn.open_table(META).map_err(store_err)?;
+        let disabled_t = txn.open_table(DISABLED).map_err(store_err)?;
+        let chunks = txn.open_table(CHUNKS).map_err(store_err)?;
+        let meta = meta_t.range(range.clone()).map_err(store_err)?.map(|r| {
+            let (k, v) = r.map_err(store_err)?;
+            let id = k.value().1;
+            Ok((id, StoredMeta::decode(name, id, v.value())?))
+        });
+        let disabled = disabled_t
+            .range(range.clone())
+            .map_err(store_err)?
+            .map(|r| r.map(|(k, v)| (k.value().1, v.value())).map_err(store_err));
+        let removed = removed_t
+            .range(range.clone())
+            .map_err(store_err)?
+            .map(|r| r.map(|(k, v)| (k.value().1, v.value())).map_err(store_err));
+        let mut merge = merge::Merge::new(meta, disabled, removed);
+        let size = hash_size(info.kind);
+        let mut expect = 0u64;
+        for item in chunks.range(range).map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let (first, blob) = (k.value().1, v.value());
+            if first != expect || blob.len() < 8 || (blob.len() - 8) % size != 0 {
+                return Err(Error::Store(format!("bank '{name}': chunk at id {first} is inconsistent")));
+            }
+            let added_ms = u64::from_le_bytes(blob[..8].try_into().expect("8 bytes"));
+            for (i, h) in blob[8..].chunks_exact(size).enumerate() {
+                let (entry, removed_ms) =
+                    merge.row(first + i as u64, AnyHash::from_bytes(info.kind, h), added_ms)?;
+                f(DumpRow { entry, removed_ms })?;
+            }
+            expect = first + ((blob.len() - 8) / size) as u64;
+        }
+        check_rows(name, expect as usize, info.next_id as usize)?;
+        Ok(info)
+    }
+
+    /// Creates bank `info` empty, keeping its creation time and policy, for [`Store::restore_rows`].
+    pub fn restore_bank(&self, info: &BankInfo) -> Result<()> {
+        validate_name(&info.name)?;
+        let txn = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut banks = txn.open_table(BANKS).map_err(store_err)?;
+            if banks.get(info.name.as_str()).map_err(store_err)?.is_some() {
+                return Err(Error::BankExists(info.name.clone()));
+            }
+            let fresh = BankInfo { next_id: 0, removed: 0, uid: 0, ..info.clone() };
+            banks.insert(info.name.as_str(), &fresh.encode()[..]).map_err(store_err)?;
+        }
+        txn.commit().map_err(store_err)
+    }
+
+    /// Appends dumped rows to a bank being restored, in one transaction: ids must follow on from the
+    /// bank's next id without a gap (as [`Store::dump`] gives them).
+    pub fn restore_rows(&self, name: &str, rows: &[DumpRow]) -> Result<()> {
+        let Some(first_row) = rows.first() else { return Ok(()) };
+        let txn = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut banks = txn.open_table(BANKS).map_err(store_err)?;
+            let mut info = read_info(&banks, name)?;
+            let first = info.next_id;
+            let chunk_ms = first_row.entry.added_ms;
+            let mut blob = Vec::with_capacity(8 + rows.len() * hash_size(info.kind));
+            blob.extend_from_slice(&chunk_ms.to_le_bytes());
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            let mut disabled = txn.open_table(DISABLED).map_err(store_err)?;
+            let mut removed = txn.open_table(REMOVED).map_err(store_err)?;
+            for (i, r) in rows.iter().enumerate() {
+                let id = first + i as u64;
+                if r.entry.id != id || r.entry.hash.kind() != info.kind {
+                    return Err(Error::Store(format!(
+                        "restoring '{name}': row {} ({}) where id {id} ({}) was due",
+                        r.entry.id,
+                        r.entry.hash.kind(),
+                        info.kind
+                    )));
+                }
+                r.entry.hash.write_bytes(&mut blob);
+                let added = (r.entry.added_ms != chunk_ms).then_some(r.entry.added_ms);
+                let stored = StoredMeta { meta: r.entry.meta.clone(), added_ms: added };
+                if stored != StoredMeta::default() {
+                    meta.insert((name, id), &stored.encode()[..]).map_err(store_err)?;
+                }
+                if let EntryState::Disabled { until_ms } = r.entry.state {
+                    disabled.insert((name, id), until_ms.unwrap_or(FOREVER)).map_err(store_err)?;
+                }
+                if let Some(t) = r.removed_ms {
+                    removed.insert((name, id), t).map_err(store_err)?;
+                    info.removed += 1;
+                }
+            }
+            if first + rows.len() as u64 > MAX_ENTRIES {
+                return Err(Error::InvalidInput(format!("bank '{name}' would exceed {MAX_ENTRIES} entries")));
+            }
+            txn.open_table(CHUNKS).map_err(store_err)?.insert((name, first), &blob[..]).map_err(store_err)?;
+            info.next_id += rows.len() as u64;
+            banks.insert(name, &info.encode()[..]).map_err(store_err)?;
+        }
+        txn.commit().map_err(store_err)
     }
 }
 

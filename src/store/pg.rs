@@ -21,7 +21,7 @@
 
 use super::{
     hash_size, now_ms, validate_name, AuditFilter, AuditRecord, BankInfo, BankPolicy, BankStore, Change,
-    ChangeOp, ChangeWatch, Entry, EntryMeta, EntryState, EntryUpdate, NewEntry, Rows, StoredBank,
+    ChangeOp, ChangeWatch, DumpRow, Entry, EntryMeta, EntryState, EntryUpdate, NewEntry, Rows, StoredBank,
     MAX_ENTRIES,
 };
 use crate::error::{Error, Result};
@@ -845,6 +845,123 @@ impl BankStore for PgStore {
                 )
                 .map_err(pg_err)?;
             Ok(n as usize)
+        })
+    }
+
+    fn dump(&self, name: &str, f: &mut dyn FnMut(DumpRow) -> Result<()>) -> Result<BankInfo> {
+        self.read(|t| {
+            let info = bank_row(t, name, false)?;
+            let sql = format!(
+                "COPY (SELECT id, hash, added_ms, meta::text, disabled_until, removed_ms FROM pharos_entries \
+                 WHERE bank = {} ORDER BY id) TO STDOUT (FORMAT binary)",
+                info.uid as i64
+            );
+            let reader = t.copy_out(sql.as_str()).map_err(pg_err)?;
+            let types = [Type::INT8, Type::BYTEA, Type::INT8, Type::TEXT, Type::INT8, Type::INT8];
+            let mut it = BinaryCopyOutIter::new(reader, &types);
+            let (size, mut expect) = (hash_size(info.kind), 0u64);
+            while let Some(row) = it.next().map_err(pg_err)? {
+                let id = row.get::<i64>(0) as u64;
+                let hash: &[u8] = row.get(1);
+                if id != expect || hash.len() != size {
+                    return Err(bad_row(format!("bank '{name}': row {id} where id {expect} was due")));
+                }
+                let meta = match row.get::<Option<&str>>(3) {
+                    None => EntryMeta::default(),
+                    Some(s) => serde_json::from_str(s).map_err(|e| {
+                        bad_row(format!("bank '{name}': fields of entry {id} are corrupt: {e}"))
+                    })?,
+                };
+                let entry = Entry {
+                    id,
+                    hash: AnyHash::from_bytes(info.kind, hash),
+                    meta,
+                    added_ms: row.get::<i64>(2) as u64,
+                    state: state_of(row.get(4)),
+                };
+                f(DumpRow { entry, removed_ms: row.get::<Option<i64>>(5).map(|t| t as u64) })?;
+                expect += 1;
+            }
+            if expect != info.next_id {
+                return Err(bad_row(format!(
+                    "bank '{name}': {expect} rows, the bank record says {}",
+                    info.next_id
+                )));
+            }
+            Ok(info)
+        })
+    }
+
+    fn restore_bank(&self, info: &BankInfo) -> Result<()> {
+        validate_name(&info.name)?;
+        info.policy.validate(info.kind)?;
+        let policy = serde_json::to_value(info.policy).expect("a policy serialises");
+        self.write(|t| {
+            let r = t
+                .query_opt(
+                    format!(
+                        "INSERT INTO pharos_banks (name, kind, created_ms, policy) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (name) DO NOTHING RETURNING {BANK_COLS}"
+                    )
+                    .as_str(),
+                    &[&info.name, &info.kind.name(), &(info.created_ms as i64), &policy],
+                )
+                .map_err(pg_err)?;
+            let Some(r) = r else { return Err(Error::BankExists(info.name.clone())) };
+            log_change(t, &bank_of(&r)?, "created", None, None, None)
+        })
+    }
+
+    fn restore_rows(&self, name: &str, rows: &[DumpRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.write(|t| {
+            let mut info = bank_row(t, name, true)?;
+            let first = info.next_id;
+            let n = rows.len() as u64;
+            if first + n > MAX_ENTRIES {
+                return Err(Error::InvalidInput(format!("bank '{name}' would exceed {MAX_ENTRIES} entries")));
+            }
+            let sink = t
+                .copy_in(
+                    "COPY pharos_entries (bank, id, hash, added_ms, meta, disabled_until, removed_ms) \
+                     FROM STDIN (FORMAT binary)",
+                )
+                .map_err(pg_err)?;
+            let types =
+                [Type::INT8, Type::INT8, Type::BYTEA, Type::INT8, Type::JSONB, Type::INT8, Type::INT8];
+            let mut w = BinaryCopyInWriter::new(sink, &types);
+            let (uid, mut removed, mut hash) = (info.uid as i64, 0i64, Vec::with_capacity(32));
+            for (i, r) in rows.iter().enumerate() {
+                let id = first + i as u64;
+                if r.entry.id != id || r.entry.hash.kind() != info.kind {
+                    return Err(Error::Store(format!(
+                        "restoring '{name}': row {} ({}) where id {id} ({}) was due",
+                        r.entry.id,
+                        r.entry.hash.kind(),
+                        info.kind
+                    )));
+                }
+                hash.clear();
+                r.entry.hash.write_bytes(&mut hash);
+                let removed_ms = r.removed_ms.map(|t| t.min(i64::MAX as u64) as i64);
+                removed += i64::from(removed_ms.is_some());
+                let (added, meta, until) = (
+                    r.entry.added_ms.min(i64::MAX as u64) as i64,
+                    meta_json(&r.entry.meta),
+                    until_of(r.entry.state),
+                );
+                w.write(&[&uid, &(id as i64), &hash, &added, &meta, &until, &removed_ms]).map_err(pg_err)?;
+            }
+            w.finish().map_err(pg_err)?;
+            t.execute(
+                "UPDATE pharos_banks SET next_id = next_id + $2, removed = removed + $3 WHERE uid = $1",
+                &[&uid, &(n as i64), &removed],
+            )
+            .map_err(pg_err)?;
+            info.next_id = first + n;
+            log_change(t, &info, "added", Some(first), Some(n), None)
         })
     }
 
