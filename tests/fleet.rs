@@ -684,3 +684,51 @@ fn migrate_copies_redb_to_postgres_and_back_with_every_id_and_field() {
         "the same entries, then the one added in PostgreSQL:\n{cases_back}"
     );
 }
+
+/// A replica further behind than the change log reaches (its changes were pruned) notices the gap and
+/// reads every bank again, instead of skipping what it missed; one that is current applies changes one by
+/// one. In-process, on the library, so the replica can be held still while another writer goes on.
+#[test]
+fn a_replica_behind_a_pruned_change_log_reads_every_bank_again() {
+    use pharos::banks::{BankQuery, BankSet, SearchPolicy};
+    use pharos::matcher::{AnyHash, Kind};
+    use pharos::store::{BankStore, NewEntry, PgStore};
+    use std::sync::Arc;
+    let Some(pg) = Pg::start() else { return };
+    let writer = PgStore::open(&pg.url).unwrap();
+    writer.create_bank_with("kept", Kind::Pdq, Default::default()).unwrap();
+    writer.create_bank_with("dropped", Kind::Pdq, Default::default()).unwrap();
+    let hash = |i: u64| AnyHash::parse(Kind::Pdq, &random_pdq(i)).unwrap();
+    writer.add("kept", &[NewEntry::new(hash(1))]).unwrap();
+    let metrics = Arc::new(pharos::metrics::Metrics::new());
+    let replica = BankSet::open_store(
+        Arc::new(PgStore::open(&pg.url).unwrap()),
+        None,
+        None,
+        metrics,
+        SearchPolicy::default(),
+    )
+    .unwrap();
+    let found = |set: &BankSet, i: u64| {
+        !set.search(&["kept".to_string()], &BankQuery::of(&[hash(i)]), Some(0)).unwrap().hits.is_empty()
+    };
+    assert!(found(&replica, 1));
+
+    // Current: one change applied as it comes.
+    writer.add("kept", &[NewEntry::new(hash(2))]).unwrap();
+    replica.catch_up().unwrap();
+    assert!(found(&replica, 2));
+
+    // Behind a pruned log: more writes, a bank deleted, then every change but the newest pruned.
+    writer.add("kept", &[NewEntry::new(hash(3))]).unwrap();
+    writer.delete_bank("dropped").unwrap();
+    writer.add("kept", &[NewEntry::new(hash(4))]).unwrap();
+    assert!(writer.prune_changes(u64::MAX).unwrap() >= 3);
+    replica.catch_up().unwrap();
+    assert!(found(&replica, 3) && found(&replica, 4), "the writes it never saw as changes");
+    let names: Vec<String> = replica.list().into_iter().map(|b| b.name).collect();
+    assert_eq!(names, ["kept"], "the deleted bank is gone too");
+    writer.add("kept", &[NewEntry::new(hash(5))]).unwrap();
+    replica.catch_up().unwrap();
+    assert!(found(&replica, 5), "and it follows the log again");
+}

@@ -339,6 +339,19 @@ impl BankSet {
         let mut applied = f.applied.lock();
         loop {
             let changes = self.store.changes_after(*applied, 1000)?;
+            if changes.first().is_some_and(|c| c.seq != *applied + 1) {
+                // The changes after ours were pruned (this replica was away longer than the log is kept):
+                // read every bank again, then go on from the position read before.
+                let position = self.store.log_position()?.unwrap_or(0);
+                tracing::warn!(
+                    applied = *applied,
+                    position,
+                    "the change log no longer reaches back here: reloading every bank"
+                );
+                self.resync()?;
+                *applied = position;
+                continue;
+            }
             let now = crate::store::now_ms();
             for c in &changes {
                 self.apply(c)?;
@@ -462,6 +475,27 @@ impl BankSet {
                 Ok(())
             }
         }
+    }
+
+    /// Reads every bank of the store again and drops the ones it no longer has.
+    fn resync(&self) -> Result<()> {
+        let names: Vec<String> = self.store.list_banks()?.into_iter().map(|b| b.name).collect();
+        for name in &names {
+            self.reload(name)?;
+        }
+        let gone: Vec<String> = self.banks.read().keys().filter(|n| !names.contains(n)).cloned().collect();
+        for name in gone {
+            if let Some(bank) = self.banks.write().remove(&name) {
+                bank.deleted.store(true, Ordering::Release);
+                let _ = self.metrics.bank_entries.remove_label_values(&[&name]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the shared store's changes older than `retention` (a no-op for a local store); how many.
+    pub fn prune_changes(&self, retention: Duration) -> Result<usize> {
+        self.store.prune_changes(crate::store::now_ms().saturating_sub(retention.as_millis() as u64))
     }
 
     /// Reads bank `name` whole from the store and puts it in place of the one held (if any).

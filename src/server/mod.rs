@@ -408,8 +408,9 @@ fn reload_on_sighup(
     })
 }
 
-/// Deletes audit records older than `audit_retention_days` at start and then every hour, on the blocking
-/// pool, in short transactions (matching never waits for more than one step). 0 days keeps everything.
+/// Deletes audit records older than `audit_retention_days` (0 days keeps everything) and a shared store's
+/// changes older than [`CHANGE_LOG_RETENTION`] at start and then every hour, on the blocking pool, in
+/// short transactions (matching never waits for more than one step).
 /// Ends when `stop` turns true (a prune in progress stops after its current step).
 fn prune_audit_periodically(
     shared: Arc<Shared>,
@@ -417,9 +418,6 @@ fn prune_audit_periodically(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let days = u64::from(shared.cfg.audit_retention_days);
-        if days == 0 {
-            return;
-        }
         let retention = Duration::from_secs(days * 86_400);
         let mut every = tokio::time::interval(Duration::from_secs(3600));
         loop {
@@ -428,16 +426,41 @@ fn prune_audit_periodically(
                 _ = stop.changed() => return,
             }
             let (s, stopped) = (shared.clone(), stop.clone());
-            let prune = move || s.banks.prune_audit_while(retention, || !*stopped.borrow());
+            let prune = move || {
+                let changes = s.banks.prune_changes(CHANGE_LOG_RETENTION);
+                let audit = if days == 0 {
+                    Ok(0)
+                } else {
+                    s.banks.prune_audit_while(retention, || !*stopped.borrow())
+                };
+                (changes, audit)
+            };
             match tokio::task::spawn_blocking(prune).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(records = n, days, "audit records past their retention deleted"),
-                Ok(Err(e)) => tracing::error!(error = %e, "audit pruning failed; retried in an hour"),
+                Ok((changes, audit)) => {
+                    match changes {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            changes = n,
+                            "changes older than a day deleted from the change log"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "change log pruning failed; retried in an hour"),
+                    }
+                    match audit {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(records = n, days, "audit records past their retention deleted")
+                        }
+                        Err(e) => tracing::error!(error = %e, "audit pruning failed; retried in an hour"),
+                    }
+                }
                 Err(e) => tracing::error!(error = %e, "audit pruning task failed"),
             }
         }
     })
 }
+
+/// How long a shared store's change log keeps changes: a replica away longer reads every bank again.
+const CHANGE_LOG_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// The health service name that reports the bank store alone: NOT_SERVING while a shared store
 /// (PostgreSQL) cannot be reached. The services and the server ("") stay SERVING then, because matching

@@ -137,6 +137,11 @@ pub trait BankStore: Send + Sync + Debug {
     fn changes_after(&self, _seq: u64, _max: usize) -> Result<Vec<Change>> {
         Ok(Vec::new())
     }
+    /// Deletes the changes committed before `before_ms`, always keeping the newest (a replica further
+    /// behind than that finds a gap and reads every bank again); how many.
+    fn prune_changes(&self, _before_ms: u64) -> Result<usize> {
+        Ok(0)
+    }
     /// A wait for announcements of new changes (`None`: the store announces none).
     fn watch(&self) -> Result<Option<Box<dyn ChangeWatch>>> {
         Ok(None)

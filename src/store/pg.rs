@@ -1016,6 +1016,19 @@ impl BankStore for PgStore {
         })
     }
 
+    fn prune_changes(&self, before_ms: u64) -> Result<usize> {
+        let before = before_ms.min(i64::MAX as u64) as i64;
+        self.with(|c| {
+            let n = c
+                .execute(
+                    "DELETE FROM pharos_changes WHERE time_ms < $1 AND seq < (SELECT seq FROM pharos_log_head)",
+                    &[&before],
+                )
+                .map_err(pg_err)?;
+            Ok(n as usize)
+        })
+    }
+
     fn watch(&self) -> Result<Option<Box<dyn ChangeWatch>>> {
         let mut client = self.connect()?;
         if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
