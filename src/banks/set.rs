@@ -1,5 +1,9 @@
 //! The live banks: the store on disk and one in-memory index per bank, kept in step.
 //!
+//! With a shared store (PostgreSQL, several replicas) a write commits in the store and is applied to the
+//! indexes through the store's change log, like every other replica's writes, before it is acknowledged:
+//! one path for every index update, in commit order ([`BankSet::catch_up`], [`BankSet::follow`]).
+//!
 //! Every bank is indexed when the set is opened. A write goes to the store first (one durable
 //! transaction) and then to the index, under the bank's writer lock, so index rows stay equal to store ids
 //! even when several clients add to one bank at once. Queries take only a read lock on an index: they
@@ -354,7 +358,16 @@ impl BankSet {
             }
             let now = crate::store::now_ms();
             for c in &changes {
-                self.apply(c)?;
+                match self.apply(c) {
+                    Ok(()) => {}
+                    Err(e @ Error::Unavailable(_)) => return Err(e),
+                    // Anything else (rows that do not fit what this replica holds): the bank is read whole
+                    // instead, which is what every other replica has too.
+                    Err(e) => {
+                        tracing::error!(bank = %c.bank, seq = c.seq, error = %e, "applying a change failed: reading the bank again");
+                        self.reload(&c.bank)?;
+                    }
+                }
                 *applied = c.seq;
                 self.metrics.replication_position.set(c.seq as i64);
                 self.metrics.replication_delay.observe(now.saturating_sub(c.time_ms) as f64 / 1000.0);
