@@ -460,8 +460,10 @@ fn migrate(c: &mut Client) -> Result<()> {
         Ok(())
     };
     let out = run();
-    c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).map_err(pg_err)?;
-    out
+    let unlocked = c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    out?; // the migration's own error first
+    unlocked.map_err(pg_err)?;
+    Ok(())
 }
 
 impl ChangeWatch for PgWatchInner {
@@ -503,21 +505,18 @@ impl BankStore for PgStore {
         policy.validate(kind)?;
         let policy_json = serde_json::to_value(policy).expect("a policy serialises");
         self.write(|t| {
-            let r = t.query_one(
-                format!(
-                    "INSERT INTO pharos_banks (name, kind, created_ms, policy) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (name) DO NOTHING RETURNING {BANK_COLS}"
+            let r = t
+                .query_opt(
+                    format!(
+                        "INSERT INTO pharos_banks (name, kind, created_ms, policy) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (name) DO NOTHING RETURNING {BANK_COLS}"
+                    )
+                    .as_str(),
+                    &[&name, &kind.name(), &(now_ms() as i64), &policy_json],
                 )
-                .as_str(),
-                &[&name, &kind.name(), &(now_ms() as i64), &policy_json],
-            );
-            let info = match r {
-                Ok(r) => bank_of(&r)?,
-                Err(e) if e.code().is_none() && e.to_string().contains("unexpected number of rows") => {
-                    return Err(Error::BankExists(name.to_string()))
-                }
-                Err(e) => return Err(pg_err(e)),
-            };
+                .map_err(pg_err)?;
+            let Some(r) = r else { return Err(Error::BankExists(name.to_string())) };
+            let info = bank_of(&r)?;
             log_change(t, &info, "created", None, None, None)?;
             Ok(info)
         })
