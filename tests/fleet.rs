@@ -8,7 +8,9 @@
 //!   other replica, in the database, and on the killed one after it restarts;
 //! - PostgreSQL stopped for 10 s under a steady `HashAndMatch` load: no match fails, writes answer
 //!   UNAVAILABLE, the store's health name says NOT_SERVING while the server's stays SERVING, the audit of
-//!   the matches made meanwhile reaches the database afterwards, and both replicas catch up.
+//!   the matches made meanwhile reaches the database afterwards, and both replicas catch up;
+//! - `pharos migrate` both ways, TLS to PostgreSQL with a verified certificate, replicas starting at once
+//!   (migrations applied once), a replica behind a pruned change log.
 //!
 //! Skipped when PostgreSQL cannot be installed or started, except under CI or PHAROS_REQUIRE_POSTGRES=1.
 
@@ -731,4 +733,29 @@ fn a_replica_behind_a_pruned_change_log_reads_every_bank_again() {
     writer.add("kept", &[NewEntry::new(hash(5))]).unwrap();
     replica.catch_up().unwrap();
     assert!(found(&replica, 5), "and it follows the log again");
+}
+
+/// Replicas starting at the same moment on an empty database: each opens the store (and so runs the
+/// migrations) at once; all succeed and the schema is applied exactly once.
+#[test]
+fn replicas_starting_together_migrate_the_schema_once() {
+    let Some(pg) = Pg::start() else { return };
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let opened: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, barrier) = (pg.url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                pharos::store::PgStore::open(&url).map(drop).map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    for t in opened {
+        t.join().unwrap().expect("every replica opens the store");
+    }
+    let mut c = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let applied: i64 = c.query_one("SELECT count(*) FROM pharos_schema_history", &[]).unwrap().get(0);
+    assert_eq!(applied, 1, "V1 applied once");
+    let head: i64 = c.query_one("SELECT count(*) FROM pharos_log_head", &[]).unwrap().get(0);
+    assert_eq!(head, 1);
 }
