@@ -271,22 +271,9 @@ async fn two_replicas_share_every_kind_of_write_and_propagate_within_a_second() 
     assert_eq!(live, 1001);
     assert_eq!(bank_sizes(&mut banks_a).await["fleet"].0, 1001);
     assert_eq!(bank_sizes(&mut banks_b).await["fleet"].0, 1001);
-    let metrics = reqwest_metrics(&b).await;
+    let metrics = crate::trust::metrics_text(b.metrics_addr.as_deref().expect("metrics on")).await;
     assert!(metrics.contains("pharos_replication_delay_seconds_count"), "{metrics}");
     assert!(metrics.contains("pharos_store_available 1"), "{metrics}");
-}
-
-/// The metrics text of a replica (plain HTTP/1.1 over a socket: no client crate needed for one GET).
-async fn reqwest_metrics(d: &Daemon) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = d.metrics_addr.clone().expect("metrics on");
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -532,7 +519,7 @@ async fn postgres_down_for_10_s_under_load_fails_no_match_and_both_replicas_catc
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = reqwest_metrics(&a).await;
+    let metrics = crate::trust::metrics_text(a.metrics_addr.as_deref().expect("metrics on")).await;
     let spooled: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("pharos_audit_spooled_total "))

@@ -487,7 +487,7 @@ async fn every_rpc_by_every_role_over_tls_then_a_revoked_token_after_sighup() {
     }
 }
 
-async fn metrics_text(addr: &str) -> String {
+pub(crate) async fn metrics_text(addr: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())

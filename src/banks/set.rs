@@ -69,6 +69,20 @@ impl LiveBank {
     }
 }
 
+impl LiveBank {
+    /// Takes removed entries out of the index and the disabled map (idempotent) and updates the size.
+    fn drop_rows(&self, ids: &[u64]) {
+        let mut index = self.index.write();
+        let mut disabled = self.disabled.write();
+        for &id in ids {
+            index.remove(id as u32);
+            disabled.remove(&(id as u32));
+        }
+        drop(disabled);
+        self.size.store(index.len() as u64, Ordering::Release);
+    }
+}
+
 /// A bank's metadata as reported to clients.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BankSummary {
@@ -456,15 +470,7 @@ impl BankSet {
             }
             ChangeOp::Removed { ids } => {
                 let Some(bank) = self.incarnation(&c.bank, c.bank_uid) else { return Ok(()) };
-                let mut index = bank.index.write();
-                let mut disabled = bank.disabled.write();
-                for &id in ids {
-                    index.remove(id as u32);
-                    disabled.remove(&(id as u32));
-                }
-                drop(disabled);
-                bank.size.store(index.len() as u64, Ordering::Release);
-                drop(index);
+                bank.drop_rows(ids);
                 self.metrics
                     .bank_entries
                     .with_label_values(&[&c.bank])
@@ -701,15 +707,7 @@ impl BankSet {
         }
         self.slow_disk();
         self.store.remove(name, ids)?;
-        let mut index = bank.index.write();
-        let mut disabled = bank.disabled.write();
-        for &id in ids {
-            index.remove(id as u32);
-            disabled.remove(&(id as u32));
-        }
-        drop(disabled);
-        bank.size.store(index.len() as u64, Ordering::Release);
-        drop(index);
+        bank.drop_rows(ids);
         bank.info.lock().removed += ids.len() as u64;
         self.metrics.bank_entries.with_label_values(&[name]).set(bank.size.load(Ordering::Acquire) as i64);
         Ok(())

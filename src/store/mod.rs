@@ -411,12 +411,6 @@ mod merge {
                 Entry { id, hash, meta: stored.meta, added_ms: stored.added_ms.unwrap_or(added_ms), state };
             Ok((entry, removed))
         }
-
-        /// Entry `id` (ask for ids in increasing order), or `None` when it was removed.
-        pub(super) fn entry(&mut self, id: u64, hash: AnyHash, added_ms: u64) -> Result<Option<Entry>> {
-            let (entry, removed) = self.row(id, hash, added_ms)?;
-            Ok(removed.is_none().then_some(entry))
-        }
     }
 
     #[cfg(test)]
@@ -438,7 +432,7 @@ mod merge {
         ) -> Result<()> {
             let mut m = Merge::new(meta.into_iter(), disabled.into_iter(), removed.into_iter());
             for id in 0..n {
-                if let Some(e) = m.entry(id, AnyHash::Phash(Hash64(id)), 7)? {
+                if let (e, None) = m.row(id, AnyHash::Phash(Hash64(id)), 7)? {
                     out.push(e);
                 }
             }
@@ -951,45 +945,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Calls `f` on every live entry of a bank, in id order (what `bank export` writes). A read error ends
-    /// it with that error: a removed entry is never passed as live, nor a field dropped.
+    /// Calls `f` on every live entry of a bank, in id order (what `bank export` writes): [`Store::dump`]
+    /// without the removed rows. A read error ends it with that error: a removed entry is never passed as
+    /// live, nor a field dropped.
     pub fn for_each_entry(&self, name: &str, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
-        let txn = self.db.begin_read().map_err(store_err)?;
-        let info = read_info(&txn.open_table(BANKS).map_err(store_err)?, name)?;
-        let range = (name, 0u64)..=(name, u64::MAX);
-        let removed_t = txn.open_table(REMOVED).map_err(store_err)?;
-        let meta_t = txn.open_table(META).map_err(store_err)?;
-        let disabled_t = txn.open_table(DISABLED).map_err(store_err)?;
-        let chunks = txn.open_table(CHUNKS).map_err(store_err)?;
-        let meta = meta_t.range(range.clone()).map_err(store_err)?.map(|r| {
-            let (k, v) = r.map_err(store_err)?;
-            let id = k.value().1;
-            Ok((id, StoredMeta::decode(name, id, v.value())?))
-        });
-        let disabled = disabled_t
-            .range(range.clone())
-            .map_err(store_err)?
-            .map(|r| r.map(|(k, v)| (k.value().1, v.value())).map_err(store_err));
-        let removed = removed_t
-            .range(range.clone())
-            .map_err(store_err)?
-            .map(|r| r.map(|(k, _)| (k.value().1, ())).map_err(store_err));
-        let mut merge = merge::Merge::new(meta, disabled, removed);
-        let size = hash_size(info.kind);
-        for item in chunks.range(range).map_err(store_err)? {
-            let (k, v) = item.map_err(store_err)?;
-            let (first, blob) = (k.value().1, v.value());
-            if blob.len() < 8 || (blob.len() - 8) % size != 0 {
-                return Err(Error::Store(format!("bank '{name}': chunk at id {first} is inconsistent")));
-            }
-            let added_ms = u64::from_le_bytes(blob[..8].try_into().expect("8 bytes"));
-            for (i, h) in blob[8..].chunks_exact(size).enumerate() {
-                if let Some(e) = merge.entry(first + i as u64, AnyHash::from_bytes(info.kind, h), added_ms)? {
-                    f(e)?;
-                }
-            }
-        }
-        Ok(())
+        self.dump(name, &mut |r| if r.removed_ms.is_none() { f(r.entry) } else { Ok(()) }).map(drop)
     }
 }
 
@@ -1070,14 +1030,7 @@ impl Store {
             let mut removed = txn.open_table(REMOVED).map_err(store_err)?;
             for (i, r) in rows.iter().enumerate() {
                 let id = first + i as u64;
-                if r.entry.id != id || r.entry.hash.kind() != info.kind {
-                    return Err(Error::Store(format!(
-                        "restoring '{name}': row {} ({}) where id {id} ({}) was due",
-                        r.entry.id,
-                        r.entry.hash.kind(),
-                        info.kind
-                    )));
-                }
+                check_restored(name, r, id, info.kind)?;
                 r.entry.hash.write_bytes(&mut blob);
                 let added = (r.entry.added_ms != chunk_ms).then_some(r.entry.added_ms);
                 let stored = StoredMeta { meta: r.entry.meta.clone(), added_ms: added };
@@ -1144,6 +1097,18 @@ fn migrate_v1(txn: &redb::WriteTransaction, path: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A row given to `restore_rows` must be the bank's next id and of its kind (rows come in dump order).
+fn check_restored(name: &str, r: &DumpRow, id: u64, kind: Kind) -> Result<()> {
+    if r.entry.id == id && r.entry.hash.kind() == kind {
+        return Ok(());
+    }
+    Err(Error::Store(format!(
+        "restoring '{name}': row {} ({}) where id {id} ({kind}) was due",
+        r.entry.id,
+        r.entry.hash.kind()
+    )))
 }
 
 fn check_rows(name: &str, got: usize, want: usize) -> Result<()> {

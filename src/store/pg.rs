@@ -20,9 +20,9 @@
 //! connection that sat idle before reusing it (a restarted server leaves only dead ones), and is 60 lines.
 
 use super::{
-    hash_size, now_ms, validate_name, AuditFilter, AuditRecord, BankInfo, BankPolicy, BankStore, Change,
-    ChangeOp, ChangeWatch, DumpRow, Entry, EntryMeta, EntryState, EntryUpdate, NewEntry, Rows, StoredBank,
-    MAX_ENTRIES,
+    check_restored, hash_size, now_ms, validate_name, AuditFilter, AuditRecord, BankInfo, BankPolicy,
+    BankStore, Change, ChangeOp, ChangeWatch, DumpRow, Entry, EntryMeta, EntryState, EntryUpdate, NewEntry,
+    Rows, StoredBank, MAX_ENTRIES,
 };
 use crate::error::{Error, Result};
 use crate::matcher::{AnyHash, Kind};
@@ -289,6 +289,34 @@ fn bank_row(c: &mut impl GenericClient, name: &str, lock: bool) -> Result<BankIn
     }
 }
 
+/// Inserts an empty bank (`BankExists` when the name is taken) and logs its creation: for creates and for
+/// `pharos migrate`, which keeps the creation time.
+fn insert_bank(
+    t: &mut Transaction<'_>,
+    name: &str,
+    kind: Kind,
+    created_ms: u64,
+    policy: BankPolicy,
+) -> Result<BankInfo> {
+    validate_name(name)?;
+    policy.validate(kind)?;
+    let policy_json = serde_json::to_value(policy).expect("a policy serialises");
+    let r = t
+        .query_opt(
+            format!(
+                "INSERT INTO pharos_banks (name, kind, created_ms, policy) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO NOTHING RETURNING {BANK_COLS}"
+            )
+            .as_str(),
+            &[&name, &kind.name(), &(created_ms.min(i64::MAX as u64) as i64), &policy_json],
+        )
+        .map_err(pg_err)?;
+    let Some(r) = r else { return Err(Error::BankExists(name.to_string())) };
+    let info = bank_of(&r)?;
+    log_change(t, &info, "created", None, None, None)?;
+    Ok(info)
+}
+
 /// Appends a change to the log and announces it: the last statement of every write transaction (see the
 /// module doc for why that makes sequence order commit order).
 fn log_change(
@@ -501,25 +529,7 @@ impl BankStore for PgStore {
     }
 
     fn create_bank_with(&self, name: &str, kind: Kind, policy: BankPolicy) -> Result<BankInfo> {
-        validate_name(name)?;
-        policy.validate(kind)?;
-        let policy_json = serde_json::to_value(policy).expect("a policy serialises");
-        self.write(|t| {
-            let r = t
-                .query_opt(
-                    format!(
-                        "INSERT INTO pharos_banks (name, kind, created_ms, policy) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (name) DO NOTHING RETURNING {BANK_COLS}"
-                    )
-                    .as_str(),
-                    &[&name, &kind.name(), &(now_ms() as i64), &policy_json],
-                )
-                .map_err(pg_err)?;
-            let Some(r) = r else { return Err(Error::BankExists(name.to_string())) };
-            let info = bank_of(&r)?;
-            log_change(t, &info, "created", None, None, None)?;
-            Ok(info)
-        })
+        self.write(|t| insert_bank(t, name, kind, now_ms(), policy))
     }
 
     fn set_policy(&self, name: &str, policy: BankPolicy) -> Result<BankInfo> {
@@ -746,41 +756,8 @@ impl BankStore for PgStore {
     }
 
     fn for_each_entry(&self, name: &str, f: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
-        self.read(|t| {
-            let info = bank_row(t, name, false)?;
-            let sql = format!(
-                "COPY (SELECT id, hash, added_ms, meta::text, disabled_until FROM pharos_entries \
-                 WHERE bank = {} AND removed_ms IS NULL ORDER BY id) TO STDOUT (FORMAT binary)",
-                info.uid as i64
-            );
-            let reader = t.copy_out(sql.as_str()).map_err(pg_err)?;
-            let mut it = BinaryCopyOutIter::new(
-                reader,
-                &[Type::INT8, Type::BYTEA, Type::INT8, Type::TEXT, Type::INT8],
-            );
-            let size = hash_size(info.kind);
-            while let Some(row) = it.next().map_err(pg_err)? {
-                let id: i64 = row.get(0);
-                let hash: &[u8] = row.get(1);
-                if hash.len() != size {
-                    return Err(bad_row(format!("bank '{name}': entry {id} has a {}-byte hash", hash.len())));
-                }
-                let meta = match row.get::<Option<&str>>(3) {
-                    None => EntryMeta::default(),
-                    Some(s) => serde_json::from_str(s).map_err(|e| {
-                        bad_row(format!("bank '{name}': fields of entry {id} are corrupt: {e}"))
-                    })?,
-                };
-                f(Entry {
-                    id: id as u64,
-                    hash: AnyHash::from_bytes(info.kind, hash),
-                    meta,
-                    added_ms: row.get::<i64>(2) as u64,
-                    state: state_of(row.get(4)),
-                })?;
-            }
-            Ok(())
-        })
+        // The dump without the removed rows (their tombstones are small: a hash and two times).
+        self.dump(name, &mut |r| if r.removed_ms.is_none() { f(r.entry) } else { Ok(()) }).map(drop)
     }
 
     fn append_audit(&self, records: &[AuditRecord]) -> Result<()> {
@@ -892,23 +869,7 @@ impl BankStore for PgStore {
     }
 
     fn restore_bank(&self, info: &BankInfo) -> Result<()> {
-        validate_name(&info.name)?;
-        info.policy.validate(info.kind)?;
-        let policy = serde_json::to_value(info.policy).expect("a policy serialises");
-        self.write(|t| {
-            let r = t
-                .query_opt(
-                    format!(
-                        "INSERT INTO pharos_banks (name, kind, created_ms, policy) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (name) DO NOTHING RETURNING {BANK_COLS}"
-                    )
-                    .as_str(),
-                    &[&info.name, &info.kind.name(), &(info.created_ms as i64), &policy],
-                )
-                .map_err(pg_err)?;
-            let Some(r) = r else { return Err(Error::BankExists(info.name.clone())) };
-            log_change(t, &bank_of(&r)?, "created", None, None, None)
-        })
+        self.write(|t| insert_bank(t, &info.name, info.kind, info.created_ms, info.policy)).map(drop)
     }
 
     fn restore_rows(&self, name: &str, rows: &[DumpRow]) -> Result<()> {
@@ -934,14 +895,7 @@ impl BankStore for PgStore {
             let (uid, mut removed, mut hash) = (info.uid as i64, 0i64, Vec::with_capacity(32));
             for (i, r) in rows.iter().enumerate() {
                 let id = first + i as u64;
-                if r.entry.id != id || r.entry.hash.kind() != info.kind {
-                    return Err(Error::Store(format!(
-                        "restoring '{name}': row {} ({}) where id {id} ({}) was due",
-                        r.entry.id,
-                        r.entry.hash.kind(),
-                        info.kind
-                    )));
-                }
+                check_restored(name, r, id, info.kind)?;
                 hash.clear();
                 r.entry.hash.write_bytes(&mut hash);
                 let removed_ms = r.removed_ms.map(|t| t.min(i64::MAX as u64) as i64);
