@@ -79,6 +79,10 @@ pub struct Metrics {
     pub match_fields_unavailable: IntCounter,
     /// Audit records kept in the local spool while the shared store could not take them.
     pub audit_spooled: IntCounter,
+    /// HTTP API requests answered, by route and status code.
+    pub http_requests: IntCounterVec,
+    /// Seconds per HTTP API request, by route.
+    pub http_seconds: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -201,7 +205,20 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(audit_spooled.clone())).expect("unique metric");
+        let http_requests = counter(
+            "http_requests_total",
+            "HTTP API requests answered, by route and status code.",
+            &["route", "status"],
+        );
+        let http_seconds = histogram(
+            "http_request_seconds",
+            "Seconds per HTTP API request, by route.",
+            &["route"],
+            LATENCY_BUCKETS.to_vec(),
+        );
         Metrics {
+            http_requests,
+            http_seconds,
             store_available,
             replication_lag,
             replication_position,

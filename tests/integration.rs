@@ -18,6 +18,7 @@ mod deploy;
 mod fleet;
 mod formats;
 mod golden;
+mod http_api;
 mod layers;
 mod matcher;
 mod python_client;

@@ -741,14 +741,39 @@ impl BankSet {
         Ok(after)
     }
 
+    /// One live entry: its hash, fields and state (`UnknownEntry` when it was never added or was removed).
+    pub fn entry(&self, name: &str, id: u64) -> Result<(AnyHash, EntryMeta, EntryState)> {
+        let bank = self.get(name)?;
+        let unknown = || Error::UnknownEntry { bank: name.to_string(), id };
+        let row = u32::try_from(id).map_err(|_| unknown())?;
+        let hash = bank.index.read().get(row).ok_or_else(unknown)?;
+        let state = bank.disabled.read().get(&row).copied().unwrap_or_default();
+        let meta = self.store.metas(name, &[id])?.pop().unwrap_or_default();
+        Ok((hash, meta, state))
+    }
+
     /// The ids of the live entries with each of these external ids (see [`BankStore::ids_by_external_id`]).
     pub fn ids_by_external_id(&self, name: &str, external_ids: &[String]) -> Result<Vec<(String, Vec<u64>)>> {
         self.get(name)?;
         self.store.ids_by_external_id(name, external_ids)
     }
 
-    /// Replaces a bank's match policy, durably.
-    pub fn set_policy(&self, name: &str, policy: BankPolicy) -> Result<BankSummary> {
+    /// Replaces a bank's match policy, durably. The matching ratio (HMA's, set by [`BankSet::set_match_ratio`])
+    /// is kept as it is.
+    pub fn set_policy(&self, name: &str, mut policy: BankPolicy) -> Result<BankSummary> {
+        policy.match_ratio_ppm = self.get(name)?.policy.read().match_ratio_ppm;
+        self.replace_policy(name, policy)
+    }
+
+    /// Sets a bank's matching ratio (HMA's `matching_enabled_ratio`, in millionths), keeping the rest of
+    /// its policy.
+    pub fn set_match_ratio(&self, name: &str, ppm: u32) -> Result<BankSummary> {
+        let mut policy = *self.get(name)?.policy.read();
+        policy.match_ratio_ppm = (ppm != crate::store::FULL_RATIO_PPM).then_some(ppm);
+        self.replace_policy(name, policy)
+    }
+
+    fn replace_policy(&self, name: &str, policy: BankPolicy) -> Result<BankSummary> {
         if self.follow.is_some() {
             let info = self.store.set_policy(name, policy)?;
             self.after_shared_write();
@@ -821,7 +846,8 @@ impl BankSet {
             self.banks
                 .read()
                 .iter()
-                .filter(|(_, b)| kinds.contains(&b.kind))
+                // A bank switched off (matching ratio 0) is searched only when named.
+                .filter(|(_, b)| kinds.contains(&b.kind) && b.policy.read().match_ratio_ppm != Some(0))
                 .map(|(n, b)| (n.clone(), b.clone()))
                 .collect()
         } else {

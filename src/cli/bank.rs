@@ -190,7 +190,13 @@ impl PolicyArgs {
             }
             _ => None,
         };
-        Ok(BankPolicy { negative: self.negative, radius: self.radius, min_quality: self.min_quality, flood })
+        Ok(BankPolicy {
+            negative: self.negative,
+            radius: self.radius,
+            min_quality: self.min_quality,
+            flood,
+            match_ratio_ppm: None,
+        })
     }
 }
 
@@ -326,7 +332,10 @@ pub(crate) fn run(args: BankArgs) -> anyhow::Result<ExitCode> {
             eprintln!("created {negative}{} bank '{}' in {}", info.kind, info.name, store.describe());
         }
         BankCommand::Policy { name, policy } => {
-            let info = store.set_policy(&name, policy.policy()?)?;
+            // The matching ratio is the HTTP API's (HMA's `matching_enabled_ratio`): kept.
+            let policy =
+                BankPolicy { match_ratio_ppm: store.bank(&name)?.policy.match_ratio_ppm, ..policy.policy()? };
+            let info = store.set_policy(&name, policy)?;
             audited(store.as_ref(), AuditEvent::PolicySet, &name, 0, None);
             serde_json::to_writer(&mut out, &BankLine::of(&info))?;
             writeln!(out)?;

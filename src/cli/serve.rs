@@ -2,7 +2,8 @@
 //!
 //! Settings come from defaults, then `--config FILE` (TOML, keys as in [`ServeConfig`]), then `PHAROS_*`
 //! environment variables, then flags. On start it prints one line on stdout,
-//! `pharos: serving gRPC on ADDR; metrics on http://ADDR/metrics[; health on ADDR]`, with the bound addresses (so
+//! `pharos: serving gRPC on ADDR; metrics on http://ADDR/metrics[; health on ADDR][; HTTP API on http://ADDR]`,
+//! with the bound addresses (so
 //! `--listen 127.0.0.1:0` can be used by scripts and tests).
 
 use super::bank::DataDir;
@@ -100,6 +101,20 @@ pub(crate) struct ServeArgs {
     /// Failed authentications per peer address and minute before the address is refused a while [default: 10].
     #[arg(long, env = "PHAROS_AUTH_FAILURES_PER_MINUTE", value_name = "N")]
     auth_failures_per_minute: Option<u32>,
+    /// HTTP listen address of the HMA-compatible JSON API (same TLS and auth as gRPC); "" disables
+    /// [default: ""].
+    #[arg(long, env = "PHAROS_HTTP", value_name = "ADDR")]
+    http: Option<String>,
+    /// Hosts the HTTP API may download media from for `?url=` (comma-separated; a host or its parent
+    /// domain, `*` for any) [default: none: URL downloads refused].
+    #[arg(long, env = "PHAROS_HTTP_FETCH_HOSTS", value_name = "HOSTS", value_delimiter = ',')]
+    http_fetch_hosts: Option<Vec<String>>,
+    /// Let URL downloads reach loopback and private addresses.
+    #[arg(long, env = "PHAROS_HTTP_FETCH_PRIVATE")]
+    http_fetch_private: bool,
+    /// Milliseconds for a whole URL download [default: 30000].
+    #[arg(long, env = "PHAROS_HTTP_FETCH_TIMEOUT_MS", value_name = "MS")]
+    http_fetch_timeout_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -133,8 +148,15 @@ impl ServeArgs {
             decode_threads,
             shutdown_grace_s,
             audit_retention_days,
-            auth_failures_per_minute
+            auth_failures_per_minute,
+            http,
+            http_fetch_timeout_ms
         );
+        if let Some(hosts) = &self.http_fetch_hosts {
+            cfg.http_fetch_hosts =
+                hosts.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
+        }
+        cfg.http_fetch_private |= self.http_fetch_private;
         macro_rules! overlay_path {
             ($($field:ident),*) => {
                 $(if let Some(v) = &self.$field { cfg.$field = Some(v.clone()); })*
@@ -190,7 +212,13 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let metrics_listener = bind_unless_empty(&cfg.metrics).await?;
         cfg.check_exposure(listener.local_addr()?, true)?;
         let health_listener = bind_unless_empty(&cfg.health_listen).await?;
+        // The HTTP API answers from now on: 503 (and `/status` INDEX-NOT-LOADED) until the banks are loaded.
+        let http = match bind_unless_empty(&cfg.http).await? {
+            Some(l) => Some(pharos::server::http::HttpServer::start(l, &cfg)?),
+            None => None,
+        };
         let shutdown = shutdown_signal();
+        let cfg_tls = cfg.tls();
         let mut server = Server::new(cfg, data_dir.clone())
             .with_context(|| format!("starting the server (data directory {})", data_dir.display()))?;
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -207,6 +235,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(l) = health_listener {
             line += &format!("; health on {}", l.local_addr()?);
             server.serve_health_on(l);
+        }
+        if let Some(h) = http {
+            let scheme = if cfg_tls { "https" } else { "http" };
+            line += &format!("; HTTP API on {scheme}://{}", h.local_addr());
+            server.serve_http(h);
         }
         let mut stdout = std::io::stdout();
         writeln!(stdout, "{line}")?;

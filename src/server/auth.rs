@@ -588,7 +588,20 @@ impl Auth {
     /// Authenticates a call and checks its method's role: the caller, or the status to answer.
     pub fn authorize<B>(&self, req: &http::Request<B>) -> std::result::Result<Arc<Caller>, Status> {
         let path = req.uri().path();
-        let need = required(path);
+        self.check(req, required(path), !charged_per_image(path), path)
+    }
+
+    /// Authenticates a request (gRPC or HTTP) and checks that its caller has what `need` says; charges one
+    /// request to the caller's rate when `charge` (calls that carry images are charged per image by their
+    /// handlers instead). `what` names the method or route in the permission message.
+    pub fn check<B>(
+        &self,
+        req: &http::Request<B>,
+        need: Need,
+        charge: bool,
+        what: &str,
+    ) -> std::result::Result<Arc<Caller>, Status> {
+        let path = what;
         if !self.enabled() {
             return Ok(Caller::local());
         }
@@ -650,7 +663,7 @@ impl Auth {
                 )));
             }
         }
-        if !charged_per_image(path) {
+        if charge {
             caller.charge(&self.metrics)?;
         }
         Ok(caller)
@@ -711,7 +724,15 @@ fn peer_of<B>(req: &http::Request<B>) -> Option<SocketAddr> {
         .or_else(|| ext.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()))
 }
 
+/// The names of an HTTPS client's certificate (subject CN and SANs, as [`cert_names`]): what the HTTP
+/// listener puts in each request's extensions, as tonic does with its `TlsConnectInfo`.
+#[derive(Clone, Debug)]
+pub struct PeerCertNames(pub Vec<String>);
+
 fn peer_certificate_names<B>(req: &http::Request<B>) -> Option<Vec<String>> {
+    if let Some(names) = req.extensions().get::<PeerCertNames>() {
+        return Some(names.0.clone());
+    }
     let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
     let certs = info.peer_certs()?;
     certs.first().map(|leaf| cert_names(leaf.as_ref()))

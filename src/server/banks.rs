@@ -71,7 +71,13 @@ fn policy_from_proto(p: Option<proto::BankPolicy>) -> Result<BankPolicy, Status>
         }
         (m, w) => Some(FloodGuard { max_matches: m, window_s: w, auto_disable: p.flood_auto_disable }),
     };
-    Ok(BankPolicy { negative: p.negative, radius: p.radius, min_quality: p.min_quality, flood })
+    Ok(BankPolicy {
+        negative: p.negative,
+        radius: p.radius,
+        min_quality: p.min_quality,
+        flood,
+        match_ratio_ppm: None,
+    })
 }
 
 fn bank_to_proto(b: BankSummary) -> proto::Bank {
@@ -142,7 +148,7 @@ impl BanksService {
 /// Records a bank change (or export) by `caller` in the audit, durably. The change itself is already
 /// committed, so a failure to record it is logged (and counted) rather than failing the call: answering an
 /// error would make the client retry a change that happened.
-fn audit_change(
+pub(super) fn audit_change(
     shared: &Shared,
     event: AuditEvent,
     bank: &str,

@@ -81,6 +81,17 @@ pub struct ServeConfig {
     /// Failed authentications allowed per peer address and minute; beyond it the address is refused
     /// (RESOURCE_EXHAUSTED) until its allowance refills.
     pub auth_failures_per_minute: u32,
+    /// HTTP listen address of the HMA-compatible JSON API; empty to disable. It uses the gRPC listener's
+    /// TLS settings and the same auth file.
+    pub http: String,
+    /// Hosts the HTTP API may download media from (`?url=…`): a host matches an entry equal to it or a
+    /// parent domain of it; `*` is any host. Empty: URL downloads are refused.
+    pub http_fetch_hosts: Vec<String>,
+    /// Let URL downloads reach loopback, private and link-local addresses (refused otherwise, whatever the
+    /// host list says).
+    pub http_fetch_private: bool,
+    /// Milliseconds for a whole URL download (connect, redirects, body).
+    pub http_fetch_timeout_ms: u64,
 }
 
 impl Default for ServeConfig {
@@ -117,6 +128,10 @@ impl Default for ServeConfig {
             auth: None,
             insecure: false,
             auth_failures_per_minute: 10,
+            http: String::new(),
+            http_fetch_hosts: Vec::new(),
+            http_fetch_private: false,
+            http_fetch_timeout_ms: 30_000,
         }
     }
 }
@@ -145,6 +160,7 @@ impl ServeConfig {
             ("max_matches", self.max_matches as u64),
             ("auth_failures_per_minute", u64::from(self.auth_failures_per_minute)),
             ("database_poll_ms", self.database_poll_ms),
+            ("http_fetch_timeout_ms", self.http_fetch_timeout_ms),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::InvalidInput(format!("{name} must be at least 1")));

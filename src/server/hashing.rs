@@ -28,10 +28,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// What a request asks to compute besides the PDQ and pHash every answer carries.
 #[derive(Clone, Copy)]
-struct What {
-    dihedral: bool,
-    exif: bool,
-    exact: bool,
+pub(super) struct What {
+    pub(super) dihedral: bool,
+    pub(super) exif: bool,
+    pub(super) exact: bool,
 }
 
 impl What {
@@ -63,7 +63,7 @@ impl Shared {
 
     /// Hashes one image through the shared batcher, within the caller's quotas (one request, and one of
     /// its image slots until the hash is done).
-    async fn hash_one(
+    pub(super) async fn hash_one(
         &self,
         image: bytes::Bytes,
         what: What,
@@ -80,7 +80,7 @@ impl Shared {
     /// The banks a caller's query searches: `None` when there is nothing it may search (a restricted
     /// caller whose granted banks do not exist), else the list for [`crate::banks::BankSet::search`]
     /// (empty: every bank).
-    fn targets(&self, caller: &Caller, named: Vec<String>) -> Result<Option<Vec<String>>, Status> {
+    pub(super) fn targets(&self, caller: &Caller, named: Vec<String>) -> Result<Option<Vec<String>>, Status> {
         let explicit = !named.is_empty();
         let banks = caller.banks_to_search(named)?;
         if explicit || caller.granted_banks().is_none() {

@@ -21,6 +21,7 @@ pub mod auth;
 mod banks;
 pub mod config;
 mod hashing;
+pub mod http;
 
 use crate::banks::BankSet;
 use crate::engine::Engine;
@@ -176,6 +177,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     /// Where to serve plaintext gRPC health alone (`health_listen`), when bound.
     health_listener: Option<TcpListener>,
+    /// The HTTP API's listener, serving 503 until [`Server::run`] opens it.
+    http: Option<http::HttpServer>,
 }
 
 impl Server {
@@ -194,7 +197,7 @@ impl Server {
         let banks = open_banks(&cfg, &data_dir, metrics.clone())?;
         let (stop, stopping) = watch::channel(false);
         let shared = Arc::new(Shared { pipeline, banks, metrics, cfg, auth, tls, stopping });
-        Ok(Server { shared, stop, health_listener: None })
+        Ok(Server { shared, stop, health_listener: None, http: None })
     }
 
     /// Also serves `grpc.health.v1.Health` alone, in plaintext and without credentials, on `listener`: what
@@ -202,6 +205,12 @@ impl Server {
     /// probe cannot). It reveals nothing but serving status, and follows the same health as the main port.
     pub fn serve_health_on(&mut self, listener: TcpListener) {
         self.health_listener = Some(listener);
+    }
+
+    /// Also serves the HTTP API through `http` (started before the banks loaded, so it answered 503 until
+    /// now); it drains with the gRPC server.
+    pub fn serve_http(&mut self, http: http::HttpServer) {
+        self.http = Some(http);
     }
 
     /// Reads the auth file again (what SIGHUP does): see [`auth::Auth::reload`].
@@ -234,6 +243,9 @@ impl Server {
 
         let shared = self.shared.clone();
         shared.cfg.check_exposure(listener.local_addr()?, false)?;
+        if let Some(h) = &self.http {
+            h.open(shared.clone())?;
+        }
         let max = shared.cfg.max_message_bytes;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<HasherServer<hashing::HasherService>>().await;
@@ -330,6 +342,9 @@ impl Server {
                 Ok(())
             }
         };
+        if let Some(h) = self.http {
+            h.stop().await;
+        }
         shared.pipeline.close();
         follow.abort();
         reload.abort();

@@ -96,11 +96,27 @@ pub struct BankPolicy {
     /// Opt-in flood guard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flood: Option<FloodGuard>,
+    /// HMA's `matching_enabled_ratio`, in millionths (absent: all of them): the share of the HTTP API's
+    /// lookups that search this bank (each request draws one coin flip). At 0 the bank is left out of every
+    /// search that does not name it, gRPC included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_ratio_ppm: Option<u32>,
 }
 
+/// [`BankPolicy::match_ratio_ppm`] of a bank that always matches.
+pub const FULL_RATIO_PPM: u32 = 1_000_000;
+
 impl BankPolicy {
+    /// The matching ratio, 0 to 1.
+    pub fn match_ratio(&self) -> f64 {
+        f64::from(self.match_ratio_ppm.unwrap_or(FULL_RATIO_PPM)) / f64::from(FULL_RATIO_PPM)
+    }
+
     /// Checks the policy against the bank's kind.
     pub fn validate(&self, kind: Kind) -> Result<()> {
+        if self.match_ratio_ppm.is_some_and(|r| r > FULL_RATIO_PPM) {
+            return Err(Error::InvalidInput("a matching ratio above 1".into()));
+        }
         if let Some(r) = self.radius {
             if r > kind.max_radius() {
                 return Err(Error::InvalidInput(format!(

@@ -16,6 +16,8 @@ pub(crate) struct Daemon {
     pub(crate) metrics_addr: Option<String>,
     /// The plaintext health-only address, with `--health-listen`.
     pub(crate) health_addr: Option<String>,
+    /// The HTTP API's base URL (`http://ADDR` or `https://ADDR`), with `--http`.
+    pub(crate) http_url: Option<String>,
     stderr_log: PathBuf,
 }
 
@@ -53,8 +55,14 @@ impl Daemon {
         let mut line = String::new();
         let stdout = child.stdout.take().unwrap();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let mut daemon =
-            Daemon { child, addr: String::new(), metrics_addr: None, health_addr: None, stderr_log };
+        let mut daemon = Daemon {
+            child,
+            addr: String::new(),
+            metrics_addr: None,
+            health_addr: None,
+            http_url: None,
+            stderr_log,
+        };
         // `pharos: serving gRPC on 127.0.0.1:PORT` (then `; metrics on http://ADDR/metrics` when metrics are on).
         let Some(rest) = line.trim().strip_prefix("pharos: serving gRPC on ") else {
             panic!("unexpected first line from pharos serve: {line:?}\nstderr:\n{}", daemon.stderr());
@@ -66,6 +74,8 @@ impl Daemon {
                 daemon.metrics_addr = Some(m.trim_end_matches("/metrics").to_string());
             } else if let Some(h) = part.strip_prefix("health on ") {
                 daemon.health_addr = Some(h.to_string());
+            } else if let Some(h) = part.strip_prefix("HTTP API on ") {
+                daemon.http_url = Some(h.to_string());
             }
         }
         daemon

@@ -75,6 +75,11 @@ pub(crate) fn flipped(h: pharos::hash::Hash256, n: usize) -> pharos::hash::Hash2
 }
 
 /// Lower-case hex SHA-256.
+pub(crate) fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest as _;
+    pharos::hash::exact::hex(&md5::Md5::digest(bytes))
+}
+
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()

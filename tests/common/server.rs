@@ -14,6 +14,8 @@ pub(crate) struct TestServer {
     pub(crate) stop: Option<oneshot::Sender<()>>,
     pub(crate) done: tokio::task::JoinHandle<pharos::Result<()>>,
     pub(crate) metrics: Arc<pharos::metrics::Metrics>,
+    /// The HTTP API's address, for servers started with [`TestServer::start_http`].
+    pub(crate) http: Option<SocketAddr>,
     pub(crate) _dir: tempfile::TempDir,
 }
 
@@ -33,14 +35,53 @@ impl TestServer {
         dir: tempfile::TempDir,
         setup: impl FnOnce(&Server),
     ) -> TestServer {
+        Self::start_full(cfg, dir, false, setup).await
+    }
+
+    /// Starts a server that also serves the HTTP API on `127.0.0.1:0`.
+    pub(crate) async fn start_http(cfg: ServeConfig) -> TestServer {
+        Self::start_full(cfg, tempfile::tempdir().unwrap(), true, |_| {}).await
+    }
+
+    async fn start_full(
+        cfg: ServeConfig,
+        dir: tempfile::TempDir,
+        http: bool,
+        setup: impl FnOnce(&Server),
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = Server::new(cfg, dir.path().to_path_buf()).expect("server starts");
+        let http = if http {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            Some(pharos::server::http::HttpServer::start(l, &cfg).expect("HTTP listener starts"))
+        } else {
+            None
+        };
+        let mut server = Server::new(cfg, dir.path().to_path_buf()).expect("server starts");
+        let http_addr = http.as_ref().map(|h| h.local_addr());
+        if let Some(h) = http {
+            server.serve_http(h);
+        }
         setup(&server);
         let metrics = server.metrics();
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(server.run(listener, async { drop(stopped.await) }));
-        TestServer { addr, stop: Some(stop), done, metrics, _dir: dir }
+        if let Some(addr) = http_addr {
+            // The HTTP API answers 503 until `run` has opened it.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = reqwest::Client::builder().no_proxy().build().unwrap();
+            let start = std::time::Instant::now();
+            while !client.get(format!("http://{addr}/status")).send().await.is_ok_and(|r| r.status() == 200) {
+                assert!(start.elapsed() < Duration::from_secs(30), "the HTTP API never became ready");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        TestServer { addr, stop: Some(stop), done, metrics, http: http_addr, _dir: dir }
+    }
+
+    /// `http://ADDR` of the HTTP API.
+    pub(crate) fn http_url(&self) -> String {
+        format!("http://{}", self.http.expect("started with start_http"))
     }
 
     pub(crate) async fn channel(&self) -> Channel {
