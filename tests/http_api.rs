@@ -783,3 +783,74 @@ async fn image_bytes_reach_neither_the_logs_nor_the_disk_over_http() {
     }
     assert!(files > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_uses_the_grpc_certificate_and_client_certificates_name_callers() {
+    use crate::trust::{tls_args, Pki};
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tmp = tempfile::tempdir().unwrap();
+    let (pki, clients) = (Pki::new("pharos test CA"), Pki::new("pharos client CA"));
+    std::fs::write(tmp.path().join("clients.pem"), &clients.ca_pem).unwrap();
+    let token = "tok-https-writer-5";
+    let auth = tmp.path().join("auth.toml");
+    std::fs::write(
+        &auth,
+        format!(
+            "[[identity]]\nname = \"reviewer\"\ncert_name = \"reviewer.example.org\"\nroles = [\"admin\"]\n\n\
+             [[identity]]\nname = \"writer\"\ntoken_sha256 = \"{}\"\nroles = [\"write\"]\n",
+            common::sha256_hex(token.as_bytes())
+        ),
+    )
+    .unwrap();
+    let mut args = tls_args(tmp.path(), &pki);
+    args.extend(["--tls-client-ca".into(), tmp.path().join("clients.pem").display().to_string()]);
+    args.extend(["--auth".into(), auth.display().to_string(), "--metrics".into(), "".into()]);
+    args.extend(["--http".into(), "127.0.0.1:0".into()]);
+    let mut daemon = Daemon::start_with(&tmp.path().join("data"), tmp.path().join("serve.log"), &args, &[]);
+    let base = daemon.http_url.clone().unwrap();
+    assert!(base.starts_with("https://"), "{base}");
+    let https = |client_cert: Option<(String, String)>| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let tls = match client_cert {
+            Some((cert, key)) => b
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => b.with_no_client_auth(),
+        };
+        reqwest::Client::builder().use_preconfigured_tls(tls).no_proxy().build().unwrap()
+    };
+    let base = base.replace("127.0.0.1", "localhost");
+    // No client certificate: the handshake is refused (mutual TLS), as on gRPC.
+    assert!(https(None).get(format!("{base}/status")).send().await.is_err());
+    // The certificate names the caller: admin may create a bank, and the writer's token adds to it.
+    let reviewer = https(Some(clients.leaf(&["reviewer", "reviewer.example.org"], -1, 30)));
+    let a = send(reviewer.post(format!("{base}/c/banks")).json(&json!({"name": "VIA_HTTPS"}))).await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let a =
+        send(reviewer.post(format!("{base}/c/bank/VIA_HTTPS/signal")).json(&json!({"pdq": "f".repeat(64)})))
+            .await;
+    assert_eq!(a.status, 403, "admin alone may not write entries: {a:?}");
+    let a = send(
+        reviewer
+            .post(format!("{base}/c/bank/VIA_HTTPS/signal"))
+            .bearer_auth(token)
+            .json(&json!({"pdq": "f".repeat(64)})),
+    )
+    .await;
+    assert_eq!((a.status, &a.body["id"]), (200, &json!(0)), "{a:?}");
+    // Plain HTTP on the TLS port is not served.
+    let plain = base.replace("https://", "http://");
+    assert!(client().get(format!("{plain}/status")).send().await.is_err());
+    assert!(daemon.terminate().success());
+    assert!(!daemon.stderr().contains(token), "a token reached the logs");
+}
