@@ -17,6 +17,9 @@ use std::sync::Arc;
 /// Most signals in one `POST /m/lookup_batch`.
 pub(crate) const MAX_BATCH: usize = 10_000;
 
+/// Largest `POST /m/lookup_batch` body (10,000 SHA-256 signals in JSON are under 1 MiB).
+const MAX_BATCH_BODY: usize = 16 << 20;
+
 /// How a lookup treats banks' matching ratios.
 #[derive(Clone, Debug)]
 pub(crate) enum Coin {
@@ -218,6 +221,8 @@ pub(crate) async fn lookup_get(Extension(api): Extension<Arc<Api>>, req: Request
     else {
         return Err(ApiError::bad_request("Either url or both signal and signal_type are required"));
     };
+    // The route is charged per image by its handler; this form has none, so it is one request.
+    caller.charge(&api.shared.metrics)?;
     let st = signal_type_of(st_name)?;
     let hash = signal_of(st, signal)?;
     let targets = candidates(&api, &caller, st, banks, &coin)?;
@@ -311,9 +316,9 @@ pub(crate) async fn hash_lookup_upload(
 pub(crate) async fn lookup_batch(Extension(api): Extension<Arc<Api>>, req: Request) -> ApiResult<Response> {
     let caller = caller(req.extensions());
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+    let body = axum::body::to_bytes(body, MAX_BATCH_BODY).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "The data value transmitted exceeds the capacity limit.")
+    })?;
     let v = flask_json(&parts.headers, &body)?;
     let Value::Object(o) = v else { return Err(ApiError::bad_request("Request input was not a dict")) };
     let st_name = o

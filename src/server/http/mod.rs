@@ -148,8 +148,7 @@ pub(crate) fn json(v: serde_json::Value) -> Response {
     axum::Json(v).into_response()
 }
 
-/// The query string's parameters (the last value of a repeated name wins, as Flask's `args.get` takes the
-/// first: HMA clients never repeat them).
+/// The query string's parameters; of a repeated name the first value counts, as with Flask's `args.get`.
 #[derive(Debug, Default)]
 pub(crate) struct Params(BTreeMap<String, String>);
 
