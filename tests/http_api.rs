@@ -122,6 +122,9 @@ async fn curation_answers_as_hma_does() {
     assert_eq!(a.status, 422);
     assert_eq!(a.body[0]["loc"], json!(["name"]), "{a:?}");
     assert_eq!(a.body[0]["type"], "missing");
+    // pydantic's detail, as HMA answers it: the input and the error's page.
+    assert_eq!(a.body[0]["input"], json!({"enabled_ratio": 1}));
+    assert_eq!(a.body[0]["url"], "https://errors.pydantic.dev/2.14/v/missing");
     let a = send(client().post(format!("{b}/c/banks")).body("x")).await;
     assert_eq!(a.status, 422);
     assert_eq!(a.body[0]["type"], "model_type", "{a:?}");
@@ -388,7 +391,7 @@ async fn lookups_answer_as_hma_does_with_pharos_batches() {
     assert_eq!((&a.body["pdq"]["present"], &a.body["pdq"]["size"]), (&json!(true), &json!(4)));
     assert!(a.body["pdq"]["built_to"].as_i64().unwrap() > 1_700_000_000);
     let a = get(&b, "/m/index/status?signal_type=video_md5").await;
-    assert_eq!(a.body, json!({"video_md5": {"present": false, "built_to": -1, "size": 0}}));
+    assert_eq!(a.body, json!({"video_md5": {"present": true, "built_to": -1, "size": 0}}));
     let a = get(&b, "/status").await;
     assert_eq!((a.status, a.body.as_str()), (200, Some("I-AM-ALIVE")));
     server.shutdown().await.unwrap();

@@ -81,7 +81,7 @@ fn ratio_ppm(v: &Value, what: &str) -> ApiResult<Option<u32>> {
             _ => Err(ApiError::bad_request(format!("{what} must be between 0 and 1"))),
         },
         Value::Bool(b) => Ok(Some(if *b { FULL_RATIO_PPM } else { 0 })),
-        _ => Err(unprocessable(&[(what, "float_parsing", "Input should be a valid number")])),
+        other => Err(unprocessable(what, "float_parsing", "Input should be a valid number", other.clone())),
     }
 }
 
@@ -109,8 +109,10 @@ pub(crate) async fn create_bank(Extension(api): Extension<Arc<Api>>, req: Reques
     let o = model_json(&parts.headers, &body, "BankCreateRequest")?;
     let name = match o.get("name") {
         Some(Value::String(s)) => s.clone(),
-        None => return Err(unprocessable(&[("name", "missing", "Field required")])),
-        Some(_) => return Err(unprocessable(&[("name", "string_type", "Input should be a valid string")])),
+        None => return Err(unprocessable("name", "missing", "Field required", Value::Object(o.clone()))),
+        Some(v) => {
+            return Err(unprocessable("name", "string_type", "Input should be a valid string", v.clone()))
+        }
     };
     // HMA's quirk: `enabled_ratio` defaults to 1, so `enabled` alone changes nothing.
     let ppm =
@@ -120,7 +122,12 @@ pub(crate) async fn create_bank(Extension(api): Extension<Arc<Api>>, req: Reques
         Some(Value::String(s)) => hma::signal_type(s)
             .ok_or_else(|| ApiError::bad_request(format!("No such signal type '{}'", hma::clip(s))))?,
         Some(_) => {
-            return Err(unprocessable(&[("signal_type", "string_type", "Input should be a valid string")]))
+            return Err(unprocessable(
+                "signal_type",
+                "string_type",
+                "Input should be a valid string",
+                Value::Null,
+            ))
         }
     };
     if !hma::valid_bank_name(&name) {
@@ -190,12 +197,16 @@ pub(crate) async fn update_bank(
                 "renaming a bank is not supported by Pharos (create a bank and copy its entries)",
             ))
         }
-        Some(_) => return Err(unprocessable(&[("name", "string_type", "Input should be a valid string")])),
+        Some(v) => {
+            return Err(unprocessable("name", "string_type", "Input should be a valid string", v.clone()))
+        }
     }
     let enabled = match o.get("enabled") {
         None | Some(Value::Null) => None,
         Some(Value::Bool(b)) => Some(*b),
-        Some(_) => return Err(unprocessable(&[("enabled", "bool_type", "Input should be a valid boolean")])),
+        Some(v) => {
+            return Err(unprocessable("enabled", "bool_type", "Input should be a valid boolean", v.clone()))
+        }
     };
     let ratio = ratio_ppm(o.get("enabled_ratio").unwrap_or(&Value::Null), "enabled_ratio")?;
     // `enabled_ratio` is applied after `enabled`, as in HMA.
@@ -307,6 +318,8 @@ async fn add_entries(api: &Api, caller: &Arc<Caller>, bank: &str, entries: Vec<N
 
 /// One signal of a `/signal` body: its type must be the bank's.
 fn signal_entry(bank: &BankSummary, o: &Map<String, Value>) -> ApiResult<(SignalType, NewEntry)> {
+    // The note first, as HMA checks it.
+    let note = note_of(o.get("note"))?;
     let mut found: Option<(SignalType, AnyHash, String)> = None;
     for (k, v) in o {
         if k == "note" || k == "metadata" {
@@ -334,7 +347,7 @@ fn signal_entry(bank: &BankSummary, o: &Map<String, Value>) -> ApiResult<(Signal
             st.name
         )));
     }
-    let mut meta = EntryMeta { note: note_of(o.get("note"))?, ..EntryMeta::default() };
+    let mut meta = EntryMeta { note, ..EntryMeta::default() };
     metadata_into(o.get("metadata"), &mut meta)?;
     Ok((st, NewEntry { hash, meta, added_ms: None, state: EntryState::Active }))
 }

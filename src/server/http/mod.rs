@@ -161,13 +161,18 @@ impl Params {
         Ok(Params(map))
     }
 
+    /// The parameters as a JSON object (what pydantic shows as a query model's input).
+    pub(crate) fn as_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.0).unwrap_or_default()
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
 
     /// A parameter a pydantic model requires: 422 with pydantic's array when absent.
     pub(crate) fn required(&self, name: &str) -> ApiResult<&str> {
-        self.get(name).ok_or_else(|| unprocessable(&[(name, "missing", "Field required")]))
+        self.get(name).ok_or_else(|| unprocessable(name, "missing", "Field required", self.as_json()))
     }
 
     /// A boolean a pydantic model reads (true/false/1/0/yes/no/on/off/t/f/y/n, any case); 422 otherwise.
@@ -176,33 +181,38 @@ impl Params {
         match v.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" | "t" | "y" => Ok(true),
             "false" | "0" | "no" | "off" | "f" | "n" => Ok(false),
-            _ => Err(unprocessable(&[(
+            _ => Err(unprocessable(
                 name,
                 "bool_parsing",
                 "Input should be a valid boolean, unable to interpret input",
-            )])),
+                serde_json::Value::String(v.to_string()),
+            )),
         }
     }
 }
 
-/// HMA's 422 for a request that fails its pydantic model: an array of `{type, loc, msg}`.
-pub(crate) fn unprocessable(errors: &[(&str, &str, &str)]) -> ApiError {
-    let list: Vec<serde_json::Value> = errors
-        .iter()
-        .map(|(loc, ty, msg)| {
-            let loc: Vec<&str> = if loc.is_empty() { Vec::new() } else { vec![*loc] };
-            serde_json::json!({ "type": ty, "loc": loc, "msg": msg })
-        })
-        .collect();
-    // The one error that is an array, not `{"message"}` (HMA's validation layer answers before its
-    // error handler runs).
+/// HMA's 422 for a request that fails its pydantic model: a list of one pydantic error, `{type, loc, msg,
+/// input, url}` (and `ctx` where pydantic gives one). It is the one error that is a list, not
+/// `{"message"}`: HMA's validation layer answers before its error handler runs.
+pub(crate) fn unprocessable(loc: &str, ty: &str, msg: &str, input: serde_json::Value) -> ApiError {
+    let loc: Vec<&str> = if loc.is_empty() { Vec::new() } else { vec![loc] };
+    let mut e = serde_json::json!({
+        "type": ty, "loc": loc, "msg": msg, "input": input,
+        "url": format!("https://errors.pydantic.dev/{PYDANTIC_DOCS}/v/{ty}"),
+    });
+    if let Some(model) = msg.strip_prefix("Input should be a valid dictionary or instance of ") {
+        e["ctx"] = serde_json::json!({ "class_name": model });
+    }
     ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         message: "request validation failed".into(),
         retry_after: None,
-        body: Some(serde_json::Value::Array(list)),
+        body: Some(serde_json::Value::Array(vec![e])),
     }
 }
+
+/// The pydantic release whose error pages HMA 1.1.7's 422 answers link to.
+const PYDANTIC_DOCS: &str = "2.14";
 
 /// A JSON body the way Flask's `request.get_json()` reads it: 415 unless the content type is JSON, 400 when
 /// it does not parse.
@@ -218,8 +228,10 @@ pub(crate) fn flask_json(headers: &axum::http::HeaderMap, body: &[u8]) -> ApiRes
             "Did not attempt to load JSON data because the request Content-Type was not 'application/json'.",
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Failed to decode JSON object: {e}")))
+    // Werkzeug's text, as HMA answers it (the parser's reason is not shown there either).
+    serde_json::from_slice(body).map_err(|_| {
+        ApiError::bad_request("The browser (or proxy) sent a request that this server could not understand.")
+    })
 }
 
 /// A JSON body a pydantic model reads: 422 `model_type` when it is missing or not an object.
@@ -235,11 +247,12 @@ pub(crate) fn model_json(
     let parsed = if is_json { serde_json::from_slice::<serde_json::Value>(body).ok() } else { None };
     match parsed {
         Some(serde_json::Value::Object(m)) => Ok(m),
-        _ => Err(unprocessable(&[(
+        other => Err(unprocessable(
             "",
             "model_type",
             &format!("Input should be a valid dictionary or instance of {model}"),
-        )])),
+            other.unwrap_or(serde_json::Value::Null),
+        )),
     }
 }
 
@@ -280,7 +293,7 @@ pub(crate) fn need(method: &Method, path: &str) -> (Need, bool) {
     }
 }
 
-/// The caller of a request (set by [`authenticate`]).
+/// The caller of a request (set by [`gatekeeper`]).
 pub(crate) fn caller(req_ext: &axum::http::Extensions) -> Arc<Caller> {
     req_ext.get::<Arc<Caller>>().cloned().unwrap_or_else(Caller::local)
 }
@@ -298,7 +311,9 @@ async fn gatekeeper(State(gate): State<AppState>, mut req: Request, next: Next) 
         };
     };
     let (need, charge) = need(req.method(), &path);
-    match api.shared.auth.check(&req, need, charge, &path) {
+    // The route's name in messages, not the path: it holds caller text.
+    let what = format!("{} {}", req.method(), route_label(&path));
+    match api.shared.auth.check(&req, need, charge, &what) {
         Ok(caller) => {
             let start = std::time::Instant::now();
             let (method, who) = (req.method().clone(), caller.label().to_string());
@@ -647,5 +662,42 @@ async fn serve_connection<I>(
     let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_its_role() {
+        let role = |m: Method, p: &str| need(&m, p).0;
+        assert_eq!(role(Method::GET, "/status"), Need::Nothing);
+        assert_eq!(role(Method::POST, "/h/hash"), Need::Role(Role::Hash));
+        assert_eq!(role(Method::GET, "/m/raw_lookup"), Need::Role(Role::Match));
+        assert_eq!(role(Method::POST, "/m/lookup_batch"), Need::Role(Role::Match));
+        assert_eq!(role(Method::GET, "/c/banks"), Need::Identity);
+        assert_eq!(role(Method::POST, "/c/banks"), Need::Role(Role::Admin));
+        assert_eq!(role(Method::PUT, "/c/bank/X"), Need::Role(Role::Admin));
+        assert_eq!(role(Method::DELETE, "/c/bank/X"), Need::Role(Role::Admin));
+        assert_eq!(role(Method::POST, "/c/bank/X/signal"), Need::Role(Role::Write));
+        assert_eq!(role(Method::POST, "/c/bank/X/content"), Need::Role(Role::Write));
+        assert_eq!(role(Method::GET, "/c/bank/X/content/3"), Need::Role(Role::Read));
+        assert_eq!(role(Method::DELETE, "/c/bank/X/content/3"), Need::Role(Role::Write));
+        assert_eq!(role(Method::GET, "/nowhere"), Need::Identity);
+        // Image routes are charged per image by their handlers, everything else once by the gate.
+        assert!(!need(&Method::POST, "/h/hash").1 && need(&Method::GET, "/m/raw_lookup").1);
+        assert_eq!(route_label("/c/bank/ANY/content/7"), "/c/bank/{name}/content/{id}");
+        assert_eq!(route_label("/c/bank/ANY/x/y"), "other");
+    }
+
+    #[test]
+    fn grpc_codes_map_to_http_statuses() {
+        assert_eq!(http_status(Code::Unauthenticated), StatusCode::UNAUTHORIZED);
+        assert_eq!(http_status(Code::PermissionDenied), StatusCode::FORBIDDEN);
+        assert_eq!(http_status(Code::ResourceExhausted), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(http_status(Code::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
+        let e = ApiError::from(Error::UnknownBank("B".into()));
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
     }
 }
