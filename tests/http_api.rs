@@ -237,6 +237,8 @@ async fn curation_answers_as_hma_does() {
     assert_eq!((a.status, &a.body), (200, &json!({"deleted": 1})));
     let a = send(client().delete(format!("{b}/c/bank/TEST_BANK/content/0"))).await;
     assert_eq!((a.status, &a.body), (200, &json!({"deleted": 0})));
+    let a = get(&b, "/c/bank/TEST_BANK/content/0").await;
+    assert_eq!((a.status, msg(&a)), (404, "content '0' not found"), "a deleted item is gone");
 
     // Pharos's batch add: one transaction, ids in order.
     let many: Vec<Value> =

@@ -746,7 +746,7 @@ impl BankSet {
         let bank = self.get(name)?;
         let unknown = || Error::UnknownEntry { bank: name.to_string(), id };
         let row = u32::try_from(id).map_err(|_| unknown())?;
-        let hash = bank.index.read().get(row).ok_or_else(unknown)?;
+        let hash = bank.index.read().get_live(row).ok_or_else(unknown)?;
         let state = bank.disabled.read().get(&row).copied().unwrap_or_default();
         let meta = self.store.metas(name, &[id])?.pop().unwrap_or_default();
         Ok((hash, meta, state))

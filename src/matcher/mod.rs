@@ -341,6 +341,21 @@ impl Index {
         each!(self, i => i.heap_bytes())
     }
 
+    /// The hash in `row` if the row is live (not removed).
+    pub fn get_live(&self, row: u32) -> Option<AnyHash> {
+        let live = match self {
+            Index::Pdq(i) => i.is_live(row),
+            Index::Phash(i) => i.is_live(row),
+            // Digest indexes answer only live rows.
+            Index::Md5(_) | Index::Sha1(_) | Index::Sha256(_) => true,
+        };
+        if live {
+            self.get(row)
+        } else {
+            None
+        }
+    }
+
     /// The hash in `row`.
     pub fn get(&self, row: u32) -> Option<AnyHash> {
         match self {

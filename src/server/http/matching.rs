@@ -170,6 +170,7 @@ async fn lookup_computed(
     computed: &Computed,
     banks: Option<&str>,
     coin: &Coin,
+    hma_quirks: bool,
 ) -> ApiResult<Map<String, Value>> {
     let mut out = Map::new();
     for name in computed.text.keys() {
@@ -179,7 +180,9 @@ async fn lookup_computed(
                 let targets = candidates(api, caller, st, banks, coin)?;
                 search(api, caller, targets, vec![(*h, computed.quality)]).await?.pop().unwrap_or_default()
             }
-            // A PDQ below quality 50 is not matched.
+            // A PDQ below quality 50 (`""`): HMA looks that up and refuses it; Pharos's own
+            // hash_lookup answers no matches for it instead.
+            None if hma_quirks => return Err(ApiError::bad_request("invalid signal: invalid PDQ hash")),
             None => ByBank::new(),
         };
         out.insert(name.to_string(), by_bank_json(st.kind, &found));
@@ -210,7 +213,7 @@ pub(crate) async fn lookup_get(Extension(api): Extension<Arc<Api>>, req: Request
     if let Some(url) = p.get("url").filter(|u| !u.is_empty()) {
         let (content, bytes) = fetch_url(&api, url, p.get("content_type")).await?;
         let computed = hash_media(&api, &caller, content, bytes, p.get("types")).await?;
-        let all = lookup_computed(&api, &caller, &computed, banks, &coin).await?;
+        let all = lookup_computed(&api, &caller, &computed, banks, &coin, true).await?;
         return Ok(json(match p.get("signal_type") {
             Some(st) => all.get(st).cloned().unwrap_or_else(|| json!({})),
             None => Value::Object(all),
@@ -251,7 +254,7 @@ pub(crate) async fn lookup_post(Extension(api): Extension<Arc<Api>>, req: Reques
     let types = p.get("types").map(str::to_string);
     let upload = read_upload(req).await?;
     let computed = hash_media(&api, &caller, upload.content, upload.bytes, types.as_deref()).await?;
-    Ok(json(Value::Object(lookup_computed(&api, &caller, &computed, banks.as_deref(), &coin).await?)))
+    Ok(json(Value::Object(lookup_computed(&api, &caller, &computed, banks.as_deref(), &coin, true).await?)))
 }
 
 /// `GET /m/hash_lookup?url=…` (Pharos): the hashes of a URL's media and their matches, in one call.
@@ -276,7 +279,7 @@ pub(crate) async fn hash_lookup_url(
     };
     let (content, bytes) = fetch_url(&api, url, p.get("content_type")).await?;
     let computed = hash_media(&api, &caller, content, bytes, p.get("types")).await?;
-    let matches = lookup_computed(&api, &caller, &computed, p.get("banks"), &coin).await?;
+    let matches = lookup_computed(&api, &caller, &computed, p.get("banks"), &coin, false).await?;
     Ok(json(json!({ "hashes": computed.text, "matches": matches })))
 }
 
@@ -303,7 +306,7 @@ pub(crate) async fn hash_lookup_upload(
     let types = p.get("types").map(str::to_string);
     let upload = read_upload(req).await?;
     let computed = hash_media(&api, &caller, upload.content, upload.bytes, types.as_deref()).await?;
-    let matches = lookup_computed(&api, &caller, &computed, banks.as_deref(), &coin).await?;
+    let matches = lookup_computed(&api, &caller, &computed, banks.as_deref(), &coin, false).await?;
     Ok(json(json!({ "hashes": computed.text, "matches": matches })))
 }
 

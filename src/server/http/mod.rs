@@ -263,7 +263,7 @@ pub(crate) fn need(method: &Method, path: &str) -> (Need, bool) {
     // (need, charged by the layer: image routes are charged per image by their handlers)
     let image = |n| (n, false);
     let call = |n| (n, true);
-    if p == "/status" || p == "/status/live" || p == "/openapi.json" {
+    if p.is_empty() || p == "/status" || p == "/status/live" || p == "/openapi.json" {
         return (Need::Nothing, false);
     }
     let is_get = method == Method::GET || method == Method::HEAD;
@@ -429,6 +429,8 @@ pub(crate) async fn flask_405() -> Response {
 /// The router: HMA's routes, Pharos's additions, the OpenAPI document.
 fn router(gate: AppState, body_limit: usize) -> Router {
     Router::new()
+        // HMA redirects its root to `/status` (or its UI, which Pharos has not).
+        .route("/", get(|| async { axum::response::Redirect::to("/status") }))
         .route("/status", get(status))
         .route("/status/live", get(status_live))
         .route("/openapi.json", get(openapi::serve))
