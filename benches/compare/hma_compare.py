@@ -344,6 +344,7 @@ def pharos_bulk(srv, name, signals, chunk):
 
 def phase_load(args, servers, corpus_rows, state):
     specs = bank_specs(args, corpus_rows)
+    old = {b["name"]: b for b in state.get("banks", [])}
     state["banks"] = []
     for spec in specs:
         signals = spec_signals(spec)
@@ -351,8 +352,16 @@ def phase_load(args, servers, corpus_rows, state):
         if "signals" in spec and len(spec["signals"]) <= 100_000:
             entry["signals"] = spec["signals"]
         entry["sides"] = {}
+        prev = old.get(spec["name"])
+        if prev is not None:
+            # --load-sides: keep what an earlier run loaded into the other side, if it loaded the same.
+            same = (prev["n"] == spec["n"] and prev.get("seed") == spec.get("seed")
+                    and prev.get("signals", entry.get("signals")) == entry.get("signals"))
+            entry["sides"] = {s: v for s, v in prev["sides"].items() if s not in args.load_sides and same}
         log(f"== load {spec['name']}: {len(signals)} signals ({spec['what']}), method {spec['method']}")
         for side, srv in servers.items():
+            if side not in args.load_sides:
+                continue
             create_bank(srv, spec["name"], args.reset)
             if spec["method"] == "api":
                 ids, secs, how = add_one_by_one(srv, spec["name"], signals, args.load_concurrency)
@@ -1099,6 +1108,8 @@ def main():
     ap.add_argument("--reset", action="store_true", help="DELETE the harness's banks on both sides before loading")
     ap.add_argument("--random", type=int, default=20000, help="random PDQ signals added one by one (0: none)")
     ap.add_argument("--big", type=int, default=0, help="size of a further random bank, e.g. 1000000 (0: none)")
+    ap.add_argument("--load-sides", default="hma,pharos",
+                    help="load only these sides (hma, pharos), keeping the other side's earlier load in hma-state.json")
     ap.add_argument("--bulk", action="store_true", help="load the --big bank in bulk (SQL for HMA, bulk API for Pharos)")
     ap.add_argument("--bulk-chunk", type=int, default=10000)
     ap.add_argument("--hma-db", help="libpq URL of HMA's database, for --bulk")
@@ -1119,6 +1130,7 @@ def main():
     ap.add_argument("--bench-queries", type=int, default=20000)
     args = ap.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
+    args.load_sides = [s for s in ("hma", "pharos") if s in args.load_sides.split(",")]
     phases = set(args.phases.split(","))
     args.out = os.path.abspath(args.out)
     os.makedirs(args.out, exist_ok=True)
@@ -1134,7 +1146,12 @@ def main():
     state = None
     if "load" in phases:
         state = {}
+        if args.load_sides != ["hma", "pharos"] and os.path.exists(os.path.join(args.out, "hma-state.json")):
+            state = load_state(args)
         phase_load(args, servers, corpus_rows, state)
+        missing = [f"{b['name']}:{s}" for b in state["banks"] for s in servers if s not in b["sides"]]
+        if missing and (phases - {"load"}):
+            raise SystemExit(f"not loaded yet: {', '.join(missing)} (run the load phase with --load-sides for them)")
     comp = bench = None
     if "compare" in phases or "bench" in phases:
         state = state or load_state(args)
