@@ -315,13 +315,19 @@ def pharos_bulk_path(srv):
 
 
 def pharos_bulk(srv, name, signals, chunk):
-    """POST /c/bank/NAME/signals with `chunk` signals per request. The request is a JSON list of
-    HMA signal objects ({"pdq": "..."}), the answer a list of {"id": N, ...} in the same order (or an
-    object with such a list under "items"/"contents"/"results")."""
+    """POST /c/bank/NAME/signals with `chunk` signals per request. The request is
+    {"signals": [{"pdq": "..."}, ...]} (or, if the server refuses that, a bare JSON list of the same
+    objects), the answer a list of {"id": N, ...} in the same order (or an object with such a list under
+    "items"/"contents"/"results")."""
     ids = []
+    wrap = True
     for start in range(0, len(signals), chunk):
         part = signals[start:start + chunk]
-        r = srv.request("POST", f"/c/bank/{name}/signals", json_body=[{"pdq": s} for s in part])
+        items = [{"pdq": s} for s in part]
+        r = srv.request("POST", f"/c/bank/{name}/signals", json_body={"signals": items} if wrap else items)
+        if start == 0 and r.status in (400, 415, 422):
+            wrap = False
+            r = srv.request("POST", f"/c/bank/{name}/signals", json_body=items)
         body = r.json
         if isinstance(body, dict):
             for k in ("items", "contents", "results", "signals", "added"):
