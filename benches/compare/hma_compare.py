@@ -397,7 +397,7 @@ def phase_load(args, servers, corpus_rows, state):
         state["banks"].append(entry)
     state["loaded_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     save_state(args, state)
-    if "hma" in servers and any(b["method"] == "bulk" for b in state["banks"]) and not args.hma_build_cmd:
+    if "hma" in args.load_sides and any(b["method"] == "bulk" for b in state["banks"]) and not args.hma_build_cmd:
         log("== HMA: rows were written straight into its tables; rebuild its index now, e.g.\n"
             "   (cd hasher-matcher-actioner/src && OMM_CONFIG=/abs/omm_config.py flask --app OpenMediaMatch.app "
             "build_indices)\n   (or pass --hma-build-cmd CMD to have it run here)")
@@ -433,8 +433,38 @@ def build_maps(state):
         for side, info in b["sides"].items():
             m = maps.setdefault(side, {})
             for i, cid in enumerate(info["ids"]):
-                m[cid] = (b["name"], sig[i])
+                entry = (b["name"], sig[i])
+                old = m.get(cid)
+                if old is None:
+                    m[cid] = entry
+                elif isinstance(old, list):
+                    old.append(entry)
+                else:
+                    m[cid] = [old, entry]  # the same id in two banks
     return maps, bank_signals
+
+
+def id_overlap(state):
+    """Per side: how many ids were given to more than one bank's content, with an example."""
+    out = {}
+    for side in {s for b in state["banks"] for s in b["sides"]}:
+        seen = {}
+        shared = set()
+        example = None
+        for b in state["banks"]:
+            for i, cid in enumerate(b["sides"][side]["ids"]):
+                if cid in seen and seen[cid][0] != b["name"]:
+                    shared.add(cid)
+                    if example is None or cid < example[0]:
+                        example = (cid, seen[cid], (b["name"], i))
+                else:
+                    seen.setdefault(cid, (b["name"], i))
+        ids = [cid for b in state["banks"] for cid in b["sides"][side]["ids"]]
+        out[side] = {"ids": len(ids), "distinct": len(set(ids)), "shared_between_banks": len(shared),
+                     "smallest": min(ids) if ids else None,
+                     "example": (f"id {example[0]} is {example[1][0]}[{example[1][1]}] and {example[2][0]}[{example[2][1]}]"
+                                 if example else None)}
+    return out
 
 
 def wait_ready(args, servers, state, bank_signals):
@@ -650,9 +680,12 @@ def build_requests(args, state, bank_signals, corpus_rows):
 
 
 class Normaliser:
-    """Content ids -> "<content BANK:signal>" through each side's id map (ids it gave back while loading);
-    an id it never gave back is looked up once with GET /c/bank/<bank>/content/<id>?include_signals=true
-    and written "<content ?:signal>" (or "<unknown id N>")."""
+    """Content ids -> "<content BANK:signal>" through each side's id map (the ids it gave back while
+    loading). Where a side gave the same id to content of several banks (ids per bank, not global), the
+    bank is taken from the answer (lookup groups by bank; content answers name their bank) or, in
+    raw_lookup, from the one candidate within the match radius of the query (at the answered distance,
+    within banks= if given); such resolutions are counted. An id never given back is looked up once with
+    GET /c/bank/<bank>/content/<id>?include_signals=true ("<content BANK:signal>", else "<unknown id N>")."""
 
     def __init__(self, side, srv, idmap, bank_names):
         self.side = side
@@ -660,19 +693,43 @@ class Normaliser:
         self.idmap = idmap
         self.banks = bank_names
         self.extra = {}
+        self.ambiguous = collections.Counter()
         self.lock = threading.Lock()
 
-    def token(self, cid):
+    def candidates(self, cid):
+        hit = self.idmap.get(cid)
+        if hit is None:
+            return []
+        return hit if isinstance(hit, list) else [hit]
+
+    def token(self, cid, bank=None, query=None, distance=None, banks=None):
         if isinstance(cid, bool) or not isinstance(cid, int):
             return cid
-        hit = self.idmap.get(cid)
-        if hit is not None:
-            return f"<content {hit[0]}:{hit[1]}>"
+        cands = self.candidates(cid)
+        if len(cands) > 1:
+            pick = cands
+            if bank is not None:
+                pick = [c for c in pick if c[0] == bank]
+            else:
+                if banks:
+                    pick = [c for c in pick if c[0] in banks]
+                if query is not None and len(pick) > 1:
+                    d = int(distance) if isinstance(distance, str) and distance.isdigit() else None
+                    pick = [c for c in pick if (hamming(query, c[1]) == d if d is not None else hamming(query, c[1]) <= 31)]
+            with self.lock:
+                self.ambiguous["resolved" if len(pick) == 1 else "unresolved"] += 1
+            if len(pick) == 1:
+                return f"<content {pick[0][0]}:{pick[0][1]}>"
+            return f"<ambiguous id {cid}: " + " | ".join(f"{c[0]}:{c[1][:12]}" for c in pick or cands) + ">"
+        if len(cands) == 1:
+            if bank is not None and cands[0][0] != bank:
+                return f"<content {cands[0][0]}:{cands[0][1]} (answered as {bank})>"
+            return f"<content {cands[0][0]}:{cands[0][1]}>"
         with self.lock:
             if cid in self.extra:
                 return self.extra[cid]
         tok = f"<unknown id {cid}>"
-        for b in self.banks:
+        for b in ([bank] if bank else self.banks):
             r = self.srv.request("GET", f"/c/bank/{b}/content/{cid}?include_signals=true")
             if r.status == 200 and isinstance(r.json, dict):
                 sig = (r.json.get("signals") or {}).get("pdq")
@@ -684,26 +741,34 @@ class Normaliser:
         return tok
 
     def norm(self, path, body):
-        """The body with content ids replaced; the request path (without query) says where ids are."""
+        """The body with content ids replaced; the request path says where ids are."""
         if body is None:
             return None
-        if path == "/m/raw_lookup" and isinstance(body, dict) and isinstance(body.get("matches"), list):
+        bare, _, qs = path.partition("?")
+        params = dict(urllib.parse.parse_qsl(qs))
+        query = params.get("signal")
+        if not (isinstance(query, str) and re.fullmatch(r"[0-9a-f]{64}", query)):
+            query = None
+        banks = set(params["banks"].split(",")) if params.get("banks") else None
+        if bare == "/m/raw_lookup" and isinstance(body, dict) and isinstance(body.get("matches"), list):
             out = []
             for m in body["matches"]:
                 if isinstance(m, dict) and "bank_content_id" in m:
-                    m = dict(m, bank_content_id=self.token(m["bank_content_id"]))
+                    m = dict(m, bank_content_id=self.token(m["bank_content_id"], query=query,
+                                                           distance=m.get("distance"), banks=banks))
                 elif isinstance(m, int):
-                    m = self.token(m)
+                    m = self.token(m, query=query, banks=banks)
                 out.append(m)
             return dict(body, matches=out)
-        if path == "/m/lookup" and isinstance(body, dict):
-            return {bank: ([dict(m, bank_content_id=self.token(m["bank_content_id"]))
+        if bare == "/m/lookup" and isinstance(body, dict):
+            return {bank: ([dict(m, bank_content_id=self.token(m["bank_content_id"], bank=bank))
                             if isinstance(m, dict) and "bank_content_id" in m else m for m in lst]
                            if isinstance(lst, list) else lst)
                     for bank, lst in body.items()}
-        if re.fullmatch(r"/c/bank/[^/]+/content/[^/]+", path) and isinstance(body, dict) and "id" in body:
-            return dict(body, id=self.token(body["id"]))
-        if path == "/m/index/status" and isinstance(body, dict):
+        if re.fullmatch(r"/c/bank/[^/]+/content/[^/]+", bare) and isinstance(body, dict) and "id" in body:
+            owner = (body.get("bank") or {}).get("name") if isinstance(body.get("bank"), dict) else None
+            return dict(body, id=self.token(body["id"], bank=owner))
+        if bare == "/m/index/status" and isinstance(body, dict):
             out = {}
             for t, st in body.items():
                 if isinstance(st, dict) and isinstance(st.get("built_to"), int) and st["built_to"] > 0:
@@ -787,8 +852,12 @@ def classify(req, a, b, na, nb, corpus_by_path):
             kind.append("Pharos has extra matches")
         return f"{g}: {' and '.join(kind)}", f"missing {sorted(miss)[:3]} extra {sorted(extra)[:3]}"
     if g == "GET /m/index/status" and isinstance(ja, dict) and isinstance(jb, dict):
-        common = set(ja) & set(jb)
-        if all(dumps(ja[k]) == dumps(jb[k]) for k in common) and set(ja) <= set(jb):
+        common = sorted(set(ja) & set(jb))
+        differ = [k for k in common if dumps(ja[k]) != dumps(jb[k])]
+        if differ:
+            return (f"{g}: {', '.join(differ)} differs",
+                    "; ".join(f"{k}: HMA {dumps(ja[k])}, Pharos {dumps(jb[k])}" for k in differ))
+        if set(ja) <= set(jb):
             return "known: GET /m/index/status: Pharos lists extra signal types", f"extra keys {sorted(set(jb) - set(ja))}"
     if isinstance(ja, dict) and isinstance(jb, dict) and set(ja) != set(jb):
         return f"{g}: different keys", f"HMA only {sorted(set(ja) - set(jb))}, Pharos only {sorted(set(jb) - set(ja))}"
@@ -863,9 +932,8 @@ def run_compare(args, servers, state, reqs, maps, bank_signals, corpus_rows):
     for req, res in zip(reqs, results):
         per_group[req["group"]] += 1
         a, b = res["hma"], res["pharos"]
-        bare = req["path"].split("?")[0]
-        na = norms["hma"].norm(bare, a.json)
-        nb = norms["pharos"].norm(bare, b.json)
+        na = norms["hma"].norm(req["path"], a.json)
+        nb = norms["pharos"].norm(req["path"], b.json)
         c = classify(req, a, b, na, nb, corpus_by_path)
         if c is None:
             continue
@@ -908,6 +976,17 @@ def run_compare(args, servers, state, reqs, maps, bank_signals, corpus_rows):
                 vs_ref_rows[side].append(f"{row['path']} (mode {row['mode']}, quality {row['pdq_quality_cpp']}): "
                                          f"{hamming(got, row['pdq_hex_cpp'])} bits from pdq_hex_cpp")
             vs_ref[side][k] += 1
+    overlap = id_overlap(state)
+    if overlap.get("pharos", {}).get("shared_between_banks") and not overlap.get("hma", {}).get("shared_between_banks"):
+        o = overlap["pharos"]
+        diffs.insert(0, {
+            "category": "content ids: Pharos gives the same id to content of different banks (HMA's ids are global)",
+            "detail": f"{o['shared_between_banks']} of {o['distinct']} distinct ids are shared; e.g. {o['example']}; "
+                      f"smallest id {o['smallest']} (HMA {overlap['hma']['smallest']})",
+            "request": "POST /c/bank/NAME/signal (and /signals) answers, while loading", "meta": {},
+            "hma": {"status": 200, "content_type": "", "body": "ids unique across banks"},
+            "pharos": {"status": 200, "content_type": "", "body": "ids restart in every bank"},
+            "hma_raw": "", "pharos_raw": ""})
     status_hist = {side: collections.Counter(f"{reqs[i]['group']} {res[side].status}" for i, res in enumerate(results))
                    for side in servers}
     lat = {side: sorted(res[side].seconds for res in results) for side in servers}
@@ -916,6 +995,8 @@ def run_compare(args, servers, state, reqs, maps, bank_signals, corpus_rows):
         "status_histogram": {s: dict(sorted(h.items())) for s, h in status_hist.items()},
         "median_latency_ms": {s: round(1000 * v[len(v) // 2], 2) for s, v in lat.items()},
         "unknown_ids": {s: n.extra for s, n in norms.items() if n.extra},
+        "ambiguous_ids": {s: dict(n.ambiguous) for s, n in norms.items()},
+        "id_overlap": overlap,
         "hash_vs_reference": {s: dict(c) for s, c in vs_ref.items()},
         "hash_other": vs_ref_rows,
     }
@@ -1045,6 +1126,15 @@ def report(args, state, comp, bench, info):
             lines.append(f"* {c[len('known: '):]}: {len(cats[c])}")
             for d in cats[c][: args.examples]:
                 lines.append(f"  * `{d['request'][:200]}` {d['detail']}")
+        lines.append("\n#### Content ids\n")
+        for side, o in comp["id_overlap"].items():
+            lines.append(f"* {side}: {o['ids']} ids given while loading, {o['distinct']} distinct, "
+                         f"{o['shared_between_banks']} shared between banks, smallest {o['smallest']}"
+                         + (f" ({o['example']})" if o["example"] else ""))
+        for side, a in comp["ambiguous_ids"].items():
+            if a:
+                lines.append(f"* {side}: ids in answers that named content of several banks: {a.get('resolved', 0)} "
+                             f"resolved by bank, radius and distance, {a.get('unresolved', 0)} not")
         lines.append("\n#### `POST /h/hash` answers against the corpus's reference PDQ (`expected.tsv`)\n")
         keys = sorted({k for c in comp["hash_vs_reference"].values() for k in c})
         lines.append("| answer | " + " | ".join(comp["hash_vs_reference"]) + " |")
