@@ -405,14 +405,14 @@ def phase_load(args, servers, corpus_rows, state):
 
 def save_state(args, state):
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "hma-state.json")
+    path = args.state
     with open(path + ".tmp", "w") as f:
         json.dump(state, f)
     os.replace(path + ".tmp", path)
 
 
 def load_state(args):
-    path = os.path.join(args.out, "hma-state.json")
+    path = args.state
     if not os.path.exists(path):
         raise SystemExit(f"{path} not found: run the load phase first")
     with open(path) as f:
@@ -584,6 +584,15 @@ def build_requests(args, state, bank_signals, corpus_rows):
         for i in idx:
             add("GET /c/bank/NAME/content/ID", "GET", f"/c/bank/{b['name']}/content/@{i}?include_signals=true",
                 content=(b["name"], i))
+    # Lookups of uploaded images (HMA: {signal type: {bank: [...]}}).
+    for r in corpus_rows[: args.upload_lookups]:
+        with open(r["abspath"], "rb") as f:
+            body, ct = multipart([("photo", os.path.basename(r["path"]), f.read())])
+        add("POST /m/lookup", "POST", "/m/lookup", body, {"Content-Type": ct}, image=r["path"])
+        add("POST /m/lookup", "POST", "/m/lookup?" + q(banks=corpus_bank), body, {"Content-Type": ct}, image=r["path"])
+    for path in ("/c/signal_type", "/c/content_type", "/c/signal_type/index", "/c/signal_type/index?signal_type=pdq",
+                 "/status", "/status/live", "/status/ready", "/"):
+        add("other GET", "GET", path, label=path)
     add("GET /m/index/status", "GET", "/m/index/status")
     add("GET /m/index/status", "GET", "/m/index/status?signal_type=pdq")
 
@@ -761,13 +770,19 @@ class Normaliser:
                 out.append(m)
             return dict(body, matches=out)
         if bare == "/m/lookup" and isinstance(body, dict):
-            return {bank: ([dict(m, bank_content_id=self.token(m["bank_content_id"], bank=bank))
-                            if isinstance(m, dict) and "bank_content_id" in m else m for m in lst]
-                           if isinstance(lst, list) else lst)
-                    for bank, lst in body.items()}
+            def by_bank(d):
+                return {bank: ([dict(m, bank_content_id=self.token(m["bank_content_id"], bank=bank))
+                                if isinstance(m, dict) and "bank_content_id" in m else m for m in lst]
+                               if isinstance(lst, list) else by_bank(lst) if isinstance(lst, dict) else lst)
+                        for bank, lst in d.items()}
+            return by_bank(body)  # {bank: [...]}, or {signal type: {bank: [...]}} for uploads
         if re.fullmatch(r"/c/bank/[^/]+/content/[^/]+", bare) and isinstance(body, dict) and "id" in body:
             owner = (body.get("bank") or {}).get("name") if isinstance(body.get("bank"), dict) else None
             return dict(body, id=self.token(body["id"], bank=owner))
+        if bare == "/c/signal_type/index" and isinstance(body, dict):
+            return {t: ({k: ("<unix time>" if k in ("index_built_to", "newest_db_item") and isinstance(v, int) and v > 0
+                             else v) for k, v in st.items()} if isinstance(st, dict) else st)
+                    for t, st in body.items()}
         if bare == "/m/index/status" and isinstance(body, dict):
             out = {}
             for t, st in body.items():
@@ -851,6 +866,16 @@ def classify(req, a, b, na, nb, corpus_by_path):
         if extra:
             kind.append("Pharos has extra matches")
         return f"{g}: {' and '.join(kind)}", f"missing {sorted(miss)[:3]} extra {sorted(extra)[:3]}"
+    if isinstance(ja, list) and isinstance(jb, list) and req["meta"].get("label") == "/c/signal_type":
+        if all(x in jb for x in ja):
+            return "known: GET /c/signal_type: Pharos lists extra signal types", \
+                f"extra {[x.get('name') for x in jb if x not in ja]}"
+    if req["meta"].get("label", "").startswith("/c/signal_type/index") and isinstance(ja, dict) and isinstance(jb, dict):
+        if all(dumps(ja[k]) == dumps(jb.get(k)) for k in ja):
+            return "known: GET /c/signal_type/index: Pharos lists extra signal types", f"extra keys {sorted(set(jb) - set(ja))}"
+        differ = [k for k in ja if dumps(ja[k]) != dumps(jb.get(k))]
+        return (f"GET /c/signal_type/index: {', '.join(differ)} differs",
+                "; ".join(f"{k}: HMA {dumps(ja[k])}, Pharos {dumps(jb.get(k))}" for k in differ))
     if g == "GET /m/index/status" and isinstance(ja, dict) and isinstance(jb, dict):
         common = sorted(set(ja) & set(jb))
         differ = [k for k in common if dumps(ja[k]) != dumps(jb[k])]
@@ -1000,6 +1025,166 @@ def run_compare(args, servers, state, reqs, maps, bank_signals, corpus_rows):
         "hash_vs_reference": {s: dict(c) for s, c in vs_ref.items()},
         "hash_other": vs_ref_rows,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Curation scenario: the same writes, one after the other, on both sides
+
+
+def scenario_steps(args, corpus_rows, rnd, rh):
+    p = args.bank_prefix
+    s1, s2, corpus = f"{p}TMP", f"{p}TMP2", f"{p}CORPUS"
+    later = int(time.time()) + 3600
+    rng = random.Random(args.seed + 55)
+    h1, h2 = (f"{rng.getrandbits(256):064x}" for _ in range(2))
+    good = next(r for r in corpus_rows if int(r["pdq_quality_cpp"]) >= 80 and r["mode"] == "RGB")
+    low = next(r for r in corpus_rows if int(r["pdq_quality_cpp"]) < 50)
+    with open(good["abspath"], "rb") as f:
+        good_bytes = f.read()
+    with open(low["abspath"], "rb") as f:
+        low_bytes = f.read()
+    meta = json.dumps({"content_id": "abc-1", "content_uri": "https://example.com/x.jpg", "json": {"k": [1, 2]}})
+    J = "json"
+    steps = [
+        ("create bank with enabled_ratio", "POST", "/c/banks", J, {"name": s1, "enabled_ratio": 0.5}, None),
+        ("create it again", "POST", "/c/banks", J, {"name": s1}, None),
+        ("get it", "GET", f"/c/bank/{s1}", None, None, None),
+        ("disable", "PUT", f"/c/bank/{s1}", J, {"enabled": False}, None),
+        ("set ratio", "PUT", f"/c/bank/{s1}", J, {"enabled_ratio": 0.25}, None),
+        ("enable and set ratio", "PUT", f"/c/bank/{s1}", J, {"enabled": True, "enabled_ratio": 0.75}, None),
+        ("rename to a bad name", "PUT", f"/c/bank/{s1}", J, {"name": "lower"}, None),
+        ("rename to a taken name", "PUT", f"/c/bank/{s1}", J, {"name": corpus}, None),
+        ("rename", "PUT", f"/c/bank/{s1}", J, {"name": s2}, None),
+        ("get the old name", "GET", f"/c/bank/{s1}", None, None, None),
+        ("get the new name", "GET", f"/c/bank/{s2}", None, None, None),
+        ("rename back", "PUT", f"/c/bank/{s2}", J, {"name": s1}, None),
+        ("get the name after renaming back", "GET", f"/c/bank/{s1}", None, None, None),
+        ("update an unknown bank", "PUT", "/c/bank/NO_SUCH_BANK", J, {"enabled_ratio": 1.0}, None),
+        ("update with a non-JSON body", "PUT", f"/c/bank/{s1}", "raw", b"xyz", None),
+        ("add a signal with a note", "POST", f"/c/bank/{s1}/signal", J, {"pdq": h1, "note": "hello"}, "id1"),
+        ("add another signal", "POST", f"/c/bank/{s1}/signal", J, {"pdq": h2}, "id2"),
+        ("add a signal with a too long note", "POST", f"/c/bank/{s1}/signal", J, {"pdq": h2, "note": "n" * 256}, None),
+        ("add a signal with a non-string note", "POST", f"/c/bank/{s1}/signal", J, {"pdq": h2, "note": 5}, None),
+        ("get content (defaults)", "GET", f"/c/bank/{s1}/content/{{id1}}", None, None, None),
+        ("get content with signals, without metadata", "GET",
+         f"/c/bank/{s1}/content/{{id1}}?include_signals=true&include_metadata=false", None, None, None),
+        ("get content through another bank's name", "GET", f"/c/bank/{corpus}/content/{{id1}}?include_signals=true",
+         None, None, None),
+        ("disable content forever", "PUT", f"/c/bank/{s1}/content/{{id1}}", J, {"disable_until_ts": 0}, None),
+        ("disable_until_ts not a number", "PUT", f"/c/bank/{s1}/content/{{id1}}", J, {"disable_until_ts": "abc"}, None),
+        ("disable_until_ts negative", "PUT", f"/c/bank/{s1}/content/{{id1}}", J, {"disable_until_ts": -5}, None),
+        ("disable_until_ts too far", "PUT", f"/c/bank/{s1}/content/{{id1}}", J, {"disable_until_ts": 99999999999}, None),
+        ("disable_until_ts as a numeric string", "PUT", f"/c/bank/{s1}/content/{{id1}}", J, {"disable_until_ts": "1"}, None),
+        ("clear the note", "PUT", f"/c/bank/{s1}/content/{{id1}}", J, {"note": ""}, None),
+        ("too long note", "PUT", f"/c/bank/{s1}/content/{{id1}}", J, {"note": "x" * 256}, None),
+        ("update unknown content", "PUT", f"/c/bank/{s1}/content/999999999", J, {"note": "x"}, None),
+        ("get content after updates", "GET", f"/c/bank/{s1}/content/{{id1}}?include_signals=true", None, None, None),
+        ("upload with metadata and note", "POST", f"/c/bank/{s1}/content", "multipart",
+         [("photo", "a.jpg", good_bytes), ("metadata", None, meta.encode()), ("note", None, b"uploaded")], "id3"),
+        ("get uploaded content", "GET", f"/c/bank/{s1}/content/{{id3}}?include_signals=true", None, None, None),
+        ("upload with an unknown metadata key", "POST", f"/c/bank/{s1}/content", "multipart",
+         [("photo", "a.jpg", good_bytes), ("metadata", None, b'{"bad": 1}')], None),
+        ("upload with metadata that is not JSON", "POST", f"/c/bank/{s1}/content", "multipart",
+         [("photo", "a.jpg", good_bytes), ("metadata", None, b"{nope")], None),
+        ("upload a low-quality image", "POST", f"/c/bank/{s1}/content", "multipart",
+         [("photo", "low.jpg", low_bytes)], None),
+        ("add content without upload or url", "POST", f"/c/bank/{s1}/content", None, None, None),
+        ("add content to an unknown bank", "POST", "/c/bank/NO_SUCH_BANK/content", "multipart",
+         [("photo", "a.jpg", good_bytes)], None),
+        ("delete content", "DELETE", f"/c/bank/{s1}/content/{{id2}}", None, None, None),
+        ("delete it again", "DELETE", f"/c/bank/{s1}/content/{{id2}}", None, None, None),
+        ("get deleted content", "GET", f"/c/bank/{s1}/content/{{id2}}", None, None, None),
+        ("delete content of an unknown bank", "DELETE", "/c/bank/NO_SUCH_BANK/content/1", None, None, None),
+        # Enablement, on an entry of the random bank (put back as it was): lookup drops disabled content
+        # and banks whose ratio loses the coin flip; raw_lookup checks neither.
+        ("lookup an entry", "GET", "/m/lookup?" + q(signal_type="pdq", signal=rh), None, None, None),
+        ("disable the entry", "PUT", f"/c/bank/{rnd}/content/{{r}}", J, {"disable_until_ts": 0}, None),
+        ("lookup the disabled entry", "GET", "/m/lookup?" + q(signal_type="pdq", signal=rh), None, None, None),
+        ("raw_lookup the disabled entry", "GET", "/m/raw_lookup?" + q(signal_type="pdq", signal=rh, banks=rnd),
+         None, None, None),
+        ("disable it for an hour", "PUT", f"/c/bank/{rnd}/content/{{r}}", J, {"disable_until_ts": later}, None),
+        ("lookup it", "GET", "/m/lookup?" + q(signal_type="pdq", signal=rh), None, None, None),
+        ("enable it again", "PUT", f"/c/bank/{rnd}/content/{{r}}", J, {"disable_until_ts": 1}, None),
+        ("lookup the enabled entry", "GET", "/m/lookup?" + q(signal_type="pdq", signal=rh), None, None, None),
+        ("bank ratio 0", "PUT", f"/c/bank/{rnd}", J, {"enabled_ratio": 0.0}, None),
+        ("lookup in a bank with ratio 0", "GET", "/m/lookup?" + q(signal_type="pdq", signal=rh), None, None, None),
+        ("raw_lookup in a bank with ratio 0", "GET", "/m/raw_lookup?" + q(signal_type="pdq", signal=rh), None, None, None),
+        ("bank ratio 1 again", "PUT", f"/c/bank/{rnd}", J, {"enabled_ratio": 1.0}, None),
+        ("lookup after ratio 1", "GET", "/m/lookup?" + q(signal_type="pdq", signal=rh), None, None, None),
+        ("list banks", "GET", "/c/banks", None, None, None),
+        ("delete the bank", "DELETE", f"/c/bank/{s1}", None, None, None),
+        ("delete it again", "DELETE", f"/c/bank/{s1}", None, None, None),
+        ("get the deleted bank", "GET", f"/c/bank/{s1}", None, None, None),
+        ("delete the renamed bank's name", "DELETE", f"/c/bank/{s2}", None, None, None),
+    ]
+    return steps, (s1, s2)
+
+
+def scenario_norm(x, names):
+    """Ids this scenario created -> "<idN>" (in id fields, and quoted in message texts)."""
+    if isinstance(x, dict):
+        out = {}
+        for k, v in x.items():
+            if k in ("id", "bank_content_id") and isinstance(v, int) and v in names:
+                out[k] = f"<{names[v]}>"
+            elif k == "matches" and isinstance(v, list):
+                out[k] = [f"<{names[m]}>" if isinstance(m, int) and m in names else scenario_norm(m, names) for m in v]
+            else:
+                out[k] = scenario_norm(v, names)
+        return out
+    if isinstance(x, list):
+        return [scenario_norm(v, names) for v in x]
+    if isinstance(x, str) and names:
+        for v, n in names.items():
+            x = x.replace(f"'{v}'", f"'<{n}>'")
+        return x
+    return x
+
+
+def run_scenario(args, servers, corpus_rows, state, bank_signals):
+    rb = next((b for b in state["banks"] if b["name"].endswith("RANDOM")), state["banks"][0])
+    k = min(5, rb["n"] - 1)
+    steps, banks = scenario_steps(args, corpus_rows, rb["name"], bank_signals[rb["name"]][k])
+    for srv in servers.values():
+        for b in banks:
+            srv.request("DELETE", f"/c/bank/{b}")
+    ids = {side: {"r": rb["sides"][side]["ids"][k]} for side in servers}
+    diffs = []
+    for label, method, path, kind, body, save in steps:
+        res = {}
+        for side, srv in servers.items():
+            pth = path.format_map(collections.defaultdict(lambda: "999999998", ids[side])) if "{" in path else path
+            headers = {}
+            data = None
+            if kind == "json":
+                data = json.dumps(body).encode()
+                headers["Content-Type"] = "application/json"
+            elif kind == "raw":
+                data = body
+                headers["Content-Type"] = "text/plain"
+            elif kind == "multipart":
+                data, headers["Content-Type"] = multipart(body)
+            r = srv.request(method, pth, data, headers)
+            if save and r.status == 200 and isinstance(r.json, dict) and isinstance(r.json.get("id"), int):
+                ids[side][save] = r.json["id"]
+            res[side] = r
+        a, b = res["hma"], res["pharos"]
+        na = scenario_norm(a.json, {v: k for k, v in ids["hma"].items()})
+        nb = scenario_norm(b.json, {v: k for k, v in ids["pharos"].items()})
+        req = {"group": "curation scenario", "meta": {"label": label}}
+        c = classify(req, a, b, na, nb, {})
+        if c is None:
+            continue
+        cat, detail = c
+        if not cat.startswith("known:"):
+            cat = f"{cat} [{label}]"
+        diffs.append({"category": cat, "detail": detail, "request": f"{method} {path}", "meta": {"label": label},
+                      "hma": {"status": a.status, "content_type": a.ctype,
+                              "body": na if a.json is not None else a.body.decode("utf-8", "replace")[:2000]},
+                      "pharos": {"status": b.status, "content_type": b.ctype,
+                                 "body": nb if b.json is not None else b.body.decode("utf-8", "replace")[:2000]},
+                      "hma_raw": a.short(400), "pharos_raw": b.short(400)})
+    return len(steps), diffs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1200,6 +1385,7 @@ def main():
     ap.add_argument("--corpus", default=os.path.join(ROOT, "..", "shared", "testdata"))
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "compare"))
     ap.add_argument("--phases", default="load,compare,bench")
+    ap.add_argument("--state", help="what the load phase loaded (default OUT/hma-state.json)")
     ap.add_argument("--bank-prefix", default="CMP_")
     ap.add_argument("--reset", action="store_true", help="DELETE the harness's banks on both sides before loading")
     ap.add_argument("--random", type=int, default=20000, help="random PDQ signals added one by one (0: none)")
@@ -1218,6 +1404,9 @@ def main():
     ap.add_argument("--query-limit", type=int, default=0, help="query with the first N corpus hashes only (0: all)")
     ap.add_argument("--bank-variants", type=int, default=100, help="queries near entries of each random bank")
     ap.add_argument("--compare-pairs", type=int, default=200)
+    ap.add_argument("--upload-lookups", type=int, default=40, help="corpus images sent to POST /m/lookup (x2)")
+    ap.add_argument("--no-scenario", action="store_true",
+                    help="skip the curation scenario (creates, renames, updates and deletes CMP_TMP on both sides)")
     ap.add_argument("--examples", type=int, default=4, help="examples per group in the Markdown")
     ap.add_argument("--wait", type=int, default=1800, help="seconds to wait for both indexes")
     ap.add_argument("--clients", default="1,16")
@@ -1229,6 +1418,7 @@ def main():
     args.load_sides = [s for s in ("hma", "pharos") if s in args.load_sides.split(",")]
     phases = set(args.phases.split(","))
     args.out = os.path.abspath(args.out)
+    args.state = os.path.abspath(args.state or os.path.join(args.out, "hma-state.json"))
     os.makedirs(args.out, exist_ok=True)
 
     servers = {"hma": Server("hma", args.hma), "pharos": Server("pharos", args.pharos, args.pharos_token)}
@@ -1242,7 +1432,7 @@ def main():
     state = None
     if "load" in phases:
         state = {}
-        if args.load_sides != ["hma", "pharos"] and os.path.exists(os.path.join(args.out, "hma-state.json")):
+        if args.load_sides != ["hma", "pharos"] and os.path.exists(args.state):
             state = load_state(args)
         phase_load(args, servers, corpus_rows, state)
         missing = [f"{b['name']}:{s}" for b in state["banks"] for s in servers if s not in b["sides"]]
@@ -1259,6 +1449,12 @@ def main():
         log(f"== compare: {len(reqs)} requests ({nq} query hashes)")
         comp = run_compare(args, servers, state, reqs, maps, bank_signals, corpus_rows)
         comp["query_hashes"] = nq
+        if not args.no_scenario:
+            n, sdiffs = run_scenario(args, servers, corpus_rows, state, bank_signals)
+            log(f"== curation scenario: {n} steps, {len(sdiffs)} differ")
+            comp["requests"] += n
+            comp["per_group"]["curation scenario (sequential writes on a scratch bank)"] = n
+            comp["differences"] += sdiffs
         write_diffs(os.path.join(args.out, "hma-diffs.txt"), comp)
     if "bench" in phases:
         if not shutil.which("wrk"):
