@@ -1094,6 +1094,7 @@ def scenario_steps(args, corpus_rows, rnd, rh):
         ("delete content", "DELETE", f"/c/bank/{s1}/content/{{id2}}", None, None, None),
         ("delete it again", "DELETE", f"/c/bank/{s1}/content/{{id2}}", None, None, None),
         ("get deleted content", "GET", f"/c/bank/{s1}/content/{{id2}}", None, None, None),
+        ("update deleted content", "PUT", f"/c/bank/{s1}/content/{{id2}}", J, {"note": "x"}, None),
         ("delete content of an unknown bank", "DELETE", "/c/bank/NO_SUCH_BANK/content/1", None, None, None),
         # Enablement, on an entry of the random bank (put back as it was): lookup drops disabled content
         # and banks whose ratio loses the coin flip; raw_lookup checks neither.
