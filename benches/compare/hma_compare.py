@@ -834,6 +834,17 @@ def classify(req, a, b, na, nb, corpus_by_path):
     """Returns (category, detail) for a difference between HMA's answer a and Pharos's b; None if equal.
     Categories starting with "known:" are the expected, legitimate differences."""
     g = req["group"]
+    row = corpus_by_path.get(req["meta"].get("image")) if g == "POST /m/lookup" else None
+    if row is not None and (a.status, dumps(na)) != (b.status, dumps(nb)):
+        q_ = int(row["pdq_quality_cpp"])
+        if row["mode"] not in ("RGB", "L"):
+            return (f"known: POST /m/lookup: HMA hashes a {row['mode']} image without converting it to RGB",
+                    f"quality {q_}")
+        if row["pdq_hex"] != row["pdq_hex_cpp"] and a.status == b.status == 200:
+            return ("known: POST /m/lookup: HMA's pdqhash computes luma in float64 (reference C++ in float32)",
+                    f"{hamming(row['pdq_hex'], row['pdq_hex_cpp'])} bits")
+        if q_ < 50 and a.status != b.status:
+            return (f"POST /m/lookup: image with PDQ quality < 50: status {a.status} vs {b.status}", f"quality {q_}")
     if a.status != b.status:
         return f"{g}: status {a.status} vs {b.status}", ""
     ja, jb = na, nb
