@@ -595,6 +595,8 @@ def build_requests(args, state, bank_signals, corpus_rows):
         add("other GET", "GET", path, label=path)
     add("GET /m/index/status", "GET", "/m/index/status")
     add("GET /m/index/status", "GET", "/m/index/status?signal_type=pdq")
+    if args.media_base:
+        url_requests(args, corpus_rows, args.media_base, add)
 
     # Bad inputs (none of them changes state on a server that behaves like HMA).
     h = corpus_hashes[0]
@@ -682,6 +684,72 @@ def build_requests(args, state, bank_signals, corpus_rows):
     add("bad input", "POST", "/h/hash", b"", {"Content-Type": "application/json"}, label="hash no upload")
     add("bad input", "GET", "/h/hash", label="GET hash without url")
     return reqs, len(queries)
+
+
+# --------------------------------------------------------------------------------------------------
+# A local media server for the URL forms (GET /h/hash?url=, GET /m/lookup?url=)
+
+
+def start_media_server(corpus):
+    """Serves the corpus on 127.0.0.1 (a free port): /img/<path> with the file's image type,
+    /bin/<path> as application/octet-stream, /noctype/<path> without Content-Type, anything else 404."""
+    import http.server
+    import mimetypes
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            kind, _, rel = self.path.lstrip("/").partition("/")
+            path = os.path.normpath(os.path.join(corpus, urllib.parse.unquote(rel)))
+            if kind not in ("img", "bin", "noctype") or not path.startswith(os.path.abspath(corpus) + os.sep) \
+                    or not os.path.isfile(path):
+                self.send_response(404)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", "9")
+                self.end_headers()
+                self.wfile.write(b"not found")
+                return
+            with open(path, "rb") as f:
+                data = f.read()
+            self.send_response(200)
+            if kind == "img":
+                self.send_header("Content-Type", mimetypes.guess_type(path)[0] or "image/jpeg")
+            elif kind == "bin":
+                self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+
+def url_requests(args, corpus_rows, base, add):
+    for r in corpus_rows[: args.url_images]:
+        u = f"{base}/img/{urllib.parse.quote(r['path'])}"
+        add("URL forms", "GET", "/h/hash?" + q(url=u), image=r["path"])
+        add("URL forms", "GET", "/m/lookup?" + q(url=u), image=r["path"])
+        add("URL forms", "GET", "/m/lookup?" + q(url=u, signal_type="pdq"), image=r["path"])
+    r = corpus_rows[0]
+    rel = urllib.parse.quote(r["path"])
+    for label, path in [
+        ("octet-stream without content_type", "/h/hash?" + q(url=f"{base}/bin/{rel}")),
+        ("octet-stream with content_type=photo", "/h/hash?" + q(url=f"{base}/bin/{rel}", content_type="photo")),
+        ("no Content-Type", "/h/hash?" + q(url=f"{base}/noctype/{rel}")),
+        ("unknown content_type", "/h/hash?" + q(url=f"{base}/img/{rel}", content_type="nope")),
+        ("content_type=video", "/h/hash?" + q(url=f"{base}/img/{rel}", content_type="video")),
+        ("unknown types", "/h/hash?" + q(url=f"{base}/img/{rel}", types="nope")),
+        ("upstream 404", "/h/hash?" + q(url=f"{base}/missing.jpg")),
+        ("ftp URL", "/h/hash?" + q(url="ftp://127.0.0.1/x.jpg")),
+        ("not a URL", "/h/hash?" + q(url="not a url")),
+        ("bad port", "/h/hash?" + q(url="http://127.0.0.1:abc/x.jpg")),
+        ("lookup upstream 404", "/m/lookup?" + q(url=f"{base}/missing.jpg")),
+        ("lookup octet-stream", "/m/lookup?" + q(url=f"{base}/bin/{rel}")),
+    ]:
+        add("URL forms", "GET", path, label=label)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -834,17 +902,17 @@ def classify(req, a, b, na, nb, corpus_by_path):
     """Returns (category, detail) for a difference between HMA's answer a and Pharos's b; None if equal.
     Categories starting with "known:" are the expected, legitimate differences."""
     g = req["group"]
-    row = corpus_by_path.get(req["meta"].get("image")) if g == "POST /m/lookup" else None
+    row = corpus_by_path.get(req["meta"].get("image")) if g in ("POST /m/lookup", "URL forms") else None
     if row is not None and (a.status, dumps(na)) != (b.status, dumps(nb)):
         q_ = int(row["pdq_quality_cpp"])
         if row["mode"] not in ("RGB", "L"):
-            return (f"known: POST /m/lookup: HMA hashes a {row['mode']} image without converting it to RGB",
+            return (f"known: {g}: HMA hashes a {row['mode']} image without converting it to RGB",
                     f"quality {q_}")
         if row["pdq_hex"] != row["pdq_hex_cpp"] and a.status == b.status == 200:
-            return ("known: POST /m/lookup: HMA's pdqhash computes luma in float64 (reference C++ in float32)",
+            return (f"known: {g}: HMA's pdqhash computes luma in float64 (reference C++ in float32)",
                     f"{hamming(row['pdq_hex'], row['pdq_hex_cpp'])} bits")
         if q_ < 50 and a.status != b.status:
-            return (f"POST /m/lookup: image with PDQ quality < 50: status {a.status} vs {b.status}", f"quality {q_}")
+            return (f"{g}: image with PDQ quality < 50: status {a.status} vs {b.status}", f"quality {q_}")
     if a.status != b.status:
         return f"{g}: status {a.status} vs {b.status}", ""
     ja, jb = na, nb
@@ -1417,6 +1485,10 @@ def main():
     ap.add_argument("--bank-variants", type=int, default=100, help="queries near entries of each random bank")
     ap.add_argument("--compare-pairs", type=int, default=200)
     ap.add_argument("--upload-lookups", type=int, default=40, help="corpus images sent to POST /m/lookup (x2)")
+    ap.add_argument("--url-forms", action="store_true",
+                    help="also compare GET /h/hash?url= and GET /m/lookup?url= against corpus files served here on "
+                         "127.0.0.1 (both servers must be allowed to fetch from loopback)")
+    ap.add_argument("--url-images", type=int, default=20)
     ap.add_argument("--no-scenario", action="store_true",
                     help="skip the curation scenario (creates, renames, updates and deletes CMP_TMP on both sides)")
     ap.add_argument("--examples", type=int, default=4, help="examples per group in the Markdown")
@@ -1457,6 +1529,10 @@ def main():
         wait_ready(args, servers, state, bank_signals)
         save_state(args, state)
     if "compare" in phases:
+        args.media_base = None
+        if args.url_forms:
+            media, args.media_base = start_media_server(args.corpus)
+            log(f"== serving the corpus for the URL forms at {args.media_base}")
         reqs, nq = build_requests(args, state, bank_signals, corpus_rows)
         log(f"== compare: {len(reqs)} requests ({nq} query hashes)")
         comp = run_compare(args, servers, state, reqs, maps, bank_signals, corpus_rows)
