@@ -644,6 +644,12 @@ impl BankSet {
         }
     }
 
+    /// One bank's summary.
+    pub fn summary_of(&self, name: &str) -> Result<BankSummary> {
+        let bank = self.get(name)?;
+        Ok(Self::summary(name, &bank))
+    }
+
     /// Every bank, by name.
     pub fn list(&self) -> Vec<BankSummary> {
         self.banks.read().iter().map(|(n, b)| Self::summary(n, b)).collect()

@@ -49,7 +49,7 @@ fn bank_not_found(name: &str) -> ApiError {
 /// The bank, or HMA's 404 (after the caller's grant: a restricted caller learns nothing of other banks).
 fn find_bank(api: &Api, caller: &Caller, name: &str) -> ApiResult<BankSummary> {
     caller.check_bank(name)?;
-    api.shared.banks.list().into_iter().find(|b| b.name == name).ok_or_else(|| bank_not_found(name))
+    api.shared.banks.summary_of(name).map_err(|_| bank_not_found(name))
 }
 
 /// Runs a store call on the blocking pool.
@@ -305,15 +305,29 @@ fn metadata_into(v: Option<&Value>, meta: &mut EntryMeta) -> ApiResult<()> {
     Ok(())
 }
 
-/// Adds entries to a bank (one transaction) and audits it: the first id.
-async fn add_entries(api: &Api, caller: &Arc<Caller>, bank: &str, entries: Vec<NewEntry>) -> ApiResult<u64> {
+/// Adds content items to a bank (one transaction) and audits it: HMA's `{"id", "signals"}` answer of
+/// each, in order.
+async fn add_items(
+    api: &Api,
+    caller: &Arc<Caller>,
+    bank: &str,
+    items: Vec<(SignalType, NewEntry)>,
+) -> ApiResult<Vec<Value>> {
+    let answers: Vec<(&'static str, String)> =
+        items.iter().map(|(st, e)| (st.name, e.hash.to_hex())).collect();
+    let entries: Vec<NewEntry> = items.into_iter().map(|(_, e)| e).collect();
     let (bank, caller, count) = (bank.to_string(), caller.clone(), entries.len() as u64);
-    blocking(api, move |s| {
+    let first = blocking(api, move |s| {
         let first = s.banks.add(&bank, &entries)?;
         audit_change(s, AuditEvent::EntriesAdded, &bank, first, Some(count), &caller);
         Ok(first)
     })
-    .await
+    .await?;
+    Ok(answers
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, text))| json!({ "id": first + i as u64, "signals": { name: text } }))
+        .collect())
 }
 
 /// One signal of a `/signal` body: its type must be the bank's.
@@ -368,10 +382,9 @@ pub(crate) async fn add_signal(
     let bank = find_bank(&api, &caller, &name)?;
     let v = flask_json(&parts.headers, &body)?;
     let Value::Object(o) = v else { return Err(ApiError::bad_request("the body must be a JSON object")) };
-    let (st, entry) = signal_entry(&bank, &o)?;
-    let text = entry.hash.to_hex();
-    let id = add_entries(&api, &caller, &name, vec![entry]).await?;
-    Ok(json(json!({ "id": id, "signals": { st.name: text } })))
+    let item = signal_entry(&bank, &o)?;
+    let mut added = add_items(&api, &caller, &name, vec![item]).await?;
+    Ok(json(added.swap_remove(0)))
 }
 
 /// `POST /c/bank/{name}/signals` (Pharos): many content items at once, in one transaction:
@@ -403,26 +416,17 @@ pub(crate) async fn add_signals(
             list.len()
         )));
     }
-    let mut entries = Vec::with_capacity(list.len());
-    let mut names = Vec::with_capacity(list.len());
+    let mut items = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
         let Value::Object(o) = item else {
             return Err(ApiError::bad_request(format!("signals[{i}] is not an object")));
         };
-        let (st, e) = signal_entry(&bank, o)
-            .map_err(|e| ApiError::new(e.status, format!("signals[{i}]: {}", e.message)))?;
-        names.push(st.name);
-        entries.push(e);
+        items.push(
+            signal_entry(&bank, o)
+                .map_err(|e| ApiError::new(e.status, format!("signals[{i}]: {}", e.message)))?,
+        );
     }
-    let texts: Vec<String> = entries.iter().map(|e| e.hash.to_hex()).collect();
-    let first = add_entries(&api, &caller, &name, entries).await?;
-    let out: Vec<Value> = texts
-        .into_iter()
-        .zip(names)
-        .enumerate()
-        .map(|(i, (t, n))| json!({ "id": first + i as u64, "signals": { n: t } }))
-        .collect();
-    Ok(json(Value::Array(out)))
+    Ok(json(Value::Array(add_items(&api, &caller, &name, items).await?)))
 }
 
 /// `POST /c/bank/{name}/content`: hashes media (a multipart upload, or `?url=`) and adds it.
@@ -495,10 +499,9 @@ pub(crate) async fn add_content(
             computed.text.keys().copied().collect::<Vec<_>>().join(", ")
         )));
     };
-    let text = hash.to_hex();
     let entry = NewEntry { hash: *hash, meta, added_ms: None, state: EntryState::Active };
-    let id = add_entries(&api, &caller, &name, vec![entry]).await?;
-    Ok(json(json!({ "id": id, "signals": { st.name: text } })))
+    let mut added = add_items(&api, &caller, &name, vec![(st, entry)]).await?;
+    Ok(json(added.swap_remove(0)))
 }
 
 /// The content id of a path, or Flask's HTML 404 (HMA's route takes only integers).
@@ -598,7 +601,7 @@ pub(crate) async fn update_content(
     let (parts, body) = read_body(req, 1 << 20).await?;
     let bank = find_bank(&api, &caller, &name)?;
     let v = flask_json(&parts.headers, &body)?;
-    entry_of(&api, &name, id).await?;
+    let (_, meta_before, state_before) = entry_of(&api, &name, id).await?;
     let mut update = EntryUpdate::default();
     if let Some(ts) = v.get("disable_until_ts").filter(|t| !t.is_null()) {
         let ts: i64 = match ts {
@@ -627,8 +630,7 @@ pub(crate) async fn update_content(
         update.note = Some(note_of(v.get("note"))?);
     }
     let (meta, state) = if update.is_empty() {
-        let (_, m, s) = entry_of(&api, &name, id).await?;
-        (m, s)
+        (meta_before, state_before)
     } else {
         let b = name.clone();
         let by = caller.clone();
@@ -699,7 +701,7 @@ pub(crate) async fn signal_type_index(
     let p = Params::parse(req.uri().query())?;
     let mut out = Map::new();
     for st in selected_types(p.get("signal_type"))? {
-        let (_, size) = kind_size(&api, &caller, st.kind);
+        let size = kind_size(&api, &caller, st.kind);
         let ts = if size > 0 { now_s() } else { -1 };
         out.insert(
             st.name.into(),

@@ -30,6 +30,17 @@ pub(crate) enum Coin {
     Flip { seed: Option<String>, bypass: bool },
 }
 
+impl Coin {
+    /// The coin of an upload or URL lookup's query: `seed`, and `bypass_coinflip` compared exactly with
+    /// `true`, as HMA's POST lookup reads it.
+    fn of_query(p: &Params) -> Coin {
+        Coin::Flip {
+            seed: p.get("seed").map(str::to_string),
+            bypass: p.get("bypass_coinflip") == Some("true"),
+        }
+    }
+}
+
 /// Matches by bank: bank name → (entry id, distance), ids ascending.
 pub(crate) type ByBank = BTreeMap<String, Vec<(u64, u32)>>;
 
@@ -246,10 +257,7 @@ pub(crate) async fn lookup_get(Extension(api): Extension<Arc<Api>>, req: Request
 pub(crate) async fn lookup_post(Extension(api): Extension<Arc<Api>>, req: Request) -> ApiResult<Response> {
     let caller = caller(req.extensions());
     let p = Params::parse(req.uri().query())?;
-    let coin = Coin::Flip {
-        seed: p.get("seed").map(str::to_string),
-        bypass: p.get("bypass_coinflip") == Some("true"),
-    };
+    let coin = Coin::of_query(&p);
     let banks = p.get("banks").map(str::to_string);
     let types = p.get("types").map(str::to_string);
     let upload = read_upload(req).await?;
@@ -273,10 +281,7 @@ pub(crate) async fn hash_lookup_url(
     let caller = caller(req.extensions());
     let p = Params::parse(req.uri().query())?;
     let url = p.required("url")?;
-    let coin = Coin::Flip {
-        seed: p.get("seed").map(str::to_string),
-        bypass: p.get("bypass_coinflip") == Some("true"),
-    };
+    let coin = Coin::of_query(&p);
     let (content, bytes) = fetch_url(&api, url, p.get("content_type")).await?;
     let computed = hash_media(&api, &caller, content, bytes, p.get("types")).await?;
     let matches = lookup_computed(&api, &caller, &computed, p.get("banks"), &coin, false).await?;
@@ -298,10 +303,7 @@ pub(crate) async fn hash_lookup_upload(
 ) -> ApiResult<Response> {
     let caller = caller(req.extensions());
     let p = Params::parse(req.uri().query())?;
-    let coin = Coin::Flip {
-        seed: p.get("seed").map(str::to_string),
-        bypass: p.get("bypass_coinflip") == Some("true"),
-    };
+    let coin = Coin::of_query(&p);
     let banks = p.get("banks").map(str::to_string);
     let types = p.get("types").map(str::to_string);
     let upload = read_upload(req).await?;
@@ -435,7 +437,7 @@ pub(crate) async fn index_status(Extension(api): Extension<Arc<Api>>, req: Reque
     let mut out = Map::new();
     for st in selected_types(p.get("signal_type"))? {
         // Pharos's indexes always exist (HMA's exist once first built).
-        let (_, size) = kind_size(&api, &caller, st.kind);
+        let size = kind_size(&api, &caller, st.kind);
         let built_to = if size > 0 { now_s() } else { -1 };
         out.insert(st.name.into(), json!({ "present": true, "built_to": built_to, "size": size }));
     }
@@ -452,11 +454,9 @@ pub(crate) fn selected_types(asked: Option<&str>) -> ApiResult<Vec<SignalType>> 
     }
 }
 
-/// Whether any bank of a kind is visible to the caller, and their live entries together.
-pub(crate) fn kind_size(api: &Api, caller: &Caller, kind: Kind) -> (bool, u64) {
-    let banks: Vec<_> =
-        api.shared.banks.list().into_iter().filter(|b| b.kind == kind && caller.may_use(&b.name)).collect();
-    (!banks.is_empty(), banks.iter().map(|b| b.size).sum())
+/// The live entries of the banks of a kind that the caller may use, together.
+pub(crate) fn kind_size(api: &Api, caller: &Caller, kind: Kind) -> u64 {
+    api.shared.banks.list().iter().filter(|b| b.kind == kind && caller.may_use(&b.name)).map(|b| b.size).sum()
 }
 
 /// Now, in Unix seconds.
