@@ -3,10 +3,10 @@
 //
 // One invocation walks one row sequentially with a running float32 sum — add the entering sample, then
 // subtract the leaving one, then divide by the window count — which is the reference's exact sequence of
-// roundings (a parallel prefix sum would round differently). There is no multiply to fuse. The one
-// operation WGSL does not pin down is the division (2.5 ULP allowed): `div_rn` (common.wgsl) corrects the
-// driver's quotient to the exactly rounded one, since a last-bit difference in a filtered value can move a
-// DCT coefficient across the median.
+// roundings (a parallel prefix sum would round differently). On Vulkan every float operation is
+// `NoContraction` (src/gpu/spirv.rs), so a driver cannot turn `(sum + x) − y` into `sum + (x − y)`; the
+// division is `div_exact` (common.wgsl), integer long division, since a last-bit difference in a filtered
+// value can move a DCT coefficient across the median.
 
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(4) var<storage, read_write> plane_a: array<f32>;
@@ -37,15 +37,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var k = 0u; k < win + 1u - half; k++) {
             sum += plane_a[base + ri];
             count += 1u;
-            plane_b[base + oi] = div_rn(sum, f32(count));
+            plane_b[base + oi] = div_exact(sum, count);
             ri += 1u;
             oi += 1u;
         }
-        let c = f32(count);
+        let c = count;
         for (var k = win; k < n; k++) {
             sum += plane_a[base + ri];
             sum -= plane_a[base + li];
-            plane_b[base + oi] = div_rn(sum, c);
+            plane_b[base + oi] = div_exact(sum, c);
             li += 1u;
             ri += 1u;
             oi += 1u;
@@ -53,7 +53,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var k = 0u; k + 1u < half; k++) {
             sum -= plane_a[base + li];
             count -= 1u;
-            plane_b[base + oi] = div_rn(sum, f32(count));
+            plane_b[base + oi] = div_exact(sum, count);
             li += 1u;
             oi += 1u;
         }

@@ -8,12 +8,9 @@ struct Params {
     n_images: u32,
     // 1 when the dihedral variants are computed (threshold runs on 8 slots per image), else 0.
     dihedral: u32,
-    // Always 0.0, but only known at run time: adding it to a product stops the driver from contracting
-    // `acc + a * b` into a fused multiply-add, which the CPU reference does not do (see dct.wgsl).
-    zero: f32,
-    // Test hook, 0 in production: ULPs added to every quotient before `div_rn` corrects it, to show that
-    // the correction recovers the exactly rounded quotient from an inexact division.
-    div_perturb: i32,
+    // Unused (keeps the struct at 16 bytes, the uniform layout the host writes).
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // Binding 0 of both bind groups (PDQ and pHash).
@@ -61,39 +58,66 @@ const FLAG_PHASH_SKIP: u32 = 8u;
 const OUT_STRIDE: u32 = 72u;
 const OUT_QUALITY: u32 = 64u;
 
-// `s / c` rounded to nearest (ties to even), as the CPU's IEEE division gives it, for a count `c` (a positive
-// integer below 2^12: box windows and 255).
+// `s / c` rounded to nearest (ties to even), exactly as the CPU's IEEE division gives it, for any float32 `s`
+// and a count `c` in 1..4095 (box windows and 255). Integer arithmetic only.
 //
-// WGSL lets a driver divide to within 2.5 ULP (some divide through a reciprocal); a last-bit difference in
-// a box-filter output or a quality term can move a hash bit. So the driver's quotient is only a first
-// guess: among it and its neighbours up to 2 ULP away, the nearest to s / c is the one with the smallest
-// residual |s − q·c|, computed exactly by `residual`.
-fn div_rn(s: f32, c: f32) -> f32 {
-    let q0 = bitcast<f32>(bitcast<i32>(s / c) + params.div_perturb);
-    let b = bitcast<i32>(q0);
-    var best = q0;
-    var best_r = bitcast<f32>(0x7f800000u); // +infinity
-    for (var k = -2; k <= 2; k++) {
-        // A neighbour past zero or infinity is NaN or infinite: its residual never wins.
-        let q = bitcast<f32>(b + k);
-        let r = abs(residual(s, q, c));
-        let tie_to_even = r == best_r && (bitcast<u32>(best) & 1u) == 1u && (bitcast<u32>(q) & 1u) == 0u;
-        if (r < best_r || tie_to_even) {
-            best = q;
-            best_r = r;
-        }
+// Why not `s / f32(c)`: WGSL and Vulkan allow a division to be off by 2.5 ULP (several drivers multiply by a
+// reciprocal), and a last-bit difference in a box-filter output or a quality term can move a hash bit. A
+// float quotient corrected afterwards would still lean on the driver's handling of NaN and infinity (zero
+// sums) and on a bound on its error; integer long division depends on neither.
+//
+// s = M·2^E with M normalised to 24 bits, c = C·2^(L−12) with C normalised to 12 bits. Two 32-bit
+// divisions give Q = ⌊M·2^14 / C⌋ (26 or 27 bits) and whether a remainder is left (sticky); Q is then
+// rounded to 24 bits (or fewer, for a subnormal quotient) to nearest, ties to even. Mirrored bit for bit by
+// `pharos::gpu::model::div_exact`, which the tests compare with IEEE division.
+fn div_exact(s: f32, c: u32) -> f32 {
+    let bits = bitcast<u32>(s);
+    let sign = bits & 0x80000000u;
+    let field = (bits >> 23u) & 0xffu;
+    var man = bits & 0x7fffffu;
+    if ((field == 0u && man == 0u) || field == 255u || c == 1u) {
+        return s; // ±0, ±∞ and NaN divide to themselves; so does anything by 1.
     }
-    return best;
-}
-
-// s − q·c exactly, for c an integer below 2^12 and q within a few ULP of s / c, with plain float32
-// operations (fma is not reliably fused: SPIR-V does not promise it, and lavapipe does not fuse it).
-// q splits into qh (its top 12 significant bits, by masking) and ql = q − qh (the low 12 bits, exact), so
-// qh·c and ql·c are exact products (at most 24 bits); s − qh·c is exact (the two are within a factor of two:
-// Sterbenz), and so is the last subtraction, whose result, the true residual, is representable. Exact
-// products also make contraction into FMA harmless here.
-fn residual(s: f32, q: f32, c: f32) -> f32 {
-    let qh = bitcast<f32>(bitcast<u32>(q) & 0xfffff000u);
-    let ql = q - qh;
-    return (s - qh * c) - ql * c;
+    var e: i32;
+    if (field == 0u) {
+        e = -149; // subnormal
+    } else {
+        man |= 0x800000u;
+        e = i32(field) - 150;
+    }
+    let lz = countLeadingZeros(man) - 8u;
+    man <<= lz;
+    e -= i32(lz);
+    let l = 32u - countLeadingZeros(c);
+    let cn = c << (12u - l);
+    // Q = ⌊man·2^14 / cn⌋ in two steps, each dividend below 2^32.
+    let a = man << 8u;
+    let ra = a % cn;
+    let qb_num = ra << 6u;
+    let q = ((a / cn) << 6u) | (qb_num / cn);
+    let sticky = (qb_num % cn) != 0u;
+    // s / c = (Q + frac)·2^(e − 2 − l); keep 24 bits of Q.
+    var shift = 2u;
+    if (q >= 0x4000000u) {
+        shift = 3u;
+    }
+    // Biased exponent of the result if it is normal: Q >> shift has its top bit at 2^23.
+    let biased = e - 2 - i32(l) + i32(shift) + 150;
+    if (biased < 1) {
+        shift += u32(1 - biased); // a subnormal result keeps fewer bits
+    }
+    if (shift >= 32u) {
+        return bitcast<f32>(sign); // below half the smallest subnormal
+    }
+    var kept = q >> shift;
+    let rest = q & ((1u << shift) - 1u);
+    let half = 1u << (shift - 1u);
+    if (rest > half || (rest == half && (sticky || (kept & 1u) == 1u))) {
+        kept += 1u; // a carry into bit 24 (or into bit 23 of a subnormal) lands in the exponent field
+    }
+    var out = kept;
+    if (biased >= 1) {
+        out = (u32(biased - 1) << 23u) + kept;
+    }
+    return bitcast<f32>(sign | out);
 }

@@ -3,10 +3,10 @@
 // reference's rounding and uploaded (consts[768..1792], row-major 16 × 64); no cosine is evaluated here.
 //
 // Fused multiply-add: the reference rounds the product, then the sum. A driver may contract `acc + d * a`
-// into one FMA (a single rounding), which changes low bits and can flip hash bits next to the median. The
-// product is therefore written `d * a + params.zero`: zero is a uniform the compiler cannot see through, so
-// the multiply's only use is that addition (if fused, fma(d, a, 0) is still the rounded product) and the
-// accumulation is a plain addition of an opaque value.
+// into one FMA (a single rounding), or reassociate the running sum, either of which changes low bits and
+// can flip hash bits next to the median. On Vulkan every float operation here is decorated
+// `NoContraction` (src/gpu/spirv.rs), which forbids both; backends without that guarantee are refused
+// unless the operator accepts the risk (src/gpu/context.rs).
 
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(3) var<storage, read> consts: array<f32>;
@@ -25,14 +25,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         return;
     }
     let a = wg.y * 4096u;
-    let zero = params.zero;
     // T[i][j] = Σ_k D[i][k] · A[k][j]; four outputs per invocation.
     for (var o = lid; o < 1024u; o += 256u) {
         let i = o / 64u;
         let j = o % 64u;
         var acc = 0.0;
         for (var k = 0u; k < 64u; k++) {
-            let p = consts[D + i * 64u + k] * buf64[a + k * 64u + j] + zero;
+            let p = consts[D + i * 64u + k] * buf64[a + k * 64u + j];
             acc = acc + p;
         }
         t[o] = acc;
@@ -43,7 +42,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let j = lid % 16u;
     var acc = 0.0;
     for (var k = 0u; k < 64u; k++) {
-        let p = t[i * 64u + k] * consts[D + j * 64u + k] + zero;
+        let p = t[i * 64u + k] * consts[D + j * 64u + k];
         acc = acc + p;
     }
     // Slot 0 of the image's 8 (the original; dihedral.wgsl fills 1..7).

@@ -1,8 +1,8 @@
 // Mirrors `pdq::quality`: Σ |trunc((u − v)·100 / 255)| over vertically and horizontally adjacent pairs of
 // the 64 × 64 buffer, divided by 90 and capped at 100. One workgroup per image.
 //
-// Each term is float32 (a subtraction, a multiply, a division: nothing to fuse) truncated toward zero, as
-// in the reference, the division corrected to exact rounding by `div_rn` (common.wgsl); the sum is integer,
+// Each term is float32 (a subtraction, a multiply, a division; each `NoContraction` on Vulkan) truncated toward
+// zero, as in the reference, the division exact by `div_exact` (common.wgsl); the sum is integer,
 // so the order in which the workgroup adds the terms cannot matter.
 
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
@@ -12,7 +12,7 @@
 var<workgroup> partial: array<u32, 256>;
 
 fn term(u: f32, v: f32) -> u32 {
-    return u32(abs(i32(div_rn((u - v) * 100.0, 255.0))));
+    return u32(abs(i32(div_exact((u - v) * 100.0, 255u))));
 }
 
 @compute @workgroup_size(256)

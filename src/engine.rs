@@ -29,8 +29,9 @@ use crate::image::{decode, DecodeOptions};
 use crate::pixels::ImageView;
 use std::cell::RefCell;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Which implementation computes the hashes (`--backend`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -144,56 +145,119 @@ pub enum Engine {
     Gpu(Arc<GpuEngine>),
 }
 
-/// The GPU backend with its CPU fallback: the device, and the count of batches that fell back to the CPU.
+/// The GPU backend with its CPU fallback and its self-healing.
 ///
-/// Dereferences to the [`GpuHasher`] for its adapter description and test hooks.
+/// - A batch the GPU fails (an error wgpu reports, a readback failure, a submission past the wait timeout,
+///   or a panic inside wgpu, which is caught) is recomputed on the CPU, logged and counted: no request
+///   fails for it.
+/// - When the failure leaves the device unusable (lost, hung, or panicked), a background thread opens a
+///   replacement on an adapter chosen by the same policy, with back-off (initially 1 s, doubling, at most
+///   60 s); the replacement must pass the start-up canary like the first device. Meanwhile every image is
+///   hashed on the CPU where it was decoded, and [`GpuEngine::healthy`] is false (the daemon reports its
+///   GPU health service NOT_SERVING: degraded, still serving). The GPU resumes as soon as the replacement
+///   is in place.
 pub struct GpuEngine {
-    gpu: GpuHasher,
-    fallbacks: AtomicU64,
+    inner: Arc<GpuInner>,
 }
 
-impl std::ops::Deref for GpuEngine {
-    type Target = GpuHasher;
-    fn deref(&self) -> &GpuHasher {
-        &self.gpu
-    }
+struct GpuInner {
+    current: parking_lot::RwLock<Arc<GpuHasher>>,
+    policy: AdapterPolicy,
+    fallbacks: AtomicU64,
+    losses: AtomicU64,
+    recreations: AtomicU64,
+    recovering: AtomicBool,
+    /// First back-off before a re-creation attempt, and its cap, in milliseconds.
+    backoff_ms: (AtomicU64, AtomicU64),
+    /// Test hook: this many re-created devices fail their canary.
+    canary_faults: AtomicU32,
 }
 
 impl GpuEngine {
-    /// Wraps an opened GPU hasher.
+    /// Wraps an opened GPU hasher; replacements are opened with the same adapter policy.
     pub fn new(gpu: GpuHasher) -> GpuEngine {
-        GpuEngine { gpu, fallbacks: AtomicU64::new(0) }
+        let policy = gpu.policy();
+        GpuEngine {
+            inner: Arc::new(GpuInner {
+                current: parking_lot::RwLock::new(Arc::new(gpu)),
+                policy,
+                fallbacks: AtomicU64::new(0),
+                losses: AtomicU64::new(0),
+                recreations: AtomicU64::new(0),
+                recovering: AtomicBool::new(false),
+                backoff_ms: (AtomicU64::new(1000), AtomicU64::new(60_000)),
+                canary_faults: AtomicU32::new(0),
+            }),
+        }
+    }
+
+    /// The device in use now (a replacement after a loss). For its adapter description and test hooks.
+    pub fn hasher(&self) -> Arc<GpuHasher> {
+        self.inner.current.read().clone()
     }
 
     /// How many batches were recomputed on the CPU because the GPU failed.
     pub fn fallbacks(&self) -> u64 {
-        self.fallbacks.load(Ordering::Relaxed)
+        self.inner.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// How many devices were lost (a loss reported by the driver, a hang, a panic inside wgpu).
+    pub fn losses(&self) -> u64 {
+        self.inner.losses.load(Ordering::Relaxed)
+    }
+
+    /// How many replacement devices were opened after losses.
+    pub fn recreations(&self) -> u64 {
+        self.inner.recreations.load(Ordering::Relaxed)
+    }
+
+    /// Whether the GPU is in use: false from a loss until its replacement is in place. A loss noticed here
+    /// (reported by the driver between batches) starts the replacement too.
+    pub fn healthy(&self) -> bool {
+        let gpu = self.hasher();
+        if gpu.is_lost() {
+            self.lost(&gpu);
+            return false;
+        }
+        true
+    }
+
+    /// Test hook: the back-off before re-creating a lost device, and its cap.
+    #[doc(hidden)]
+    pub fn set_recovery_backoff(&self, first: Duration, max: Duration) {
+        self.inner.backoff_ms.0.store(first.as_millis() as u64, Ordering::SeqCst);
+        self.inner.backoff_ms.1.store(max.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Test hook: the next `n` replacement devices fail their canary (as a faulty driver would).
+    #[doc(hidden)]
+    pub fn inject_canary_faults(&self, n: u32) {
+        self.inner.canary_faults.store(n, Ordering::SeqCst);
     }
 
     /// Hashes `images` on the GPU, or says why it could not. Images the device's buffers cannot hold are
-    /// hashed on the CPU (that is not a failure).
+    /// hashed on the CPU (that is not a failure). A panic inside wgpu is caught and reported as a loss.
     pub fn try_hash_batch(
         &self,
         images: &[ImageView<'_>],
         dihedral: bool,
     ) -> std::result::Result<Vec<HashRecord>, GpuError> {
-        let (fit, big): (Vec<usize>, Vec<usize>) =
-            (0..images.len()).partition(|&i| self.gpu.fits(&images[i]));
-        if big.is_empty() {
-            return self.gpu.try_hash_batch(images, dihedral);
+        let gpu = self.hasher();
+        let run =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_device(&gpu, images, dihedral)));
+        let result = run.unwrap_or_else(|payload| {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            gpu.mark_lost();
+            Err(GpuError::DeviceLost(format!("panic inside the GPU backend: {what}")))
+        });
+        if result.is_err() && gpu.is_lost() {
+            self.lost(&gpu);
         }
-        tracing::debug!(images = big.len(), "images exceed the GPU buffer budget; hashed on the CPU");
-        let mut out: Vec<Option<HashRecord>> = vec![None; images.len()];
-        let pick = |idx: &[usize]| idx.iter().map(|&i| images[i]).collect::<Vec<_>>();
-        for (&i, rec) in big.iter().zip(cpu_batch(&pick(&big), dihedral)) {
-            out[i] = Some(rec);
-        }
-        if !fit.is_empty() {
-            for (&i, rec) in fit.iter().zip(self.gpu.try_hash_batch(&pick(&fit), dihedral)?) {
-                out[i] = Some(rec);
-            }
-        }
-        Ok(out.into_iter().map(|r| r.expect("every image hashed")).collect())
+        result
     }
 
     /// Hashes `images` (PDQ with quality, pHash, and the dihedral variants when asked). On any GPU failure
@@ -201,7 +265,7 @@ impl GpuEngine {
     /// Blocks until done.
     pub fn hash_batch(&self, images: &[ImageView<'_>], dihedral: bool) -> Vec<HashRecord> {
         self.try_hash_batch(images, dihedral).unwrap_or_else(|e| {
-            let n = self.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+            let n = self.inner.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(
                 "GPU batch of {} images failed ({e}); recomputed on the CPU ({n} so far)",
                 images.len()
@@ -209,6 +273,79 @@ impl GpuEngine {
             cpu_batch(images, dihedral)
         })
     }
+
+    /// `gpu` is lost: count it once and start re-creating a device, unless that is already under way.
+    fn lost(&self, gpu: &Arc<GpuHasher>) {
+        if !Arc::ptr_eq(gpu, &self.hasher()) || self.inner.recovering.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let n = self.inner.losses.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(losses = n, "GPU device lost; hashing on the CPU while a new device is opened");
+        let inner = self.inner.clone();
+        let spawned =
+            std::thread::Builder::new().name("pharos-gpu-recovery".into()).spawn(move || recover(&inner));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the GPU recovery thread ({e}); staying on the CPU");
+        }
+    }
+}
+
+/// The GPU part of a batch: oversized images on the CPU, the rest on `gpu`.
+fn on_device(
+    gpu: &GpuHasher,
+    images: &[ImageView<'_>],
+    dihedral: bool,
+) -> std::result::Result<Vec<HashRecord>, GpuError> {
+    let (fit, big): (Vec<usize>, Vec<usize>) = (0..images.len()).partition(|&i| gpu.fits(&images[i]));
+    if big.is_empty() {
+        return gpu.try_hash_batch(images, dihedral);
+    }
+    tracing::debug!(images = big.len(), "images exceed the GPU buffer budget; hashed on the CPU");
+    let mut out: Vec<Option<HashRecord>> = vec![None; images.len()];
+    let pick = |idx: &[usize]| idx.iter().map(|&i| images[i]).collect::<Vec<_>>();
+    for (&i, rec) in big.iter().zip(cpu_batch(&pick(&big), dihedral)) {
+        out[i] = Some(rec);
+    }
+    if !fit.is_empty() {
+        for (&i, rec) in fit.iter().zip(gpu.try_hash_batch(&pick(&fit), dihedral)?) {
+            out[i] = Some(rec);
+        }
+    }
+    Ok(out.into_iter().map(|r| r.expect("every image hashed")).collect())
+}
+
+/// The recovery thread: opens a replacement device (which runs the canary) with back-off until one works.
+fn recover(inner: &GpuInner) {
+    let mut wait = Duration::from_millis(inner.backoff_ms.0.load(Ordering::SeqCst));
+    let cap = Duration::from_millis(inner.backoff_ms.1.load(Ordering::SeqCst));
+    loop {
+        std::thread::sleep(wait);
+        let fault = inner
+            .canary_faults
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        match GpuHasher::new_with_canary_fault(inner.policy, fault) {
+            Ok(gpu) => {
+                *inner.current.write() = Arc::new(gpu);
+                let n = inner.recreations.fetch_add(1, Ordering::Relaxed) + 1;
+                inner.recovering.store(false, Ordering::SeqCst);
+                tracing::info!(recreations = n, "GPU device re-created; hashing on the GPU again");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "re-creating the GPU device failed ({e}); next attempt in {:?}",
+                    (wait * 2).min(cap)
+                );
+                wait = (wait * 2).min(cap);
+            }
+        }
+    }
+}
+
+/// GPU devices refused by their start-up canary in this process ([`crate::gpu::canary_failures`]).
+pub fn canary_failures() -> u64 {
+    crate::gpu::canary_failures()
 }
 
 impl Engine {
@@ -251,7 +388,7 @@ impl Engine {
     pub fn batches_image(&self, img: &ImageView<'_>) -> bool {
         match self {
             Engine::Cpu => false,
-            Engine::Gpu(g) => !g.gpu.is_lost() && g.gpu.fits(img),
+            Engine::Gpu(g) => g.healthy() && g.hasher().fits(img),
         }
     }
 
@@ -259,7 +396,7 @@ impl Engine {
     pub fn describe(&self) -> String {
         match self {
             Engine::Cpu => "cpu".into(),
-            Engine::Gpu(g) => format!("gpu: {}", g.gpu.adapter()),
+            Engine::Gpu(g) => format!("gpu: {}", g.hasher().adapter()),
         }
     }
 

@@ -46,6 +46,15 @@ pub struct Metrics {
     pub backend: IntGaugeVec,
     /// Batches the GPU failed and the CPU redid (a lost device, an out-of-memory): no request failed for it.
     pub gpu_fallbacks: IntCounter,
+    /// GPU devices refused because their hashes of the stress images differed from the CPU's (the start-up
+    /// canary, `gpu::canary`), in this process.
+    pub gpu_canary_failures: IntCounter,
+    /// GPU devices lost (driver loss, hang, panic inside wgpu); each is replaced in the background.
+    pub gpu_losses: IntCounter,
+    /// Replacement GPU devices opened (and passed the canary) after losses.
+    pub gpu_recreations: IntCounter,
+    /// 1 while the GPU backend is in use, 0 from a loss until the replacement is in place (GPU backend only).
+    pub gpu_healthy: IntGauge,
     /// Live entries per bank.
     pub bank_entries: IntGaugeVec,
     /// Panics caught in the hashing pipeline, by stage (`decode`: a decoder or CPU hasher on a decode
@@ -141,6 +150,23 @@ impl Metrics {
         let gpu_fallbacks =
             IntCounter::new("gpu_fallbacks_total", "GPU batches redone on the CPU.").expect("valid metric");
         registry.register(Box::new(gpu_fallbacks.clone())).expect("unique metric");
+        let gpu_canary_failures = IntCounter::new(
+            "gpu_canary_failures_total",
+            "GPU devices refused because their hashes of the stress images differed from the CPU's.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(gpu_canary_failures.clone())).expect("unique metric");
+        let gpu_losses = IntCounter::new("gpu_losses_total", "GPU devices lost (driver loss, hang, panic).")
+            .expect("valid metric");
+        registry.register(Box::new(gpu_losses.clone())).expect("unique metric");
+        let gpu_recreations =
+            IntCounter::new("gpu_recreations_total", "Replacement GPU devices opened after losses.")
+                .expect("valid metric");
+        registry.register(Box::new(gpu_recreations.clone())).expect("unique metric");
+        let gpu_healthy =
+            IntGauge::new("gpu_healthy", "1 while the GPU is in use, 0 while a lost device is replaced.")
+                .expect("valid metric");
+        registry.register(Box::new(gpu_healthy.clone())).expect("unique metric");
         let bank_entries = IntGaugeVec::new(Opts::new("bank_entries", "Live entries per bank."), &["bank"])
             .expect("valid metric");
         registry.register(Box::new(bank_entries.clone())).expect("unique metric");
@@ -244,6 +270,10 @@ impl Metrics {
             request_seconds,
             backend,
             gpu_fallbacks,
+            gpu_canary_failures,
+            gpu_losses,
+            gpu_recreations,
+            gpu_healthy,
             bank_entries,
         }
     }

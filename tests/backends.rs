@@ -91,7 +91,7 @@ fn gpu_matches_cpu_on_the_corpus() {
         "GPU vs CPU on {n} corpus images (every {step}th; GPU {:.1} s on {}): PDQ identical {pdq_same}, \
          distances {}; quality identical {q_same}; pHash identical {ph_same}; all 8 dihedral hashes identical {dih_same}",
         gpu_time.as_secs_f64(),
-        gpu.adapter(),
+        gpu.hasher().adapter(),
         histogram(&dists)
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -155,7 +155,7 @@ fn every_gpu_stage_matches_its_cpu_function() {
         views.push((format!("synthetic {w}×{h}×{c}"), v));
     }
     for (name, img) in &views {
-        let dump = gpu.debug_stages(*img).expect("GPU stages");
+        let dump = gpu.hasher().debug_stages(*img).expect("GPU stages");
         let (h, w) = (img.height as usize, img.width as usize);
         // luma: exact (the CPU's tables, the reference's additions).
         let mut a = vec![0f32; h * w];
@@ -202,7 +202,7 @@ fn max_rel(got: &[f32], want: &[f32]) -> f32 {
 
 /// Defect 11: a GPU wait has a timeout. A submission that does not finish in time (here: a zero timeout,
 /// so every real submission "hangs") is recomputed on the CPU like a lost device, instead of blocking its
-/// thread forever, and the device is not used again.
+/// thread forever, and that device is not used again (the engine replaces it; see the self-healing test).
 #[test]
 #[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
 fn a_hung_gpu_submission_falls_back_to_the_cpu_like_a_lost_device() {
@@ -213,12 +213,13 @@ fn a_hung_gpu_submission_falls_back_to_the_cpu_like_a_lost_device() {
     );
     let images = corpus(1).into_iter().take(8).collect::<Vec<_>>();
     let views: Vec<ImageView<'_>> = images.iter().map(|(_, d)| d.view()).collect();
-    gpu.set_wait_timeout(std::time::Duration::ZERO);
+    let hung = gpu.hasher();
+    hung.set_wait_timeout(std::time::Duration::ZERO);
     let started = std::time::Instant::now();
     let got = gpu.hash_batch(&views, true);
     assert_eq!(got, cpu(&views, true), "the hung batch's hashes are the CPU reference's");
     assert_eq!(gpu.fallbacks(), 1, "the fallback is counted");
-    let err = gpu.try_hash_batch(&views, false).expect_err("a hung device is not used again");
+    let err = hung.try_hash_batch(&views, false).expect_err("a hung device is not used again");
     assert!(err.to_string().contains("lost"), "{err}");
     eprintln!("hung submission handled in {:?}", started.elapsed());
 }
@@ -235,9 +236,9 @@ fn an_injected_gpu_failure_falls_back_to_exact_cpu_hashes() {
     let images = corpus(1).into_iter().take(6).collect::<Vec<_>>();
     let views: Vec<ImageView<'_>> = images.iter().map(|(_, d)| d.view()).collect();
     let before = gpu.fallbacks();
-    gpu.inject_failures(1);
+    gpu.hasher().inject_failures(1);
     assert!(gpu.try_hash_batch(&views, true).is_err(), "the injected failure surfaces from try_hash_batch");
-    gpu.inject_failures(1);
+    gpu.hasher().inject_failures(1);
     let got = gpu.hash_batch(&views, true);
     assert_eq!(got, cpu(&views, true), "fallback hashes are the CPU reference's");
     assert_eq!(gpu.fallbacks(), before + 1, "the fallback is counted");
@@ -246,34 +247,140 @@ fn an_injected_gpu_failure_falls_back_to_exact_cpu_hashes() {
     assert_eq!(again.len(), views.len());
 }
 
+/// The shaders' only division, `div_exact` (common.wgsl, integer long division), run on the device as the
+/// stages are compiled: every count the box filter and quality can use (1..4095) against IEEE division on
+/// the CPU, over dividends where rounding is hardest (exact multiples, neighbours of powers of two, zero,
+/// subnormals, the sums a box filter produces, random bit patterns).
 #[test]
 #[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
-fn the_division_correction_recovers_exact_quotients() {
-    // An adapter is there, or the test fails here.
-    gpu();
-    // Every quotient in the box filter and the quality starts up to 2 ULP off, as a driver's division may
-    // (WGSL allows 2.5 ULP); `div_rn` must still produce the CPU's exactly rounded values.
-    let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
-    let images = corpus(1).into_iter().take(8).collect::<Vec<_>>();
-    let px = pattern(129, 257, 3, 3);
-    let mut views: Vec<ImageView<'_>> = images.iter().map(|(_, d)| d.view()).collect();
-    views.push(ImageView::rgb(129, 257, &px));
-    let names: Vec<&str> = images.iter().map(|(p, _)| p.as_str()).chain(["synthetic 129×257"]).collect();
-    let want = cpu(&views, true);
-    for ulps in [-2, -1, 1, 2] {
-        gpu.perturb_divisions(ulps);
-        let got = gpu.try_hash_batch(&views, true).expect("GPU");
-        for ((g, w), name) in got.iter().zip(&want).zip(&names) {
-            assert_eq!(g, w, "{name}, quotients perturbed by {ulps} ULP");
+fn gpu_division_is_exact_for_every_count() {
+    let gpu = gpu();
+    let mut rng = pharos::synth::SplitMix64::new(5);
+    let mut pairs = Vec::new();
+    for c in 1..4096u32 {
+        let mut dividends =
+            vec![0.0f32, f32::from_bits(1), f32::MIN_POSITIVE, f32::MAX, (c * 7) as f32, c as f32];
+        for p in [-126i32, -3, 0, 7, 8, 15, 16, 23] {
+            let x = f32::from_bits(((p + 127) as u32) << 23);
+            dividends.extend([x, f32::from_bits(x.to_bits() - 1), f32::from_bits(x.to_bits() + 1)]);
+        }
+        for _ in 0..24 {
+            dividends.push(f32::from_bits(rng.next_u64() as u32 & 0x7f7f_ffff));
+            dividends.push(rng.below(255 * 4096 * 1000) as f32 / 1000.0);
+        }
+        pairs.extend(dividends.into_iter().flat_map(|s| [(s, c), (-s, c)]));
+    }
+    let got = gpu.hasher().debug_divide(&pairs).expect("GPU");
+    let mut wrong = 0;
+    for (&(s, c), q) in pairs.iter().zip(&got) {
+        let want = s / c as f32;
+        if q.to_bits() != want.to_bits() {
+            wrong += 1;
+            if wrong <= 10 {
+                eprintln!("{s:e} / {c}: GPU {q:e}, IEEE {want:e}");
+            }
         }
     }
-    // Control: beyond the correction's reach (8 ULP) the box filter's outputs do change, so the hook bites.
-    gpu.perturb_divisions(8);
-    let (h, w) = (views[0].height as usize, views[0].width as usize);
-    let dump = gpu.debug_stages(views[0]).expect("GPU");
-    let mut rows = vec![0f32; h * w];
-    pdq::box_rows(&dump.luma, &mut rows, h, w, pdq::window_size(w));
-    assert_ne!(dump.passes[0], rows, "an 8-ULP perturbation must show");
+    assert_eq!(wrong, 0, "{wrong} of {} quotients differ", pairs.len());
+    println!(
+        "{} quotients exact on {} ({})",
+        pairs.len(),
+        gpu.hasher().adapter(),
+        gpu.hasher().float_mode().name()
+    );
+}
+
+fn stress_view(img: &pharos::synth::StressImage) -> ImageView<'_> {
+    if img.channels == 1 {
+        ImageView::gray(img.width, img.height, &img.pixels)
+    } else {
+        ImageView::rgb(img.width, img.height, &img.pixels)
+    }
+}
+
+/// Acceptance 1 of the GPU issue, synthetic half: GPU = CPU on every stress image (flat, near-flat,
+/// black borders, gradients, 5×5, 1×N, 64×64, 12 MP), hash, quality, dihedral variants and pHash.
+#[test]
+#[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
+fn gpu_matches_cpu_on_every_stress_image() {
+    let gpu = gpu();
+    let images = pharos::synth::stress_images(true);
+    for img in &images {
+        let view = [stress_view(img)];
+        let got = gpu.try_hash_batch(&view, true).expect("GPU");
+        assert_eq!(got, cpu(&view, true), "{}", img.name);
+    }
+    // And all in one batch, as the canary runs them.
+    let views: Vec<ImageView<'_>> = images.iter().map(stress_view).collect();
+    assert_eq!(gpu.try_hash_batch(&views, false).expect("GPU"), cpu(&views, false));
+    if !gpu.hasher().adapter().software {
+        return;
+    }
+    assert_eq!(
+        gpu.hasher().float_mode(),
+        pharos::gpu::FloatMode::Pinned,
+        "lavapipe (Vulkan) must run pinned SPIR-V"
+    );
+}
+
+/// The start-up canary refuses a device whose hashes differ from the CPU's, logs it and counts it.
+#[test]
+#[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
+fn a_canary_mismatch_refuses_the_gpu_and_is_counted() {
+    let gpu = gpu();
+    gpu.hasher().canary(false).expect("the canary passes on a correct device");
+    let before = pharos::gpu::canary_failures();
+    let err = gpu.hasher().canary(true).expect_err("a wrong bit fails the canary");
+    assert!(matches!(err, pharos::gpu::GpuError::Canary(_)), "{err}");
+    assert!(err.to_string().contains("PDQ differs in 1 bits"), "{err}");
+    assert!(pharos::gpu::canary_failures() > before);
+}
+
+/// Self-healing: an injected hang, device loss, panic inside the backend, and a replacement device that
+/// fails its canary. Every batch is the CPU reference's (no request would fail), the engine reports
+/// unhealthy until a replacement device is in place, then hashes on the GPU again.
+#[test]
+#[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
+fn every_injected_gpu_failure_heals_without_a_wrong_or_failed_batch() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    // An adapter is there, or the test fails here; the engine gets devices of its own.
+    gpu();
+    let engine = pharos::engine::GpuEngine::new(
+        pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU"),
+    );
+    engine.set_recovery_backoff(Duration::from_millis(10), Duration::from_millis(200));
+    let images = corpus(1).into_iter().take(6).collect::<Vec<_>>();
+    let views: Vec<ImageView<'_>> = images.iter().map(|(_, d)| d.view()).collect();
+    let want = cpu(&views, true);
+    let canary_before = pharos::gpu::canary_failures();
+    let failures = ["hang", "device loss", "panic", "canary mismatch on re-creation"];
+    for (k, failure) in failures.iter().enumerate() {
+        let first = engine.hasher();
+        match k {
+            0 => first.set_wait_timeout(Duration::ZERO),
+            1 => first.destroy_device(),
+            2 => first.inject_panics(1),
+            _ => {
+                engine.inject_canary_faults(2);
+                first.destroy_device();
+            }
+        }
+        assert_eq!(engine.hash_batch(&views, true), want, "{failure}: the failed batch is redone on the CPU");
+        let started = Instant::now();
+        while !engine.healthy() || Arc::ptr_eq(&first, &engine.hasher()) {
+            assert!(started.elapsed() < Duration::from_secs(120), "{failure}: no replacement device");
+            // Degraded, and still exact.
+            assert_eq!(engine.hash_batch(&views[..2], false), cpu(&views[..2], false), "{failure}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(engine.losses(), k as u64 + 1, "{failure}: the loss is counted once");
+        assert_eq!(engine.recreations(), k as u64 + 1, "{failure}: the re-creation is counted");
+        let again = engine.hasher().try_hash_batch(&views, true).expect("the replacement device hashes");
+        assert_eq!(again, want, "{failure}: the replacement device is exact");
+        eprintln!("{failure}: healed in {:?}", started.elapsed());
+    }
+    assert!(pharos::gpu::canary_failures() >= canary_before + 2, "the two faulty replacements were refused");
 }
 
 #[test]

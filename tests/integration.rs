@@ -15,6 +15,7 @@ mod bench_cli;
 mod cli;
 mod data_model;
 mod deploy;
+mod exactness;
 mod fleet;
 mod formats;
 mod golden;

@@ -238,6 +238,10 @@ async fn after_a_device_loss_images_are_hashed_where_they_were_decoded() {
     let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
     gpu.set_wait_timeout(Duration::ZERO);
     let engine = Engine::from_gpu(gpu);
+    // No replacement device during this test (the self-healing tests cover that).
+    if let Engine::Gpu(g) = &engine {
+        g.set_recovery_backoff(Duration::from_secs(600), Duration::from_secs(600));
+    }
     let metrics = std::sync::Arc::new(pharos::metrics::Metrics::new());
     let cfg = PipelineConfig { max_batch: 4, decode_threads: 2, ..PipelineConfig::default() };
     let pipeline = Pipeline::new(engine.clone(), cfg, metrics.clone()).unwrap();
@@ -256,4 +260,61 @@ async fn after_a_device_loss_images_are_hashed_where_they_were_decoded() {
     let hashed = |backend: &str| metrics.images_hashed.with_label_values(&[backend]).get();
     assert_eq!((hashed("gpu"), hashed("cpu")), (1, 8), "one batch on the (lost) GPU, the rest inline");
     pipeline.close();
+}
+
+/// The GPU issue's acceptance 3 over gRPC: a device loss in a running daemon fails no request, the GPU
+/// health service goes NOT_SERVING while the services stay SERVING (degraded, still hashing on the CPU),
+/// and comes back SERVING once the replacement device passed its canary; the metrics count it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
+async fn a_lost_gpu_degrades_health_and_heals_without_a_failed_request() {
+    use pharos::engine::Engine;
+    common::gpu();
+    let cfg = ServeConfig { backend: "gpu".into(), ..cpu_config() };
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = None;
+    let server = TestServer::start_with(cfg, dir, |s| engine = Some(s.pipeline().engine().clone())).await;
+    let Some(Engine::Gpu(gpu)) = engine else { panic!("the GPU backend") };
+    gpu.set_recovery_backoff(Duration::from_millis(300), Duration::from_secs(1));
+    let mut health = HealthClient::new(server.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest { service: pharos::server::GPU_HEALTH.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+
+    let mut hasher = HasherClient::new(server.channel().await);
+    let imgs = images(6);
+    gpu.hasher().destroy_device();
+    for (i, img) in imgs.iter().enumerate() {
+        hasher.hash(request(&format!("lost {i}"), img.clone())).await.expect("no request fails");
+    }
+    let statuses = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut seen = Vec::new();
+        while let Some(m) = watch.message().await.unwrap() {
+            seen.push(m.status);
+            if m.status == ServingStatus::Serving as i32 {
+                break;
+            }
+            // Degraded: the services and the server stay SERVING.
+            let r = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+            assert_eq!(r.status, ServingStatus::Serving as i32);
+        }
+        seen
+    })
+    .await
+    .expect("GPU health comes back");
+    assert_eq!(statuses, vec![ServingStatus::NotServing as i32, ServingStatus::Serving as i32]);
+    for (i, img) in imgs.iter().enumerate() {
+        hasher
+            .hash(request(&format!("healed {i}"), img.clone()))
+            .await
+            .expect("hashing after the re-creation");
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(metric(&server, "pharos_gpu_losses_total"), 1.0);
+    assert_eq!(metric(&server, "pharos_gpu_recreations_total"), 1.0);
+    assert_eq!(metric(&server, "pharos_gpu_healthy"), 1.0);
+    server.shutdown().await.unwrap();
 }

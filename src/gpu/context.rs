@@ -4,6 +4,7 @@
 //! slower than the CPU backend; those are used only when the GPU backend is asked for explicitly, which is how
 //! CI runs the real shaders without a GPU.
 
+use super::pipelines::FloatMode;
 use super::GpuError;
 use wgpu::{Adapter, DeviceType, Instance};
 
@@ -82,12 +83,29 @@ pub fn probe(policy: AdapterPolicy) -> Option<AdapterSummary> {
     pick_adapter(&instance(), policy).map(|a| summary(&a))
 }
 
+/// How the shaders can reach this adapter's driver: pinned (SPIR-V with `NoContraction`) on Vulkan when wgpu
+/// offers shader passthrough there, unpinned everywhere else. Metal and DX12 have no per-operation
+/// equivalent wgpu can express (wgpu's Metal backend compiles with fast math; DX12 gets no `precise`).
+pub(crate) fn float_mode(adapter: &Adapter) -> FloatMode {
+    let vulkan = adapter.get_info().backend == wgpu::Backend::Vulkan;
+    if vulkan && adapter.features().contains(wgpu::Features::PASSTHROUGH_SHADERS) {
+        FloatMode::Pinned
+    } else {
+        FloatMode::Unpinned
+    }
+}
+
 /// A device on `adapter` with the adapter's own limits (larger storage bindings than the WebGPU defaults,
-/// so a batch can hold several 12 MP images).
-pub(crate) fn device(adapter: &Adapter) -> Result<(wgpu::Device, wgpu::Queue), GpuError> {
+/// so a batch can hold several 12 MP images), and shader passthrough when `mode` is pinned.
+pub(crate) fn device(adapter: &Adapter, mode: FloatMode) -> Result<(wgpu::Device, wgpu::Queue), GpuError> {
+    let required_features = match mode {
+        FloatMode::Pinned => wgpu::Features::PASSTHROUGH_SHADERS,
+        FloatMode::Unpinned => wgpu::Features::empty(),
+    };
     let desc = wgpu::DeviceDescriptor {
         label: Some("pharos"),
         required_limits: adapter.limits(),
+        required_features,
         ..Default::default()
     };
     pollster::block_on(adapter.request_device(&desc)).map_err(|e| GpuError::Device(e.to_string()))

@@ -97,3 +97,109 @@ impl GpuHasher {
         Ok(self.read_u32(buffer, len)?.into_iter().map(f32::from_bits).collect())
     }
 }
+
+/// The division test shader: `div_exact` (common.wgsl) over a list of (dividend bits, count) pairs.
+const DIVIDE_WGSL: &str = "
+@group(0) @binding(1) var<storage, read> divs: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read_write> quotients: array<u32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = id.x + id.y * nwg.x * 64u;
+    if (i < arrayLength(&divs)) {
+        let d = divs[i];
+        quotients[i] = bitcast<u32>(div_exact(bitcast<f32>(d.x), d.y));
+    }
+}
+";
+
+impl GpuHasher {
+    /// Test hook: `div_exact` (common.wgsl) on this device, compiled as the stages are, for each
+    /// `(dividend, count)`; the tests compare the quotients with IEEE division on the CPU.
+    #[doc(hidden)]
+    pub fn debug_divide(&self, pairs: &[(f32, u32)]) -> Result<Vec<f32>, GpuError> {
+        use wgpu::util::DeviceExt;
+        let source = super::pipelines::full_source(DIVIDE_WGSL);
+        let module = super::pipelines::module(&self.device, "divide test", &source, self.float_mode)?;
+        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("divide test"),
+            entries: &[
+                // `params` (common.wgsl), declared by every shader.
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                },
+                storage(1, true),
+                storage(2, false),
+            ],
+        });
+        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("divide test"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("divide test"),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let words: Vec<u32> = pairs.iter().flat_map(|&(s, c)| [s.to_bits(), c]).collect();
+        let input = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("divide test in"),
+            contents: bytemuck::cast_slice(&words),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let output = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("divide test out"),
+            size: (pairs.len().max(1) * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let params = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("divide test params"),
+            contents: bytemuck::bytes_of(&Params::default()),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("divide test"),
+            layout: &layout,
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: input.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 2, resource: output.as_entire_binding() },
+            ],
+        });
+        let groups = pairs.len().div_ceil(64) as u32;
+        let (x, y) = (groups.min(1024), groups.div_ceil(1024));
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(x, y.max(1), 1);
+        }
+        self.queue.submit([encoder.finish()]);
+        let out = self.read_f32(&output, pairs.len())?;
+        self.check_errors()?;
+        Ok(out)
+    }
+}

@@ -13,10 +13,10 @@ pub(crate) struct Params {
     pub(crate) n_images: u32,
     /// 1 when the dihedral variants are computed.
     pub(crate) dihedral: u32,
-    /// Always 0.0; see `dct.wgsl` (it keeps drivers from fusing the DCT's multiply-adds).
-    pub(crate) zero: f32,
-    /// Test hook, 0 in production: ULPs added to every quotient before `div_rn` (common.wgsl) corrects it.
-    pub(crate) div_perturb: i32,
+    /// Unused; keeps the uniform at 16 bytes.
+    pub(crate) _pad0: u32,
+    /// Unused.
+    pub(crate) _pad1: u32,
 }
 
 /// One image of a submission (`ImageMeta` in common.wgsl), an element of a storage array.

@@ -30,14 +30,19 @@
 //! batch on the CPU, logs it and counts it. After a device loss or a hang every batch goes to the CPU.
 
 mod buffers;
+mod canary;
 mod context;
 mod debug;
 pub(crate) mod layout;
+pub mod model;
 pub(crate) mod pipelines;
 mod plan;
+mod spirv;
 
+pub use canary::canary_failures;
 pub use context::{probe, AdapterPolicy, AdapterSummary};
 pub use debug::StageDump;
+pub use pipelines::FloatMode;
 use plan::{pixel_words, plane_len, stages, Dims, Stage};
 
 use crate::hash::pdq::{self, Dihedral, PdqHash};
@@ -48,7 +53,7 @@ use buffers::{Sizes, Slot};
 use layout::*;
 use pipelines::Pipelines;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -78,6 +83,16 @@ pub enum GpuError {
     /// An image larger than one submission's buffers ([`GpuHasher::fits`]); the engine hashes those on the CPU.
     #[error("a {0}×{1} image does not fit the GPU's buffers")]
     TooLarge(u32, u32),
+    /// The backend cannot pin float arithmetic to the reference's (not Vulkan, or no shader passthrough),
+    /// and the operator has not accepted that risk (`PHAROS_GPU_ALLOW_UNPINNED=1`).
+    #[error(
+        "the {0} backend cannot forbid the driver to fuse or reassociate float operations, so GPU hashes \
+         could differ from the reference; refusing the GPU (set PHAROS_GPU_ALLOW_UNPINNED=1 to accept the risk)"
+    )]
+    Unpinned(String),
+    /// The start-up canary: the GPU's hashes of the stress images differ from the CPU's.
+    #[error("GPU canary failed: {0}; refusing the GPU")]
+    Canary(String),
     /// A failure injected by a test ([`GpuHasher::inject_failures`]).
     #[error("injected GPU failure (test hook)")]
     Injected,
@@ -101,6 +116,10 @@ pub struct GpuHasher {
     pipelines: Pipelines,
     consts: wgpu::Buffer,
     adapter: AdapterSummary,
+    /// Whether float arithmetic is pinned to the reference's on this device.
+    float_mode: FloatMode,
+    /// The policy the adapter was chosen by (a replacement device is chosen the same way).
+    policy: AdapterPolicy,
     /// Largest plane (in f32) one submission may use: the budget, capped by the device's limits.
     plane_budget: usize,
     /// Largest pixel upload (in u32 words) one submission may use.
@@ -114,7 +133,7 @@ pub struct GpuHasher {
     uncaptured: Arc<Mutex<Option<String>>>,
     lost: Arc<AtomicBool>,
     inject: AtomicU32,
-    div_perturb: AtomicI32,
+    inject_panics: AtomicU32,
     /// Longest wait for one submission, in nanoseconds.
     wait_timeout_ns: AtomicU64,
 }
@@ -131,8 +150,26 @@ struct Pending {
 }
 
 impl GpuHasher {
-    /// Opens a device on the best adapter `policy` allows and builds every pipeline.
+    /// Opens a device on the best adapter `policy` allows, builds every pipeline and runs the start-up canary
+    /// ([`canary`]): a device whose hashes of the stress images differ from the CPU's is refused.
+    ///
+    /// Refuses a backend that cannot pin float arithmetic ([`FloatMode::Unpinned`]) unless
+    /// `PHAROS_GPU_ALLOW_UNPINNED=1` accepts the risk (the canary still runs).
     pub fn new(policy: AdapterPolicy) -> Result<GpuHasher, GpuError> {
+        GpuHasher::new_with_canary_fault(policy, false)
+    }
+
+    /// Test hook: [`GpuHasher::new`], with the canary seeing one wrong bit when `fault` is set.
+    #[doc(hidden)]
+    pub fn new_with_canary_fault(policy: AdapterPolicy, fault: bool) -> Result<GpuHasher, GpuError> {
+        let hasher = GpuHasher::open(policy)?;
+        hasher.canary(fault)?;
+        tracing::info!("GPU backend on {} (float arithmetic {})", hasher.adapter, hasher.float_mode.name());
+        Ok(hasher)
+    }
+
+    /// [`GpuHasher::new`] without the canary.
+    fn open(policy: AdapterPolicy) -> Result<GpuHasher, GpuError> {
         let instance = context::instance();
         let adapter = context::pick_adapter(&instance, policy)
             .ok_or(match policy {
@@ -143,7 +180,17 @@ impl GpuHasher {
             })
             .map_err(GpuError::NoAdapter)?;
         let summary = context::summary(&adapter);
-        let (device, queue) = context::device(&adapter)?;
+        let float_mode = context::float_mode(&adapter);
+        if float_mode == FloatMode::Unpinned {
+            if !allow_unpinned() {
+                return Err(GpuError::Unpinned(summary.api.clone()));
+            }
+            tracing::warn!(
+                "GPU backend on {summary}: float arithmetic is not pinned (PHAROS_GPU_ALLOW_UNPINNED=1); \
+                 hashes may differ from the reference"
+            );
+        }
+        let (device, queue) = context::device(&adapter, float_mode)?;
         let uncaptured = Arc::new(Mutex::new(None::<String>));
         let lost = Arc::new(AtomicBool::new(false));
         {
@@ -159,7 +206,7 @@ impl GpuHasher {
                 lost.store(true, Ordering::SeqCst);
             });
         }
-        let pipelines = Pipelines::new(&device);
+        let pipelines = Pipelines::new(&device, float_mode)?;
         let consts = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("consts"),
             size: (CONSTS_LEN * 4) as u64,
@@ -178,6 +225,8 @@ impl GpuHasher {
             pipelines,
             consts,
             adapter: summary,
+            float_mode,
+            policy,
             plane_budget,
             pixel_budget,
             max_elems,
@@ -186,7 +235,7 @@ impl GpuHasher {
             uncaptured,
             lost,
             inject: AtomicU32::new(0),
-            div_perturb: AtomicI32::new(0),
+            inject_panics: AtomicU32::new(0),
             wait_timeout_ns: AtomicU64::new(DEFAULT_WAIT_TIMEOUT.as_nanos() as u64),
         };
         // Surface compilation or validation errors now rather than on the first batch.
@@ -195,13 +244,17 @@ impl GpuHasher {
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Device(e.to_string()))?;
         hasher.check_errors()?;
-        tracing::info!("GPU backend on {}", hasher.adapter);
         Ok(hasher)
     }
 
     /// The adapter in use.
     pub fn adapter(&self) -> &AdapterSummary {
         &self.adapter
+    }
+
+    /// Whether the shaders' float arithmetic is pinned to the reference's on this device.
+    pub fn float_mode(&self) -> FloatMode {
+        self.float_mode
     }
 
     /// Whether one submission's buffers can hold `img` (the engine hashes larger images on the CPU).
@@ -212,6 +265,32 @@ impl GpuHasher {
     /// Whether the device was lost (or a submission hung): from then on every batch fails at once.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Marks the device lost (after a panic inside wgpu, whose state is then unknown): every later batch
+    /// fails at once, and the engine replaces the device.
+    pub fn mark_lost(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+    }
+
+    /// The adapter policy this device was opened with.
+    pub fn policy(&self) -> AdapterPolicy {
+        self.policy
+    }
+
+    /// Test hook: destroys the device, as a driver reset would; wgpu reports the loss through the same
+    /// callback a real one uses.
+    #[doc(hidden)]
+    pub fn destroy_device(&self) {
+        self.device.destroy();
+        // The callback runs when wgpu next looks at the device; make sure it has.
+        let _ = self.device.poll(wgpu::PollType::Poll);
+    }
+
+    /// Test hook: the next `n` batches panic inside [`GpuHasher::try_hash_batch`], as a wgpu panic would.
+    #[doc(hidden)]
+    pub fn inject_panics(&self, n: u32) {
+        self.inject_panics.store(n, Ordering::SeqCst);
     }
 
     /// How long to wait for one submission before treating the device as hung (lost). A test hook too: a
@@ -230,13 +309,6 @@ impl GpuHasher {
         self.inject.store(n, Ordering::SeqCst);
     }
 
-    /// Test hook: every division in the shaders starts `ulps` ULPs away from the driver's quotient, as on a
-    /// driver with an inexact division; the shaders' correction (`div_rn`) must still give the CPU's values.
-    #[doc(hidden)]
-    pub fn perturb_divisions(&self, ulps: i32) {
-        self.div_perturb.store(ulps, Ordering::SeqCst);
-    }
-
     /// Hashes `images` on the GPU, or says why it could not.
     pub fn try_hash_batch(
         &self,
@@ -245,6 +317,9 @@ impl GpuHasher {
     ) -> Result<Vec<HashRecord>, GpuError> {
         if self.lost.load(Ordering::SeqCst) {
             return Err(GpuError::DeviceLost("earlier in this process".into()));
+        }
+        if self.inject_panics.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            panic!("injected GPU panic (test hook)");
         }
         if let Some(img) = images.iter().find(|img| !self.fits(img)) {
             return Err(GpuError::TooLarge(img.width, img.height));
@@ -466,12 +541,8 @@ impl GpuHasher {
         sizes: &Sizes,
         dihedral: bool,
     ) {
-        let params = Params {
-            n_images: images.len() as u32,
-            dihedral: u32::from(dihedral),
-            zero: 0.0,
-            div_perturb: self.div_perturb.load(Ordering::Relaxed),
-        };
+        let params =
+            Params { n_images: images.len() as u32, dihedral: u32::from(dihedral), _pad0: 0, _pad1: 0 };
         self.queue.write_buffer(&slot.params, 0, bytemuck::bytes_of(&params));
         self.queue.write_buffer(&slot.metas, 0, bytemuck::cast_slice(metas));
         if !coeffs.is_empty() {
@@ -520,6 +591,11 @@ impl GpuHasher {
         pass.set_bind_group(0, group, &[]);
         pass.dispatch_workgroups(x, d.n, 1);
     }
+}
+
+/// Whether the operator accepted unpinned float arithmetic (`PHAROS_GPU_ALLOW_UNPINNED=1`).
+fn allow_unpinned() -> bool {
+    std::env::var("PHAROS_GPU_ALLOW_UNPINNED").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 /// The constants buffer: the CPU's luma tables (`c · v` in float32), then the DCT matrix, row-major.

@@ -1,6 +1,67 @@
 //! The shaders, the two bind-group layouts and every compute pipeline, created once per device.
 
+use super::{spirv, GpuError};
+use std::borrow::Cow;
 use wgpu::{BindGroupLayout, BindingType, BufferBindingType, ComputePipeline, Device, ShaderStages};
+
+/// How the shaders reach the driver, which decides whether float arithmetic is pinned to the reference's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatMode {
+    /// Vulkan: SPIR-V compiled here with every float operation `NoContraction` (see `spirv`), loaded through
+    /// wgpu's passthrough. No driver may fuse or reassociate.
+    Pinned,
+    /// WGSL translated by wgpu for the backend (Metal, DX12, or Vulkan without passthrough): a driver may
+    /// fuse or reassociate, so hashes may differ from the reference. Used only when the operator accepts
+    /// that risk (`PHAROS_GPU_ALLOW_UNPINNED=1`).
+    Unpinned,
+}
+
+impl FloatMode {
+    /// "pinned" or "unpinned", for logs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FloatMode::Pinned => "pinned (SPIR-V NoContraction)",
+            FloatMode::Unpinned => "unpinned (driver may fuse/reassociate)",
+        }
+    }
+}
+
+/// A shader module for the complete WGSL `source`, in `mode`.
+pub(crate) fn module(
+    device: &Device,
+    label: &str,
+    source: &str,
+    mode: FloatMode,
+) -> Result<wgpu::ShaderModule, GpuError> {
+    match mode {
+        FloatMode::Unpinned => Ok(device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        })),
+        FloatMode::Pinned => {
+            let compiled = spirv::compile(label, source)?;
+            let entry_points: Vec<wgpu::PassthroughShaderEntryPoint<'_>> = compiled
+                .entry_points
+                .iter()
+                .map(|(name, size)| wgpu::PassthroughShaderEntryPoint {
+                    name: Cow::Borrowed(name.as_str()),
+                    workgroup_size: (size[0], size[1], size[2]),
+                })
+                .collect();
+            let desc = wgpu::ShaderModuleDescriptorPassthrough {
+                label: Some(label),
+                entry_points: Cow::Owned(entry_points),
+                spirv: Some(Cow::Borrowed(&compiled.words)),
+                ..Default::default()
+            };
+            // SAFETY: the words are naga's SPIR-V for WGSL that naga has just parsed and validated, with
+            // bounds checks on every buffer access (`spirv::compile`); the only change is the added
+            // decorations, which `spirv::check_pinned` verifies in the unit tests. The bind-group layouts
+            // below declare exactly the bindings the WGSL declares.
+            Ok(unsafe { device.create_shader_module_passthrough(desc) })
+        }
+    }
+}
 
 /// Declarations shared by every stage (`shaders/common.wgsl`), prepended to each of them.
 pub(crate) const COMMON: &str = include_str!("../../shaders/common.wgsl");
@@ -88,8 +149,8 @@ fn layout(device: &Device, label: &str, storage: &[(u32, bool)]) -> BindGroupLay
 }
 
 impl Pipelines {
-    /// Compiles every shader and builds the pipelines.
-    pub(crate) fn new(device: &Device) -> Pipelines {
+    /// Compiles every shader (in `mode`) and builds the pipelines.
+    pub(crate) fn new(device: &Device, mode: FloatMode) -> Result<Pipelines, GpuError> {
         let pdq_layout = layout(device, "pharos pdq", PDQ_STORAGE);
         let phash_layout = layout(device, "pharos phash", PHASH_STORAGE);
         let pdq_pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -104,10 +165,7 @@ impl Pipelines {
         });
         let module = |name: &str| {
             let (_, src) = STAGES.iter().find(|(n, _)| *n == name).expect("known stage");
-            device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(full_source(src).into()),
-            })
+            module(device, name, &full_source(src), mode)
         };
         let pipeline =
             |layout: &wgpu::PipelineLayout, module: &wgpu::ShaderModule, label: &str, entry: &str| {
@@ -120,21 +178,21 @@ impl Pipelines {
                     cache: None,
                 })
             };
-        let pdq = |name: &str| pipeline(&pdq_pl, &module(name), name, "main");
-        let phash = module("phash_resize");
-        Pipelines {
+        let pdq = |name: &str| module(name).map(|m| pipeline(&pdq_pl, &m, name, "main"));
+        let phash = module("phash_resize")?;
+        Ok(Pipelines {
             phash_first: pipeline(&phash_pl, &phash, "phash_resize first", "first"),
             phash_second: pipeline(&phash_pl, &phash, "phash_resize second", "second"),
-            luma: pdq("luma"),
-            box_rows: pdq("box_rows"),
-            box_cols: pdq("box_cols"),
-            decimate: pdq("decimate"),
-            quality: pdq("quality"),
-            dct: pdq("dct"),
-            dihedral: pdq("dihedral"),
-            threshold: pdq("threshold"),
+            luma: pdq("luma")?,
+            box_rows: pdq("box_rows")?,
+            box_cols: pdq("box_cols")?,
+            decimate: pdq("decimate")?,
+            quality: pdq("quality")?,
+            dct: pdq("dct")?,
+            dihedral: pdq("dihedral")?,
+            threshold: pdq("threshold")?,
             pdq_layout,
             phash_layout,
-        }
+        })
     }
 }

@@ -275,6 +275,8 @@ impl Pipeline {
         // Room for one batch being collected and one more decoded behind it; decoders block beyond that.
         let (tx, rx) = crossbeam_channel::bounded(cfg.max_batch);
         metrics.backend.with_label_values(&[&engine.describe()]).set(1);
+        // A device refused at start-up by its canary left the engine on the CPU; say so in the metrics.
+        metrics.gpu_canary_failures.inc_by(crate::engine::canary_failures());
         let inner = Arc::new(Inner {
             decoded: Budget { limit: cfg.max_decoded_bytes, used: Mutex::new(0), freed: Condvar::new() },
             cfg,

@@ -273,6 +273,7 @@ impl Server {
         health.set_serving::<AuditServer<banks::AuditService>>().await;
         health.set_service_status(STORE_HEALTH, ServingStatus::Serving).await;
         let store_health = watch_store_health(shared.clone(), health.clone());
+        let gpu_health = watch_gpu_health(shared.clone(), health.clone()).await;
         let (stop_pruning, pruning_stopped) = watch::channel(false);
         let pruning = prune_audit_periodically(shared.clone(), pruning_stopped);
 
@@ -356,6 +357,9 @@ impl Server {
         let _ = stop_pruning.send(true);
         let _ = pruning.await;
         let _ = store_health.await;
+        if let Some(gpu_health) = gpu_health {
+            let _ = gpu_health.await;
+        }
         tracing::info!("stopped");
         result
     }
@@ -503,6 +507,45 @@ fn open_banks(cfg: &ServeConfig, data_dir: &Path, metrics: Arc<Metrics>) -> crat
         Ok(_) => tokio::task::block_in_place(open),
         Err(_) => open(),
     }
+}
+
+/// The health service name that reports the GPU alone (GPU backend only): NOT_SERVING from a device loss
+/// until its replacement passes the canary. Hashing goes on, on the CPU, so the services and the server
+/// ("") stay SERVING: this is "degraded", for operators to alert on, not for load balancers.
+pub const GPU_HEALTH: &str = "pharos.v1.GpuBackend";
+
+/// On the GPU backend: keeps [`GPU_HEALTH`] and the GPU metrics (`gpu_healthy`, losses, re-creations)
+/// current, checked every 250 ms, until shutdown. `None` on the CPU backend.
+async fn watch_gpu_health(
+    shared: Arc<Shared>,
+    health: tonic_health::server::HealthReporter,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let Engine::Gpu(gpu) = shared.pipeline.engine().clone() else { return None };
+    let status = |ok: bool| if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+    let mut was = gpu.healthy();
+    health.set_service_status(GPU_HEALTH, status(was)).await;
+    let metrics = shared.metrics.clone();
+    metrics.gpu_healthy.set(i64::from(was));
+    Some(tokio::spawn(async move {
+        let mut stopping = shared.stopping.clone();
+        let (mut losses, mut recreations) = (0, 0);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stopping.changed() => return,
+            }
+            let (l, r) = (gpu.losses(), gpu.recreations());
+            metrics.gpu_losses.inc_by(l - losses);
+            metrics.gpu_recreations.inc_by(r - recreations);
+            (losses, recreations) = (l, r);
+            let now = gpu.healthy();
+            metrics.gpu_healthy.set(i64::from(now));
+            if now != was && !*stopping.borrow() {
+                health.set_service_status(GPU_HEALTH, status(now)).await;
+                was = now;
+            }
+        }
+    }))
 }
 
 /// Keeps [`STORE_HEALTH`] equal to whether the bank store answers, checked every second, until shutdown.
