@@ -8,7 +8,19 @@
 //! - `buffers`: one submission's buffers, grown on demand and reused; two of them, so a batch uploads and
 //!   computes while the previous one is read back.
 //! - `plan`: a submission's bookkeeping: stage order, where each image sits in the buffers, dispatch extents.
-//! - `debug`: the stage-by-stage test hook ([`StageDump`]).
+//! - `debug`: the stage-by-stage test hook ([`StageDump`]) and the device division test.
+//! - `spirv`: the shaders as SPIR-V with every float operation `NoContraction` ([`FloatMode::Pinned`]).
+//! - `canary`: the start-up check on the stress images ([`crate::synth::stress_images`]).
+//! - [`model`]: a CPU model of the shaders' float arithmetic under a driver's liberties (tests).
+//!
+//! # Exact by construction
+//! The reference's float order is only reproducible if the driver may neither fuse (`a·b + c` → FMA) nor
+//! reassociate, and divides exactly. On Vulkan the shaders are compiled here to SPIR-V with every float
+//! `+ − × ÷` and negation decorated `NoContraction` and loaded through wgpu's passthrough, so no driver may
+//! do either; the one division the stages need is `div_exact` (`shaders/common.wgsl`), integer long
+//! division, exact whatever the driver does with floats. Metal and DX12 (and Vulkan without passthrough)
+//! have no equivalent wgpu can express, so they are refused unless `PHAROS_GPU_ALLOW_UNPINNED=1` accepts
+//! the risk. Every device, pinned or not, must pass the start-up canary before it hashes anything.
 //!
 //! # A batch
 //! Images of any sizes are packed into one submission (split only when their pixels exceed the buffer
@@ -26,8 +38,9 @@
 //! # Failures
 //! A device loss, an out-of-memory or validation error reported by wgpu, a failed buffer mapping or a
 //! submission that does not finish within the wait timeout makes [`GpuHasher::try_hash_batch`] return a
-//! [`GpuError`]. This module never falls back by itself: the engine ([`crate::engine`]) recomputes such a
-//! batch on the CPU, logs it and counts it. After a device loss or a hang every batch goes to the CPU.
+//! [`GpuError`]. This module never falls back by itself: the engine ([`crate::engine::GpuEngine`])
+//! recomputes such a batch on the CPU, logs it and counts it, catches panics from wgpu, and after a loss
+//! or a hang opens a replacement device in the background (with back-off; it must pass the canary too).
 
 mod buffers;
 mod canary;

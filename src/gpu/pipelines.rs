@@ -56,8 +56,8 @@ pub(crate) fn module(
             };
             // SAFETY: the words are naga's SPIR-V for WGSL that naga has just parsed and validated, with
             // bounds checks on every buffer access (`spirv::compile`); the only change is the added
-            // decorations, which `spirv::check_pinned` verifies in the unit tests. The bind-group layouts
-            // below declare exactly the bindings the WGSL declares.
+            // decorations, which `spirv::compile` checks (`check_pinned`) before returning. Callers' bind-group
+            // layouts declare every binding the WGSL declares (`tests/backends.rs` runs each pipeline).
             Ok(unsafe { device.create_shader_module_passthrough(desc) })
         }
     }
