@@ -121,3 +121,11 @@ fn div_exact(s: f32, c: u32) -> f32 {
     }
     return bitcast<f32>(sign | out);
 }
+
+// Whether index `x` of an axis of `n` samples is one of decimate's 64 target centres floor((2k + 1)·n / 128)
+// (decimate.wgsl). The smallest k with (2k + 1)·n ≥ 128·x is ceil(128·x / n) / 2; x is a centre when that
+// k exists and its centre is still below x + 1. Integer arithmetic, exact for any side up to 2^24.
+fn is_sampled(x: u32, n: u32) -> bool {
+    let k = ((128u * x + n - 1u) / n) / 2u;
+    return k < 64u && (2u * k + 1u) * n < 128u * (x + 1u);
+}

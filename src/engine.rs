@@ -22,7 +22,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::gpu::{probe, AdapterPolicy, GpuError, GpuHasher};
+use crate::gpu::{probe, upload_len, AdapterPolicy, GpuError, GpuHasher, InFlight, UploadBuffer};
 use crate::hash::exact::ExactHashes;
 use crate::hash::{HashRecord, Hashers};
 use crate::image::{decode, DecodeOptions};
@@ -243,9 +243,17 @@ impl GpuEngine {
         dihedral: bool,
     ) -> std::result::Result<Vec<HashRecord>, GpuError> {
         let gpu = self.hasher();
-        let run =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_device(&gpu, images, dihedral)));
-        let result = run.unwrap_or_else(|payload| {
+        self.guarded(&gpu, || on_device(&gpu, images, dihedral))
+    }
+
+    /// Runs `f` on `gpu`: a panic inside it is caught and becomes a loss of `gpu`; a loss (caught or
+    /// reported) starts the replacement.
+    fn guarded<T>(
+        &self,
+        gpu: &Arc<GpuHasher>,
+        f: impl FnOnce() -> std::result::Result<T, GpuError>,
+    ) -> std::result::Result<T, GpuError> {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
             let what = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -255,23 +263,80 @@ impl GpuEngine {
             Err(GpuError::DeviceLost(format!("panic inside the GPU backend: {what}")))
         });
         if result.is_err() && gpu.is_lost() {
-            self.lost(&gpu);
+            self.lost(gpu);
         }
         result
+    }
+
+    /// A batch to fill for the device in use: a mapped upload buffer the decode workers copy pixels into
+    /// ([`Staging::write`]). `None` while the device is lost, or when no buffer came back within the wait
+    /// timeout: the caller hashes on the CPU instead.
+    pub fn staging(&self) -> Option<Staging> {
+        if !self.healthy() {
+            return None;
+        }
+        let gpu = self.hasher();
+        match self.guarded(&gpu, || gpu.upload_buffer()) {
+            Ok(upload) => Some(Staging { gpu, upload }),
+            Err(e) => {
+                tracing::warn!("no GPU upload buffer ({e}); hashing on the CPU");
+                None
+            }
+        }
+    }
+
+    /// Submits a filled batch (image `i` at byte `offsets[i]` of `staging`) and returns at once; the
+    /// results come from [`GpuEngine::complete`]. A failure here is not lost: `complete` recomputes the
+    /// batch on the CPU.
+    pub fn submit(
+        &self,
+        staging: &Staging,
+        images: &[ImageView<'_>],
+        offsets: &[u64],
+        dihedral: bool,
+    ) -> Submitted {
+        let gpu = staging.gpu.clone();
+        let flight = self.guarded(&gpu, || gpu.submit_staged(&staging.upload, images, offsets, dihedral));
+        let in_flight = gpu.in_flight();
+        Submitted { gpu, flight, in_flight }
+    }
+
+    /// Waits for a submitted batch and returns its hashes; on any failure (at submission or now) the batch
+    /// is recomputed on the CPU from `images` (the same images, in the same order), logged and counted.
+    pub fn complete(
+        &self,
+        submitted: Submitted,
+        images: &[ImageView<'_>],
+        dihedral: bool,
+    ) -> Vec<HashRecord> {
+        let Submitted { gpu, flight, .. } = submitted;
+        let result = flight.and_then(|f| self.guarded(&gpu, || gpu.complete(f)));
+        match result {
+            Ok(records) if records.len() == images.len() => records,
+            Ok(records) => self.fall_back(
+                images,
+                dihedral,
+                &GpuError::Map(format!("{} results for {} images", records.len(), images.len())),
+            ),
+            Err(e) => self.fall_back(images, dihedral, &e),
+        }
+    }
+
+    /// The CPU's hashes of a batch the GPU failed, logged and counted.
+    fn fall_back(&self, images: &[ImageView<'_>], dihedral: bool, e: &GpuError) -> Vec<HashRecord> {
+        let n = self.inner.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(
+            "GPU batch of {} images failed ({e}); recomputed on the CPU ({n} so far)",
+            images.len()
+        );
+        cpu_batch(images, dihedral)
     }
 
     /// Hashes `images` (PDQ with quality, pHash, and the dihedral variants when asked). On any GPU failure
     /// the batch is recomputed on the CPU, logged and counted, so the result is always the reference's.
     /// Blocks until done.
     pub fn hash_batch(&self, images: &[ImageView<'_>], dihedral: bool) -> Vec<HashRecord> {
-        self.try_hash_batch(images, dihedral).unwrap_or_else(|e| {
-            let n = self.inner.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(
-                "GPU batch of {} images failed ({e}); recomputed on the CPU ({n} so far)",
-                images.len()
-            );
-            cpu_batch(images, dihedral)
-        })
+        self.try_hash_batch(images, dihedral).unwrap_or_else(|e| self.fall_back(images, dihedral, &e))
     }
 
     /// `gpu` is lost: count it once and start re-creating a device, unless that is already under way.
@@ -288,6 +353,60 @@ impl GpuEngine {
             tracing::error!("cannot start the GPU recovery thread ({e}); staying on the CPU");
         }
     }
+}
+
+/// A batch being filled for the GPU: a mapped upload buffer of one device ([`GpuEngine::staging`]).
+/// Several threads may write into it at once, at disjoint offsets.
+pub struct Staging {
+    gpu: Arc<GpuHasher>,
+    upload: UploadBuffer,
+}
+
+impl Staging {
+    /// Bytes of pixels it holds ([`upload_len`] of each image, summed).
+    pub fn capacity(&self) -> u64 {
+        self.upload.capacity()
+    }
+
+    /// Filter-plane floats one submission may use (`width × height` of each PDQ-hashable image, summed).
+    pub fn plane_budget(&self) -> usize {
+        self.gpu.plane_budget()
+    }
+
+    /// Copies `img`'s pixels to byte `offset`, which the caller reserved ([`upload_len`] bytes, a multiple
+    /// of 8 apart).
+    pub fn write(&self, offset: u64, img: &ImageView<'_>) -> std::result::Result<(), GpuError> {
+        self.upload.write(offset, img)
+    }
+}
+
+/// A batch submitted to the GPU ([`GpuEngine::submit`]), or the reason it could not be.
+pub struct Submitted {
+    gpu: Arc<GpuHasher>,
+    flight: std::result::Result<InFlight, GpuError>,
+    in_flight: usize,
+}
+
+impl Submitted {
+    /// Submissions in flight on the device just after this one was made, itself included (0 when it
+    /// failed).
+    pub fn in_flight(&self) -> usize {
+        if self.flight.is_ok() {
+            self.in_flight
+        } else {
+            0
+        }
+    }
+}
+
+/// Bytes `img` takes in a [`Staging`] buffer: its pixel bytes, rounded up to 8.
+pub fn staged_len(img: &ImageView<'_>) -> u64 {
+    upload_len(img)
+}
+
+/// PDQ filter-plane floats `img` takes in a submission (0 for an image PDQ skips).
+pub fn plane_len(img: &ImageView<'_>) -> usize {
+    crate::gpu::plane_len(img)
 }
 
 /// The GPU part of a batch: oversized images on the CPU, the rest on `gpu`.
@@ -389,6 +508,14 @@ impl Engine {
         match self {
             Engine::Cpu => false,
             Engine::Gpu(g) => g.healthy() && g.hasher().fits(img),
+        }
+    }
+
+    /// The GPU backend, when this engine runs on it (for the pipeline's staged batches).
+    pub fn gpu(&self) -> Option<&Arc<GpuEngine>> {
+        match self {
+            Engine::Cpu => None,
+            Engine::Gpu(g) => Some(g),
         }
     }
 

@@ -55,6 +55,14 @@ pub struct Metrics {
     pub gpu_recreations: IntCounter,
     /// 1 while the GPU backend is in use, 0 from a loss until the replacement is in place (GPU backend only).
     pub gpu_healthy: IntGauge,
+    /// GPU submissions in flight (submitted, not yet read back), observed as each batch is submitted,
+    /// itself included: observations above 1 show upload, compute and readback of batches overlapping.
+    pub gpu_batches_in_flight: prometheus::Histogram,
+    /// Pixel bytes the decode workers copied into the GPU's upload buffers: each image's pixels once (the
+    /// one host copy between the decoder and the GPU), against `pharos_gpu_staged_images_total`.
+    pub gpu_staged_bytes: IntCounter,
+    /// Images whose pixels were copied into the GPU's upload buffers.
+    pub gpu_staged_images: IntCounter,
     /// Live entries per bank.
     pub bank_entries: IntGaugeVec,
     /// Panics caught in the hashing pipeline, by stage (`decode`: a decoder or CPU hasher on a decode
@@ -163,6 +171,23 @@ impl Metrics {
             IntCounter::new("gpu_recreations_total", "Replacement GPU devices opened after losses.")
                 .expect("valid metric");
         registry.register(Box::new(gpu_recreations.clone())).expect("unique metric");
+        let gpu_batches_in_flight = histogram(
+            "gpu_batches_in_flight",
+            "GPU submissions in flight as each batch is submitted, itself included.",
+            &[],
+            vec![1.0, 2.0, 3.0, 4.0],
+        )
+        .with_label_values::<&str>(&[]);
+        let gpu_staged_bytes = IntCounter::new(
+            "gpu_staged_bytes_total",
+            "Pixel bytes copied by the decode workers into the GPU's upload buffers (once per image).",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(gpu_staged_bytes.clone())).expect("unique metric");
+        let gpu_staged_images =
+            IntCounter::new("gpu_staged_images_total", "Images copied into the GPU's upload buffers.")
+                .expect("valid metric");
+        registry.register(Box::new(gpu_staged_images.clone())).expect("unique metric");
         let gpu_healthy =
             IntGauge::new("gpu_healthy", "1 while the GPU is in use, 0 while a lost device is replaced.")
                 .expect("valid metric");
@@ -274,6 +299,9 @@ impl Metrics {
             gpu_losses,
             gpu_recreations,
             gpu_healthy,
+            gpu_batches_in_flight,
+            gpu_staged_bytes,
+            gpu_staged_images,
             bank_entries,
         }
     }

@@ -69,6 +69,9 @@ pub(crate) struct ServeArgs {
     /// Images per backend submission [default: 32].
     #[arg(long, env = "PHAROS_MAX_BATCH", value_name = "N")]
     max_batch: Option<usize>,
+    /// Decoded pixel bytes after which a GPU batch closes [default: 64 MiB].
+    #[arg(long, env = "PHAROS_MAX_BATCH_BYTES", value_name = "N")]
+    max_batch_bytes: Option<u64>,
     /// Milliseconds a batch waits to fill [default: 2].
     #[arg(long, env = "PHAROS_MAX_DELAY_MS", value_name = "MS")]
     max_delay_ms: Option<u64>,
@@ -144,6 +147,7 @@ impl ServeArgs {
             max_in_flight_per_stream,
             max_concurrent_streams,
             max_batch,
+            max_batch_bytes,
             max_delay_ms,
             decode_threads,
             shutdown_grace_s,

@@ -1,5 +1,5 @@
-//! The buffers of one submission, grown on demand and reused ("slots"; the backend keeps two, so one batch
-//! can be uploaded and computed while the previous one is read back).
+//! The buffers of one submission, grown on demand and reused ("slots"; a device has one per submission in
+//! flight, at most `MAX_IN_FLIGHT`). The pixels arrive by a GPU-side copy from an upload buffer (`upload`).
 
 use super::layout::{ImageMeta, Params, BUF64, DCT_SLOTS, OUT_STRIDE, THUMB};
 use super::pipelines::Pipelines;

@@ -14,7 +14,8 @@ use std::sync::mpsc;
 pub struct StageDump {
     /// After `luma` (h × w).
     pub luma: Vec<f32>,
-    /// After each `box_rows` and `box_cols` pass: rows 1, cols 1, rows 2, cols 2 (h × w each).
+    /// After each `box_rows` and `box_cols` pass: rows 1, cols 1, rows 2, cols 2 (h × w each; the second
+    /// round's values only at decimate's sampled columns, and for cols 2 its sampled rows).
     pub passes: Vec<Vec<f32>>,
     /// After `decimate` (64 × 64).
     pub buf64: Vec<f32>,
@@ -33,20 +34,45 @@ impl GpuHasher {
     #[doc(hidden)]
     pub fn debug_stages(&self, img: ImageView<'_>) -> Result<StageDump, GpuError> {
         let images = [img];
-        let (metas, coeffs, sizes, dims) = self.plan(&images, true);
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = self.slot(&mut slots, 0, &sizes);
-        self.upload(slot, &images, &metas, &coeffs, &sizes, true);
+        let (upload, offsets) = self.stage(&images)?;
+        let (metas, coeffs, sizes, dims) = self.plan(&images, &offsets, true);
+        let slot = self.take_slot(&sizes)?;
+        self.write_params(&slot, 1, &metas, &coeffs, true);
+        let (buffer, pool) = upload.take()?;
+        buffer.unmap();
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&buffer, 0, &slot.pixels, 0, (sizes.pixel_words * 4) as u64);
+        self.queue.submit([encoder.finish()]);
+        pool.recycle(buffer);
         let plane = (img.width * img.height) as usize;
+        let dump = self.debug_run(&slot, &dims, plane);
+        // Every submission that used the slot has been waited for by the readbacks.
+        match dump {
+            Ok(_) => self.slots.put(slot),
+            Err(_) => self.slots.discard(slot),
+        }
+        dump
+    }
+
+    fn debug_run(
+        &self,
+        slot: &super::buffers::Slot,
+        dims: &super::plan::Dims,
+        plane: usize,
+    ) -> Result<StageDump, GpuError> {
         let mut dump = StageDump::default();
         for stage in stages(true) {
             let mut encoder = self.device.create_command_encoder(&Default::default());
-            self.record(&mut encoder, slot, stage, &dims);
+            self.record(&mut encoder, slot, stage, dims);
             self.queue.submit([encoder.finish()]);
             match stage {
                 Stage::Luma => dump.luma = self.read_f32(&slot.plane_a, plane)?,
-                Stage::BoxRows => dump.passes.push(self.read_f32(&slot.plane_b, plane)?),
-                Stage::BoxCols => dump.passes.push(self.read_f32(&slot.plane_a, plane)?),
+                Stage::BoxRows | Stage::BoxRowsSampled => {
+                    dump.passes.push(self.read_f32(&slot.plane_b, plane)?)
+                }
+                Stage::BoxCols | Stage::BoxColsSampled => {
+                    dump.passes.push(self.read_f32(&slot.plane_a, plane)?)
+                }
                 Stage::Decimate => dump.buf64 = self.read_f32(&slot.buf64, BUF64)?,
                 Stage::Quality => dump.quality = self.read_u32(&slot.hashes, OUT_STRIDE)?[OUT_QUALITY],
                 Stage::Dihedral => dump.dct = self.read_f32(&slot.dct16, DCT_SLOTS)?,

@@ -5,8 +5,8 @@
 //! - `context`: adapter choice ([`AdapterPolicy`]: `auto` never takes a software adapter) and device.
 //! - `pipelines`: the shaders, bind-group layouts and pipelines, built once per device.
 //! - `layout`: the `#[repr(C)]` structs the shaders read (mirrors of `shaders/common.wgsl`).
-//! - `buffers`: one submission's buffers, grown on demand and reused; two of them, so a batch uploads and
-//!   computes while the previous one is read back.
+//! - `buffers`: one submission's buffers ("slot"), grown on demand and reused; one per submission in flight.
+//! - `upload`: the persistent, host-mapped upload buffers the pixels are copied into, one per batch.
 //! - `plan`: a submission's bookkeeping: stage order, where each image sits in the buffers, dispatch extents.
 //! - `debug`: the stage-by-stage test hook ([`StageDump`]) and the device division test.
 //! - `spirv`: the shaders as SPIR-V with every float operation `NoContraction` ([`FloatMode::Pinned`]).
@@ -30,10 +30,15 @@
 //! pHash DCT and median (float64 in imagehash, and WGSL has no portable f64; microseconds from the
 //! 32 × 32 thumbnail the GPU produces) and the LANCZOS coefficient tables (built once per input length).
 //!
-//! # Blocking
-//! [`GpuHasher::try_hash_batch`] blocks its thread until the results are read back (`device.poll` waits for the
-//! submission). Call it from a worker thread — `tokio::task::spawn_blocking` in async code, never on a
-//! runtime thread.
+//! # Submitting and waiting
+//! The pixels reach the device through `upload` buffers: persistent, host-mapped, filled by whoever holds
+//! the pixels ([`UploadBuffer::write`], several threads at once), then [`GpuHasher::submit_staged`] returns
+//! as soon as the work is queued and [`GpuHasher::complete`] waits for one submission and reads it back.
+//! Up to [`MAX_IN_FLIGHT`] submissions are in flight per device, each with its own slot of buffers, so
+//! upload, compute and readback of consecutive batches overlap (the pipeline's batcher submits, its
+//! completion thread waits). [`GpuHasher::try_hash_batch`] is the same path on the caller's thread, two
+//! chunks deep. Waiting calls block their thread: call them from worker threads
+//! (`tokio::task::spawn_blocking` in async code), never on a runtime thread.
 //!
 //! # Failures
 //! A device loss, an out-of-memory or validation error reported by wgpu, a failed buffer mapping or a
@@ -51,22 +56,26 @@ pub mod model;
 pub(crate) mod pipelines;
 mod plan;
 mod spirv;
+mod upload;
 
 pub use canary::canary_failures;
 pub use context::{probe, AdapterPolicy, AdapterSummary};
 pub use debug::StageDump;
 pub use pipelines::FloatMode;
-use plan::{pixel_words, plane_len, stages, Dims, Stage};
+pub use plan::plane_len;
+use plan::{stages, Dims, Stage};
+use upload::UploadPool;
+pub use upload::{upload_len, UploadBuffer};
 
 use crate::hash::pdq::{self, Dihedral, PdqHash};
 use crate::hash::phash::{self, LanczosTable};
 use crate::hash::{Hash256, Hash64, HashRecord};
-use crate::pixels::{ImageView, Pixels};
+use crate::pixels::ImageView;
 use buffers::{Sizes, Slot};
 use layout::*;
 use pipelines::Pipelines;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -120,6 +129,9 @@ const DEFAULT_PLANE_BUDGET: usize = 32 << 20;
 const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grid-stride dispatches use at most this many workgroups along x.
 const MAX_GROUPS_X: usize = 2048;
+/// Submissions in flight at most per device (each has its own slot of buffers): enough for one batch to
+/// upload, one to compute and one to be read back at the same time.
+pub const MAX_IN_FLIGHT: usize = 3;
 
 /// The GPU hasher: device, pipelines and pooled buffers, created once. Share it (it is `Sync`); batches from
 /// several threads take turns.
@@ -135,11 +147,12 @@ pub struct GpuHasher {
     policy: AdapterPolicy,
     /// Largest plane (in f32) one submission may use: the budget, capped by the device's limits.
     plane_budget: usize,
-    /// Largest pixel upload (in u32 words) one submission may use.
-    pixel_budget: usize,
     /// The device's largest storage binding, in 4-byte elements.
     max_elems: usize,
-    slots: Mutex<Vec<Slot>>,
+    /// Buffers of the submissions, one slot per submission in flight.
+    slots: Arc<SlotPool>,
+    /// Mapped upload buffers the pixels are copied into ([`upload`]).
+    uploads: Arc<UploadPool>,
     /// LANCZOS tables by input length (cleared when it grows large).
     tables: Mutex<HashMap<usize, Arc<LanczosTable>>>,
     /// The first error wgpu reported outside an error scope since the last batch.
@@ -160,6 +173,62 @@ struct Pending {
     rx: mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
     flags: Vec<u32>,
     dihedral: bool,
+}
+
+/// The slots of a device: each submission in flight holds one; at most [`MAX_IN_FLIGHT`] exist.
+struct SlotPool {
+    free: parking_lot::Mutex<Vec<Slot>>,
+    freed: parking_lot::Condvar,
+    created: AtomicUsize,
+    /// Submissions made and not yet completed (or abandoned).
+    in_flight: AtomicUsize,
+}
+
+impl SlotPool {
+    /// A slot back after its submission was read back.
+    fn put(&self, slot: Slot) {
+        self.free.lock().push(slot);
+        self.freed.notify_one();
+    }
+
+    /// A slot that may still be in use by the device (a failed or abandoned submission): never reused.
+    fn discard(&self, slot: Slot) {
+        drop(slot);
+        self.created.fetch_sub(1, Ordering::SeqCst);
+        self.freed.notify_one();
+    }
+}
+
+/// A submission on its way through the GPU ([`GpuHasher::submit_staged`]); [`GpuHasher::complete`] waits for
+/// it and reads the hashes back. Dropped without completing, its buffers are discarded (they may still be
+/// in use), never reused.
+pub struct InFlight {
+    slot: Option<Slot>,
+    pending: Option<Pending>,
+    /// Width and height of each image, in order.
+    dims: Vec<(u32, u32)>,
+    pool: Arc<SlotPool>,
+}
+
+impl InFlight {
+    /// Images in the submission.
+    pub fn len(&self) -> usize {
+        self.dims.len()
+    }
+
+    /// Whether the submission has no images.
+    pub fn is_empty(&self) -> bool {
+        self.dims.is_empty()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.discard(slot);
+        }
+        self.pool.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl GpuHasher {
@@ -232,6 +301,8 @@ impl GpuHasher {
         let max_elems = max_binding / 4;
         let plane_budget = DEFAULT_PLANE_BUDGET.min(max_elems);
         let pixel_budget = (3 * DEFAULT_PLANE_BUDGET / 4).min(max_elems);
+        // One buffer filling, the in-flight ones, one being re-mapped.
+        let uploads = UploadPool::new(device.clone(), pixel_budget as u64 * 4, MAX_IN_FLIGHT + 2);
         let hasher = GpuHasher {
             device,
             queue,
@@ -241,9 +312,14 @@ impl GpuHasher {
             float_mode,
             policy,
             plane_budget,
-            pixel_budget,
             max_elems,
-            slots: Mutex::new(Vec::new()),
+            slots: Arc::new(SlotPool {
+                free: parking_lot::Mutex::new(Vec::new()),
+                freed: parking_lot::Condvar::new(),
+                created: AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
+            }),
+            uploads,
             tables: Mutex::new(HashMap::new()),
             uncaptured,
             lost,
@@ -272,7 +348,26 @@ impl GpuHasher {
 
     /// Whether one submission's buffers can hold `img` (the engine hashes larger images on the CPU).
     pub fn fits(&self, img: &ImageView<'_>) -> bool {
-        plane_len(img) <= self.plane_budget && pixel_words(img) <= self.pixel_budget
+        plane_len(img) <= self.plane_budget && upload_len(img) <= self.uploads.capacity()
+    }
+
+    /// Filter-plane floats one submission may use ([`plan::plane_len`] of its images, summed).
+    pub fn plane_budget(&self) -> usize {
+        self.plane_budget
+    }
+
+    /// Submissions made on this device and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.slots.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// A mapped upload buffer for the next batch's pixels ([`UploadBuffer::write`]), waiting at most the
+    /// wait timeout for one to come back from an earlier submission.
+    pub fn upload_buffer(&self) -> Result<UploadBuffer, GpuError> {
+        if self.is_lost() {
+            return Err(GpuError::DeviceLost("earlier in this process".into()));
+        }
+        self.uploads.take(self.wait_timeout())
     }
 
     /// Whether the device was lost (or a submission hung): from then on every batch fails at once.
@@ -322,94 +417,172 @@ impl GpuHasher {
         self.inject.store(n, Ordering::SeqCst);
     }
 
-    /// Hashes `images` on the GPU, or says why it could not.
+    /// Hashes `images` on the GPU, or says why it could not. The images are copied into upload buffers on
+    /// this thread and submitted in chunks that fit the budgets, two in flight at a time.
     pub fn try_hash_batch(
         &self,
         images: &[ImageView<'_>],
         dihedral: bool,
     ) -> Result<Vec<HashRecord>, GpuError> {
+        if let Some(img) = images.iter().find(|img| !self.fits(img)) {
+            return Err(GpuError::TooLarge(img.width, img.height));
+        }
+        let mut out = Vec::with_capacity(images.len());
+        let mut pending: Option<InFlight> = None;
+        for chunk in self.chunks(images) {
+            let batch = &images[chunk];
+            let (upload, offsets) = self.stage(batch)?;
+            let submitted = self.submit_staged(&upload, batch, &offsets, dihedral)?;
+            if let Some(p) = pending.replace(submitted) {
+                out.extend(self.complete(p)?);
+            }
+        }
+        if let Some(p) = pending {
+            out.extend(self.complete(p)?);
+        }
+        Ok(out)
+    }
+
+    /// Copies `images` into a fresh upload buffer, back to back: the buffer and each image's byte offset.
+    fn stage(&self, images: &[ImageView<'_>]) -> Result<(UploadBuffer, Vec<u64>), GpuError> {
+        let upload = self.upload_buffer()?;
+        let mut offsets = Vec::with_capacity(images.len());
+        let mut at = 0;
+        for img in images {
+            upload.write(at, img)?;
+            offsets.push(at);
+            at += upload_len(img);
+        }
+        Ok((upload, offsets))
+    }
+
+    /// Splits the images into consecutive runs that fit one submission.
+    fn chunks(&self, images: &[ImageView<'_>]) -> Vec<std::ops::Range<usize>> {
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        let (mut plane, mut bytes) = (0usize, 0u64);
+        for (i, img) in images.iter().enumerate() {
+            let (p, b) = (plane_len(img), upload_len(img));
+            if i > start
+                && (plane + p > self.plane_budget
+                    || bytes + b > self.uploads.capacity()
+                    || i - start == MAX_IMAGES_PER_SUBMISSION)
+            {
+                chunks.push(start..i);
+                start = i;
+                plane = 0;
+                bytes = 0;
+            }
+            plane += p;
+            bytes += b;
+        }
+        if start < images.len() {
+            chunks.push(start..images.len());
+        }
+        chunks
+    }
+
+    /// Submits one batch whose pixels are in `upload` (image `i` at byte `offsets[i]`, written with
+    /// [`UploadBuffer::write`]): the GPU copies them into the submission's pixel buffer and runs every stage.
+    /// Returns at once; [`GpuHasher::complete`] waits for the results. Blocks only while
+    /// [`MAX_IN_FLIGHT`] submissions are already in flight (until one completes, at most the wait timeout).
+    pub fn submit_staged(
+        &self,
+        upload: &UploadBuffer,
+        images: &[ImageView<'_>],
+        offsets: &[u64],
+        dihedral: bool,
+    ) -> Result<InFlight, GpuError> {
         if self.lost.load(Ordering::SeqCst) {
             return Err(GpuError::DeviceLost("earlier in this process".into()));
         }
         if self.inject_panics.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             panic!("injected GPU panic (test hook)");
         }
-        if let Some(img) = images.iter().find(|img| !self.fits(img)) {
-            return Err(GpuError::TooLarge(img.width, img.height));
+        if images.len() != offsets.len() || images.len() > MAX_IMAGES_PER_SUBMISSION {
+            return Err(GpuError::Submission(format!(
+                "{} images with {} offsets (at most {MAX_IMAGES_PER_SUBMISSION} per submission)",
+                images.len(),
+                offsets.len()
+            )));
         }
-        let mut raw: Vec<Option<Raw>> = vec![None; images.len()];
-        let gpu_indices: Vec<usize> = (0..images.len()).collect();
-        let chunks = self.chunks(images, &gpu_indices);
-        let result = self.run_chunks(images, &chunks, dihedral, &mut raw);
-        if result.is_err() {
-            // The buffers may be mid-mapping or belong to a lost device: start afresh next time.
-            self.slots.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut plane = 0;
+        let mut end = 0;
+        for (img, &at) in images.iter().zip(offsets) {
+            if !self.fits(img) {
+                return Err(GpuError::TooLarge(img.width, img.height));
+            }
+            plane += plane_len(img);
+            end = end.max(at + upload_len(img));
         }
-        result?;
-        Ok(images
-            .iter()
-            .zip(raw)
-            .map(|(img, r)| {
-                let (pdq, dihedral, phash) = r.expect("every image computed");
-                HashRecord { width: img.width, height: img.height, pdq, phash, dihedral, exact: None }
-            })
-            .collect())
+        if plane > self.plane_budget || end > upload.capacity() {
+            return Err(GpuError::Submission("the batch exceeds one submission's buffers".into()));
+        }
+        let (metas, coeffs, sizes, dims) = self.plan(images, offsets, dihedral);
+        let slot = self.take_slot(&sizes)?;
+        let mut flight = InFlight {
+            slot: Some(slot),
+            pending: None,
+            dims: images.iter().map(|img| (img.width, img.height)).collect(),
+            pool: self.slots.clone(),
+        };
+        self.slots.in_flight.fetch_add(1, Ordering::SeqCst);
+        let slot = flight.slot.as_ref().expect("just taken");
+        self.write_params(slot, images.len(), &metas, &coeffs, dihedral);
+        let (buffer, pool) = upload.take()?;
+        buffer.unmap();
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        if end > 0 {
+            encoder.copy_buffer_to_buffer(&buffer, 0, &slot.pixels, 0, end);
+        }
+        for stage in stages(dihedral) {
+            self.record(&mut encoder, slot, stage, &dims);
+        }
+        let bytes = Sizes::readback_bytes(images.len()) as u64;
+        let hash_bytes = Sizes::hash_bytes(images.len()) as u64;
+        encoder.copy_buffer_to_buffer(&slot.hashes, 0, &slot.staging, 0, hash_bytes);
+        encoder.copy_buffer_to_buffer(&slot.thumbs, 0, &slot.staging, hash_bytes, bytes - hash_bytes);
+        let index = self.queue.submit([encoder.finish()]);
+        // Mapped again once this submission has read it: back in the pool for a later batch.
+        pool.recycle(buffer);
+        let (tx, rx) = mpsc::channel();
+        slot.staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        flight.pending =
+            Some(Pending { index, rx, flags: metas.iter().map(|m| m.flags).collect(), dihedral });
+        self.check_errors()?;
+        Ok(flight)
     }
 
-    /// Splits the images into submissions that fit the budgets.
-    fn chunks(&self, images: &[ImageView<'_>], indices: &[usize]) -> Vec<Vec<usize>> {
-        let mut chunks = Vec::new();
-        let mut cur = Vec::new();
-        let (mut plane, mut words) = (0usize, 0usize);
-        for &i in indices {
-            let (p, w) = (plane_len(&images[i]), pixel_words(&images[i]));
-            if !cur.is_empty()
-                && (plane + p > self.plane_budget
-                    || words + w > self.pixel_budget
-                    || cur.len() == MAX_IMAGES_PER_SUBMISSION)
-            {
-                chunks.push(std::mem::take(&mut cur));
-                plane = 0;
-                words = 0;
+    /// Waits (at most the wait timeout) for a submission and reads its hashes back, in the order its images
+    /// were given to [`GpuHasher::submit_staged`].
+    pub fn complete(&self, mut flight: InFlight) -> Result<Vec<HashRecord>, GpuError> {
+        let pending = flight.pending.take().expect("a submitted batch");
+        let slot = flight.slot.take().expect("a submitted batch");
+        match self.finish(&slot, pending) {
+            Ok(raw) => {
+                self.slots.put(slot);
+                Ok(flight
+                    .dims
+                    .iter()
+                    .zip(raw)
+                    .map(|(&(width, height), (pdq, dihedral, phash))| HashRecord {
+                        width,
+                        height,
+                        pdq,
+                        phash,
+                        dihedral,
+                        exact: None,
+                    })
+                    .collect())
             }
-            cur.push(i);
-            plane += p;
-            words += w;
-        }
-        if !cur.is_empty() {
-            chunks.push(cur);
-        }
-        chunks
-    }
-
-    /// Submits the chunks two slots deep: chunk k+1 is uploaded and computing while chunk k is read back.
-    fn run_chunks(
-        &self,
-        images: &[ImageView<'_>],
-        chunks: &[Vec<usize>],
-        dihedral: bool,
-        raw: &mut [Option<Raw>],
-    ) -> Result<(), GpuError> {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let mut pending: Option<(usize, Pending)> = None;
-        for (k, chunk) in chunks.iter().enumerate() {
-            let batch: Vec<ImageView<'_>> = chunk.iter().map(|&i| images[i]).collect();
-            let submitted = self.submit(&mut slots, k % 2, &batch, dihedral)?;
-            if let Some((pk, p)) = pending.take() {
-                let out = self.finish(&slots[pk % 2], p)?;
-                for (&i, r) in chunks[pk].iter().zip(out) {
-                    raw[i] = Some(r);
-                }
-            }
-            pending = Some((k, submitted));
-        }
-        if let Some((pk, p)) = pending {
-            let out = self.finish(&slots[pk % 2], p)?;
-            for (&i, r) in chunks[pk].iter().zip(out) {
-                raw[i] = Some(r);
+            Err(e) => {
+                // Its buffers may be mid-mapping or belong to a lost device: never reused.
+                self.slots.discard(slot);
+                Err(e)
             }
         }
-        Ok(())
     }
 
     /// The LANCZOS table for `in_size`, cached.
@@ -421,51 +594,44 @@ impl GpuHasher {
         tables.entry(in_size).or_insert_with(|| Arc::new(LanczosTable::new(in_size))).clone()
     }
 
-    /// Packs and uploads one chunk into slot `s`, records every stage and submits.
-    fn submit(
-        &self,
-        slots: &mut Vec<Slot>,
-        s: usize,
-        images: &[ImageView<'_>],
-        dihedral: bool,
-    ) -> Result<Pending, GpuError> {
-        let (metas, coeffs, sizes, dims) = self.plan(images, dihedral);
-        let slot = self.slot(slots, s, &sizes);
-        self.upload(slot, images, &metas, &coeffs, &sizes, dihedral);
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        for stage in stages(dihedral) {
-            self.record(&mut encoder, slot, stage, &dims);
+    /// A slot that holds `sizes`: a free one (grown if it is too small), a new one while fewer than
+    /// [`MAX_IN_FLIGHT`] exist, or the next one freed, waiting at most the wait timeout.
+    fn take_slot(&self, sizes: &Sizes) -> Result<Slot, GpuError> {
+        let timeout = self.wait_timeout();
+        let until = std::time::Instant::now() + timeout;
+        let mut free = self.slots.free.lock();
+        loop {
+            if let Some(slot) = free.pop() {
+                drop(free);
+                if slot.fits(sizes) {
+                    return Ok(slot);
+                }
+                let c = slot.capacity();
+                let need = Sizes {
+                    images: c.images.max(sizes.images),
+                    pixel_words: c.pixel_words.max(sizes.pixel_words),
+                    coeffs: c.coeffs.max(sizes.coeffs),
+                    plane: c.plane.max(sizes.plane),
+                    temp: c.temp.max(sizes.temp),
+                };
+                drop(slot);
+                return Ok(Slot::new(&self.device, &self.pipelines, &self.consts, need, self.max_elems));
+            }
+            let pool = &self.slots;
+            if pool
+                .created
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_IN_FLIGHT).then_some(n + 1))
+                .is_ok()
+            {
+                drop(free);
+                return Ok(Slot::new(&self.device, &self.pipelines, &self.consts, *sizes, self.max_elems));
+            }
+            if self.slots.freed.wait_until(&mut free, until).timed_out() && free.is_empty() {
+                return Err(GpuError::Submission(format!(
+                    "no submission completed within {timeout:?} to free its buffers"
+                )));
+            }
         }
-        let bytes = Sizes::readback_bytes(images.len()) as u64;
-        let hash_bytes = Sizes::hash_bytes(images.len()) as u64;
-        encoder.copy_buffer_to_buffer(&slot.hashes, 0, &slot.staging, 0, hash_bytes);
-        encoder.copy_buffer_to_buffer(&slot.thumbs, 0, &slot.staging, hash_bytes, bytes - hash_bytes);
-        let index = self.queue.submit([encoder.finish()]);
-        let (tx, rx) = mpsc::channel();
-        slot.staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.check_errors()?;
-        Ok(Pending { index, rx, flags: metas.iter().map(|m| m.flags).collect(), dihedral })
-    }
-
-    /// Slot `s`, (re)allocated to hold `sizes`.
-    fn slot<'a>(&self, slots: &'a mut Vec<Slot>, s: usize, sizes: &Sizes) -> &'a Slot {
-        while slots.len() <= s {
-            slots.push(Slot::new(&self.device, &self.pipelines, &self.consts, *sizes, self.max_elems));
-        }
-        if !slots[s].fits(sizes) {
-            let c = slots[s].capacity();
-            let need = Sizes {
-                images: c.images.max(sizes.images),
-                pixel_words: c.pixel_words.max(sizes.pixel_words),
-                coeffs: c.coeffs.max(sizes.coeffs),
-                plane: c.plane.max(sizes.plane),
-                temp: c.temp.max(sizes.temp),
-            };
-            slots[s] = Slot::new(&self.device, &self.pipelines, &self.consts, need, self.max_elems);
-        }
-        &slots[s]
     }
 
     /// Waits for a chunk and decodes its results.
@@ -544,39 +710,13 @@ impl GpuHasher {
         }
     }
 
-    /// Writes a chunk's parameters, metadata, tables and pixels (packed bytes) into the slot's buffers.
-    fn upload(
-        &self,
-        slot: &Slot,
-        images: &[ImageView<'_>],
-        metas: &[ImageMeta],
-        coeffs: &[i32],
-        sizes: &Sizes,
-        dihedral: bool,
-    ) {
-        let params =
-            Params { n_images: images.len() as u32, dihedral: u32::from(dihedral), _pad0: 0, _pad1: 0 };
+    /// Writes a submission's parameters, metadata and LANCZOS tables (small; through the queue).
+    fn write_params(&self, slot: &Slot, n: usize, metas: &[ImageMeta], coeffs: &[i32], dihedral: bool) {
+        let params = Params { n_images: n as u32, dihedral: u32::from(dihedral), _pad0: 0, _pad1: 0 };
         self.queue.write_buffer(&slot.params, 0, bytemuck::bytes_of(&params));
         self.queue.write_buffer(&slot.metas, 0, bytemuck::cast_slice(metas));
         if !coeffs.is_empty() {
             self.queue.write_buffer(&slot.coeffs, 0, bytemuck::cast_slice(coeffs));
-        }
-        let total = (sizes.pixel_words * 4) as u64;
-        let Some(total) = wgpu::BufferSize::new(total) else { return };
-        let Some(mut view) = self.queue.write_buffer_with(&slot.pixels, 0, total) else { return };
-        for (img, meta) in images.iter().zip(metas) {
-            let bytes = match img.pixels {
-                Pixels::Rgb(p) | Pixels::Gray(p) => p,
-            };
-            let start = meta.pixel_word as usize * 4;
-            let padded = pixel_words(img) * 4;
-            let whole = bytes.len() / 4 * 4;
-            view.slice(start..start + whole).copy_from_slice(&bytes[..whole]);
-            if padded > whole {
-                let mut tail = [0u8; 4];
-                tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-                view.slice(start + whole..start + padded).copy_from_slice(&tail);
-            }
         }
     }
 
@@ -590,6 +730,8 @@ impl GpuHasher {
             Stage::Luma => (&p.luma, &slot.pdq_group, groups(d.max_pixels)),
             Stage::BoxRows => (&p.box_rows, &slot.pdq_group, groups(d.max_h)),
             Stage::BoxCols => (&p.box_cols, &slot.pdq_group, groups(d.max_w)),
+            Stage::BoxRowsSampled => (&p.box_rows_sampled, &slot.pdq_group, groups(d.max_h)),
+            Stage::BoxColsSampled => (&p.box_cols_sampled, &slot.pdq_group, 1),
             Stage::Decimate => (&p.decimate, &slot.pdq_group, 64),
             Stage::Quality => (&p.quality, &slot.pdq_group, 1),
             Stage::Dct => (&p.dct, &slot.pdq_group, 1),

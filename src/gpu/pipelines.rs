@@ -115,7 +115,11 @@ pub(crate) struct Pipelines {
     pub(crate) phash_second: ComputePipeline,
     pub(crate) luma: ComputePipeline,
     pub(crate) box_rows: ComputePipeline,
+    /// The second round's horizontal pass: divides and stores at the sampled columns only.
+    pub(crate) box_rows_sampled: ComputePipeline,
     pub(crate) box_cols: ComputePipeline,
+    /// The second round's vertical pass: the sampled columns only, stored at the sampled rows.
+    pub(crate) box_cols_sampled: ComputePipeline,
     pub(crate) decimate: ComputePipeline,
     pub(crate) quality: ComputePipeline,
     pub(crate) dct: ComputePipeline,
@@ -180,12 +184,16 @@ impl Pipelines {
             };
         let pdq = |name: &str| module(name).map(|m| pipeline(&pdq_pl, &m, name, "main"));
         let phash = module("phash_resize")?;
+        let rows = module("box_rows")?;
+        let cols = module("box_cols")?;
         Ok(Pipelines {
             phash_first: pipeline(&phash_pl, &phash, "phash_resize first", "first"),
             phash_second: pipeline(&phash_pl, &phash, "phash_resize second", "second"),
             luma: pdq("luma")?,
-            box_rows: pdq("box_rows")?,
-            box_cols: pdq("box_cols")?,
+            box_rows: pipeline(&pdq_pl, &rows, "box_rows", "main"),
+            box_rows_sampled: pipeline(&pdq_pl, &rows, "box_rows sampled", "sampled"),
+            box_cols: pipeline(&pdq_pl, &cols, "box_cols", "main"),
+            box_cols_sampled: pipeline(&pdq_pl, &cols, "box_cols sampled", "sampled"),
             decimate: pdq("decimate")?,
             quality: pdq("quality")?,
             dct: pdq("dct")?,

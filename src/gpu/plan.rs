@@ -28,6 +28,10 @@ pub(super) enum Stage {
     Luma,
     BoxRows,
     BoxCols,
+    /// The second round's horizontal pass, stored at decimate's 64 columns only.
+    BoxRowsSampled,
+    /// The second round's vertical pass over decimate's 64 columns, stored at its 64 rows only.
+    BoxColsSampled,
     Decimate,
     Quality,
     Dct,
@@ -36,10 +40,12 @@ pub(super) enum Stage {
 }
 
 impl GpuHasher {
-    /// Metadata, coefficient tables, buffer sizes and dispatch extents of a chunk.
+    /// Metadata, coefficient tables, buffer sizes and dispatch extents of a chunk whose image `i` sits at
+    /// byte `offsets[i]` of the pixel buffer.
     pub(super) fn plan(
         &self,
         images: &[ImageView<'_>],
+        offsets: &[u64],
         dihedral: bool,
     ) -> (Vec<ImageMeta>, Vec<i32>, Sizes, Dims) {
         let mut metas = Vec::with_capacity(images.len());
@@ -47,7 +53,7 @@ impl GpuHasher {
         let mut axis_at: HashMap<usize, (u32, u32)> = HashMap::new();
         let mut sizes = Sizes { images: images.len(), ..Default::default() };
         let mut dims = Dims { n: images.len() as u32, dihedral, ..Default::default() };
-        for img in images {
+        for (img, &offset) in images.iter().zip(offsets) {
             let (w, h) = (img.width as usize, img.height as usize);
             let mut flags = 0;
             if img.width < pdq::MIN_HASHABLE_DIM || img.height < pdq::MIN_HASHABLE_DIM {
@@ -63,14 +69,14 @@ impl GpuHasher {
                     Pixels::Rgb(_) => 3,
                     Pixels::Gray(_) => 1,
                 },
-                pixel_word: sizes.pixel_words as u32,
+                pixel_word: (offset / 4) as u32,
                 plane: sizes.plane as u32,
                 win_rows: pdq::window_size(w) as u32,
                 win_cols: pdq::window_size(h) as u32,
                 temp: sizes.temp as u32,
                 ..Default::default()
             };
-            sizes.pixel_words += pixel_words(img);
+            sizes.pixel_words = sizes.pixel_words.max(((offset + super::upload_len(img)) / 4) as usize);
             if flags & FLAG_PDQ_SKIP == 0 {
                 sizes.plane += w * h;
                 dims.max_pixels = dims.max_pixels.max(w * h);
@@ -121,6 +127,8 @@ impl Stage {
             Stage::Luma => "luma",
             Stage::BoxRows => "box_rows",
             Stage::BoxCols => "box_cols",
+            Stage::BoxRowsSampled => "box_rows sampled",
+            Stage::BoxColsSampled => "box_cols sampled",
             Stage::Decimate => "decimate",
             Stage::Quality => "quality",
             Stage::Dct => "dct",
@@ -131,11 +139,22 @@ impl Stage {
 }
 
 /// The stages of a submission, in order: two rounds of the box filter (the reference's
-/// `PDQ_NUM_JAROSZ_XY_PASSES`), the dihedral stage only when asked.
+/// `PDQ_NUM_JAROSZ_XY_PASSES`; the second computes only what decimate samples, as the CPU does), the
+/// dihedral stage only when asked.
 pub(super) fn stages(dihedral: bool) -> Vec<Stage> {
     use Stage::*;
-    let mut s =
-        vec![PhashFirst, PhashSecond, Luma, BoxRows, BoxCols, BoxRows, BoxCols, Decimate, Quality, Dct];
+    let mut s = vec![
+        PhashFirst,
+        PhashSecond,
+        Luma,
+        BoxRows,
+        BoxCols,
+        BoxRowsSampled,
+        BoxColsSampled,
+        Decimate,
+        Quality,
+        Dct,
+    ];
     if dihedral {
         s.push(Dihedral);
     }
@@ -144,17 +163,10 @@ pub(super) fn stages(dihedral: bool) -> Vec<Stage> {
 }
 
 /// f32 of one filter plane for `img` (none when PDQ skips it).
-pub(super) fn plane_len(img: &ImageView<'_>) -> usize {
+pub fn plane_len(img: &ImageView<'_>) -> usize {
     if img.width < pdq::MIN_HASHABLE_DIM || img.height < pdq::MIN_HASHABLE_DIM {
         0
     } else {
         img.width as usize * img.height as usize
-    }
-}
-
-/// u32 words of `img`'s packed pixel bytes.
-pub(super) fn pixel_words(img: &ImageView<'_>) -> usize {
-    match img.pixels {
-        Pixels::Rgb(p) | Pixels::Gray(p) => p.len().div_ceil(4),
     }
 }

@@ -2,9 +2,10 @@
 //! `pharos bench pipeline|capacity|grpc` and the daemon (shared by every connection).
 //!
 //! ```text
-//! submit ─► admission ─► decode pool ─────────► (CPU) hash on the same worker ─────────────► reply
-//!           (items, bytes)  (N threads)  └─► (GPU) bounded channel ─► batcher thread ─► Engine ─► reply
-//!                                            (decoded pixels)    (flush at max_batch or max_delay)
+//! submit ─► admission ─► decode pool ──► (CPU) hash on the same worker ─────────────────────────► reply
+//!           (items, bytes)  (N threads)  └► (GPU) copy pixels into the open batch's upload buffer
+//!                                             batcher thread: seal (full or max_delay) ─► submit ─┐
+//!                                             completion thread: wait ─► read back ─► reply  ◄────┘
 //! ```
 //! - **Admission** never waits: [`Pipeline::submit`] either takes an in-flight slot (items and encoded
 //!   bytes both bounded) or answers [`PipelineError::Overloaded`] at once (the daemon's
@@ -17,9 +18,15 @@
 //!   (no per-submission cost to spread), and handing pixels to other threads costs cache misses and leaves
 //!   cores idle at batch boundaries: `pharos bench grpc` measured the batched CPU path at 87 % of the
 //!   direct rate and the inline one at 94 % (BENCHMARKS.md, "gRPC daemon").
-//! - **GPU backend**: one batcher thread collects decoded images until `max_batch` are ready or
-//!   `max_delay` has passed since the first, and hands them to the engine as one submission; decoding of
-//!   the next batch overlaps the hashing of this one.
+//! - **GPU backend** (`staged`): each decode worker copies the pixels it decoded straight into the open
+//!   batch's upload buffer, a persistent host-mapped buffer of the device (the only host copy between the
+//!   decoder and the GPU, made on many threads at once, counted in `pharos_gpu_staged_bytes_total`). A
+//!   batch closes when its pixels reach [`PipelineConfig::max_batch_bytes`], at `max_batch` images, or
+//!   `max_delay` after its first image; the batcher thread then submits it without waiting for the result,
+//!   and a completion thread waits for it, so up to [`crate::gpu::MAX_IN_FLIGHT`] batches are in flight
+//!   (`pharos_gpu_batches_in_flight`). The decoded copy is kept until the batch is answered: it is what
+//!   the CPU recomputes from when the GPU fails. Images the device cannot hold, and every image while a
+//!   lost device is being replaced, are hashed on the decode worker instead.
 //! - **Deadlines**: a job past its deadline is dropped before decoding and before hashing.
 //! - **Failures are contained**: a panic in a decoder or hasher fails only its item
 //!   ([`PipelineError::Internal`], counted in `pharos_panics_total`); if the batcher thread itself dies,
@@ -28,6 +35,7 @@
 //! Nothing here touches the disk except reading the input files a job names, and nothing logs image bytes.
 
 mod ordered;
+mod staged;
 mod workers;
 
 pub use ordered::run_ordered;
@@ -49,6 +57,9 @@ use tokio::sync::{oneshot, watch};
 pub struct PipelineConfig {
     /// Images per backend submission, at most.
     pub max_batch: usize,
+    /// A GPU batch closes once its pixels reach this many bytes (decoded size; a batch is sized by the
+    /// work in it, not by a count of images of any size).
+    pub max_batch_bytes: u64,
     /// How long the first image of a batch waits for others before the batch goes anyway.
     pub max_delay: Duration,
     /// Decoder threads (on the CPU backend they hash too).
@@ -67,6 +78,7 @@ impl Default for PipelineConfig {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         PipelineConfig {
             max_batch: 32,
+            max_batch_bytes: 64 << 20,
             max_delay: Duration::from_millis(2),
             decode_threads: cpus,
             max_in_flight: 1024,
@@ -193,10 +205,12 @@ struct Inner {
     in_flight_bytes: AtomicU64,
     decoded: Budget,
     decode_pool: rayon::ThreadPool,
-    /// The decoders' way to the batcher thread; `None` once closed.
-    to_batcher: Mutex<Option<crossbeam_channel::Sender<workers::Ready>>>,
+    /// The decoders' way to the batcher thread (each GPU batch, as it opens); `None` once closed.
+    to_batcher: Mutex<Option<crossbeam_channel::Sender<Arc<staged::Batch>>>>,
     /// The batcher thread's end, kept so a restarted thread can take over the same queue.
-    from_decoders: crossbeam_channel::Receiver<workers::Ready>,
+    from_decoders: crossbeam_channel::Receiver<Arc<staged::Batch>>,
+    /// The GPU batch the decode workers are filling now.
+    open: Mutex<Option<Arc<staged::Batch>>>,
     /// True while the pipeline can answer (false while a dead batcher thread is being restarted).
     health: Arc<watch::Sender<bool>>,
     hooks: Arc<Hooks>,
@@ -272,8 +286,8 @@ impl Pipeline {
             })
             .build()
             .map_err(|e| Error::InvalidInput(format!("decode pool: {e}")))?;
-        // Room for one batch being collected and one more decoded behind it; decoders block beyond that.
-        let (tx, rx) = crossbeam_channel::bounded(cfg.max_batch);
+        // Batches as they open: bounded in practice by the GPU's upload buffers, each batch holding one.
+        let (tx, rx) = crossbeam_channel::unbounded();
         metrics.backend.with_label_values(&[&engine.describe()]).set(1);
         // A device refused at start-up by its canary left the engine on the CPU; say so in the metrics.
         metrics.gpu_canary_failures.inc_by(crate::engine::canary_failures());
@@ -287,6 +301,7 @@ impl Pipeline {
             decode_pool,
             to_batcher: Mutex::new(Some(tx)),
             from_decoders: rx,
+            open: Mutex::new(None),
             health: Arc::new(watch::channel(true).0),
             hooks: Arc::new(Hooks::default()),
         });

@@ -1,15 +1,16 @@
 //! The pipeline's threads: decode workers (which also hash on the CPU backend) and the batcher thread
 //! (GPU backend), each guarded so that a panic fails only the items it was working on.
 
+use super::staged::Batch;
 use super::{Hooks, Inner, Outcome, Permit, PipelineConfig, PipelineError, Source, Timings};
-use crate::engine::Engine;
+use crate::engine::{Engine, GpuEngine, Submitted};
 use crate::error::Error;
 use crate::hash::exact::ExactHashes;
 use crate::hash::HashRecord;
 use crate::image::{decode, Decoded};
 use crate::metrics::Metrics;
 use crate::pixels::ImageView;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -78,7 +79,7 @@ pub(super) fn decode_job(
     admitted: Instant,
     mut permit: Permit,
     reply: oneshot::Sender<Outcome>,
-    tx: Sender<Ready>,
+    tx: Sender<Arc<Batch>>,
 ) {
     let start = Instant::now();
     let mut timings = Timings { queue: start - admitted, ..Timings::default() };
@@ -165,11 +166,83 @@ pub(super) fn decode_job(
                 permit,
                 reply,
             };
-            if let Err(crossbeam_channel::SendError(r)) = tx.send(ready) {
-                let Ready { permit, reply, timings, .. } = r;
-                drop(permit);
-                let _ = reply.send((Err(PipelineError::ShuttingDown), timings));
+            let Some(gpu) = inner.engine.gpu() else { unreachable!("only the GPU backend batches images") };
+            if let Some(ready) = stage(&inner, gpu, ready, &tx) {
+                // No room on the GPU now (device lost, or no upload buffer came back in time): here.
+                hash_here(&metrics, ready);
             }
+        }
+    }
+}
+
+/// Copies a decoded image into the open GPU batch (opening one when there is none or it is closed) and
+/// leaves its job there (`None`); gives the job back when the GPU cannot take it now.
+fn stage(inner: &Inner, gpu: &GpuEngine, ready: Ready, tx: &Sender<Arc<Batch>>) -> Option<Ready> {
+    // A fresh batch always takes an image the engine agreed to batch; a few attempts cover the races where
+    // other workers fill each new batch first.
+    for _ in 0..8 {
+        let batch = {
+            let mut open = inner.open.lock();
+            match open.as_ref() {
+                Some(b) if !b.is_closed() => b.clone(),
+                _ => {
+                    let Some(staging) = gpu.staging() else { return Some(ready) };
+                    let batch = Arc::new(Batch::new(staging));
+                    if tx.send(batch.clone()).is_err() {
+                        return Some(ready);
+                    }
+                    *open = Some(batch.clone());
+                    batch
+                }
+            }
+        };
+        let view = ready.pixels.view();
+        let Some(at) = batch.reserve(&view, &inner.cfg) else { continue };
+        match batch.write(at, &view) {
+            Ok(()) => {
+                inner.metrics.gpu_staged_bytes.inc_by(view.bytes().len() as u64);
+                inner.metrics.gpu_staged_images.inc();
+                batch.add(ready, at);
+                return None;
+            }
+            Err(e) => {
+                batch.abandon();
+                tracing::warn!("copying pixels for the GPU failed ({e}); hashing on the CPU");
+                return Some(ready);
+            }
+        }
+    }
+    Some(ready)
+}
+
+/// Hashes a decoded job on this thread (CPU) and answers it.
+fn hash_here(metrics: &Arc<Metrics>, ready: Ready) {
+    if expired(ready.deadline) {
+        let Ready { permit, reply, timings, .. } = ready;
+        drop(permit);
+        let _ = reply.send((Err(PipelineError::DeadlineExceeded), timings));
+        return;
+    }
+    let hash_start = Instant::now();
+    let rec = catch_unwind(AssertUnwindSafe(|| {
+        let _span = tracing::debug_span!("hash", images = 1, backend = "cpu").entered();
+        crate::engine::hash_pixels(ready.pixels.view(), ready.dihedral)
+    }));
+    let Ready { pixels, exact, permit, reply, mut timings, .. } = ready;
+    match rec {
+        Ok(rec) => {
+            timings.hash = hash_start.elapsed();
+            timings.batch_size = 1;
+            metrics.batch_size.observe(1.0);
+            metrics.images_hashed.with_label_values(&["cpu"]).inc();
+            answer(metrics, Some(pixels), permit, reply, HashRecord { exact, ..rec }, timings);
+        }
+        Err(payload) => {
+            metrics.panics.with_label_values(&["decode"]).inc();
+            tracing::error!(panic = panic_text(&*payload), "a hasher panicked; the item fails");
+            drop(permit);
+            let e = Error::Internal("hashing this image failed unexpectedly (logged)".into());
+            let _ = reply.send((Err(PipelineError::Failed(e)), timings));
         }
     }
 }
@@ -183,7 +256,7 @@ fn take_one(n: &std::sync::atomic::AtomicU32) -> bool {
 /// [`super::Pipeline`] lets the thread end once the decoders are done.
 #[derive(Clone)]
 pub(super) struct BatcherCtx {
-    rx: Receiver<Ready>,
+    rx: Receiver<Arc<Batch>>,
     engine: Engine,
     cfg: PipelineConfig,
     metrics: Arc<Metrics>,
@@ -246,49 +319,129 @@ pub(super) fn spawn_batcher(ctx: BatcherCtx, deaths: u32) -> crate::Result<()> {
         .map_err(Error::Io)
 }
 
-/// The batcher thread: collect, hash, answer; returns when every sender is gone.
+/// The batcher thread: seals each batch as it closes (or its delay passes), submits it to the GPU and hands
+/// it to the completion thread, which waits for it while the next batches are filled and submitted.
+/// Returns when every sender is gone and every batch is answered.
 fn batch_loop(ctx: &BatcherCtx) {
-    let mut batch: Vec<Ready> = Vec::with_capacity(ctx.cfg.max_batch);
-    let mut fallbacks = ctx.engine.fallbacks();
-    while let Ok(first) = ctx.rx.recv() {
-        batch.push(first);
-        if ctx.hooks.kill_batcher.swap(false, Ordering::SeqCst) {
-            panic!("injected batcher death (test hook)");
+    let Some(gpu) = ctx.engine.gpu().cloned() else {
+        // The CPU backend hashes on the decode workers; nothing ever comes here.
+        while ctx.rx.recv().is_ok() {}
+        return;
+    };
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<Done>(crate::gpu::MAX_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let completer = std::thread::Builder::new()
+            .name("pharos-gpu-complete".into())
+            .spawn_scoped(scope, || complete_loop(ctx, &gpu, done_rx));
+        if let Err(e) = completer {
+            tracing::error!("cannot start the GPU completion thread ({e}); the batcher restarts");
+            panic!("no GPU completion thread");
         }
-        let flush_at = Instant::now() + ctx.cfg.max_delay;
-        while batch.len() < ctx.cfg.max_batch {
-            match ctx.rx.recv_deadline(flush_at) {
-                Ok(r) => batch.push(r),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        while let Ok(batch) = ctx.rx.recv() {
+            // If this thread dies before the batch is handed on, its jobs are failed, not left waiting.
+            let held = Held(Some(batch));
+            if ctx.hooks.kill_batcher.swap(false, Ordering::SeqCst) {
+                panic!("injected batcher death (test hook)");
+            }
+            let items = held.batch().seal(ctx.cfg.max_delay);
+            // Jobs nobody waits for any more are answered (for the record) and not hashed.
+            let (live, dead): (Vec<Placed>, Vec<Placed>) =
+                items.into_iter().partition(|(r, _)| !expired(r.deadline) && !r.reply.is_closed());
+            for (Ready { permit, reply, timings, .. }, _) in dead {
+                drop(permit);
+                let _ = reply.send((Err(PipelineError::DeadlineExceeded), timings));
+            }
+            let batch = held.release();
+            if live.is_empty() {
+                continue;
+            }
+            let start = Instant::now();
+            let dihedral = live.iter().any(|(r, _)| r.dihedral);
+            let (live, offsets): (Vec<Ready>, Vec<u64>) = live.into_iter().unzip();
+            let submitted = {
+                let _span = tracing::debug_span!("submit", images = live.len()).entered();
+                let views: Vec<ImageView<'_>> = live.iter().map(|r| r.pixels.view()).collect();
+                gpu.submit(&batch.staging, &views, &offsets, dihedral)
+            };
+            let in_flight = submitted.in_flight();
+            if in_flight > 0 {
+                ctx.metrics.gpu_batches_in_flight.observe(in_flight as f64);
+            }
+            tracing::debug!(images = live.len(), in_flight, "GPU batch submitted");
+            if done_tx.send(Done { batch, live, submitted, start, dihedral }).is_err() {
+                panic!("the GPU completion thread is gone");
             }
         }
-        // Jobs nobody waits for any more are answered (for the record) and not hashed.
-        let (live, dead): (Vec<Ready>, Vec<Ready>) =
-            batch.drain(..).partition(|r| !expired(r.deadline) && !r.reply.is_closed());
-        for Ready { permit, reply, timings, .. } in dead {
+        drop(done_tx);
+    });
+}
+
+/// A batch the batcher thread has taken from the queue. Dropped while the thread unwinds from a panic, it
+/// closes the batch and answers every job in it `INTERNAL`, so that no caller waits for a batch nobody
+/// will submit.
+struct Held(Option<Arc<Batch>>);
+
+impl Held {
+    fn batch(&self) -> &Batch {
+        self.0.as_ref().expect("held until released")
+    }
+
+    fn release(mut self) -> Arc<Batch> {
+        self.0.take().expect("held until released")
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(batch) = self.0.take() else { return };
+        for (Ready { permit, reply, timings, .. }, _) in batch.seal(Duration::ZERO) {
             drop(permit);
-            let _ = reply.send((Err(PipelineError::DeadlineExceeded), timings));
+            let e =
+                Error::Internal("the batcher thread failed while holding this image's batch (logged)".into());
+            let _ = reply.send((Err(PipelineError::Failed(e)), timings));
         }
-        if live.is_empty() {
-            continue;
-        }
-        hash_live(ctx, live);
-        let now = ctx.engine.fallbacks();
+    }
+}
+
+/// A job and the byte offset of its pixels in its batch's upload buffer.
+type Placed = (Ready, u64);
+
+/// A submitted batch on its way to the completion thread.
+struct Done {
+    /// Owns the upload buffer until the submission is complete.
+    #[expect(dead_code, reason = "held, not read: keeps the batch's upload buffer alive while in flight")]
+    batch: Arc<Batch>,
+    live: Vec<Ready>,
+    submitted: Submitted,
+    start: Instant,
+    dihedral: bool,
+}
+
+/// The completion thread: waits for each submitted batch in order and answers its jobs (a batch the GPU
+/// failed is recomputed on the CPU by the engine).
+fn complete_loop(ctx: &BatcherCtx, gpu: &GpuEngine, rx: Receiver<Done>) {
+    let mut fallbacks = gpu.fallbacks();
+    for done in rx {
+        let Done { live, submitted, start, dihedral, .. } = done;
+        let records = catch_unwind(AssertUnwindSafe(|| {
+            let _span = tracing::debug_span!("hash", images = live.len(), backend = "gpu").entered();
+            let views: Vec<ImageView<'_>> = live.iter().map(|r| r.pixels.view()).collect();
+            gpu.complete(submitted, &views, dihedral)
+        }));
+        answer_batch(ctx, live, records, start);
+        let now = gpu.fallbacks();
         ctx.metrics.gpu_fallbacks.inc_by(now - fallbacks);
         fallbacks = now;
     }
 }
 
-/// Hashes one batch on the engine and answers its jobs; a panic fails this batch's items only.
-fn hash_live(ctx: &BatcherCtx, live: Vec<Ready>) {
-    let start = Instant::now();
-    let dihedral = live.iter().any(|r| r.dihedral);
-    let backend = ctx.engine.backend().name();
-    let records = catch_unwind(AssertUnwindSafe(|| {
-        let _span = tracing::debug_span!("hash", images = live.len(), backend).entered();
-        let views: Vec<ImageView<'_>> = live.iter().map(|r| r.pixels.view()).collect();
-        ctx.engine.hash_batch(&views, dihedral)
-    }));
+/// Answers one batch's jobs with its records, or fails them all when hashing the batch panicked.
+fn answer_batch(
+    ctx: &BatcherCtx,
+    live: Vec<Ready>,
+    records: std::thread::Result<Vec<HashRecord>>,
+    start: Instant,
+) {
     let records = match records {
         Ok(r) => r,
         Err(payload) => {
@@ -304,6 +457,7 @@ fn hash_live(ctx: &BatcherCtx, live: Vec<Ready>) {
     };
     let hash = start.elapsed();
     let n = live.len();
+    let backend = ctx.engine.backend().name();
     ctx.metrics.batch_size.observe(n as f64);
     ctx.metrics.images_hashed.with_label_values(&[backend]).inc_by(n as u64);
     for (r, mut rec) in live.into_iter().zip(records) {

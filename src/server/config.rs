@@ -57,6 +57,8 @@ pub struct ServeConfig {
     pub max_concurrent_streams: u32,
     /// Images per backend submission.
     pub max_batch: usize,
+    /// Decoded pixel bytes after which a GPU batch closes.
+    pub max_batch_bytes: u64,
     /// Milliseconds the first image of a batch waits for more.
     pub max_delay_ms: u64,
     /// Decoder threads [0: one per CPU]; on the CPU backend each also hashes what it decoded.
@@ -117,6 +119,7 @@ impl Default for ServeConfig {
             max_in_flight_per_stream: 64,
             max_concurrent_streams: 256,
             max_batch: batch.max_batch,
+            max_batch_bytes: batch.max_batch_bytes,
             max_delay_ms: batch.max_delay.as_millis() as u64,
             decode_threads: 0,
             shutdown_grace_s: 30,
@@ -157,6 +160,7 @@ impl ServeConfig {
             ("max_in_flight_per_stream", self.max_in_flight_per_stream as u64),
             ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
             ("max_batch", self.max_batch as u64),
+            ("max_batch_bytes", self.max_batch_bytes),
             ("max_matches", self.max_matches as u64),
             ("auth_failures_per_minute", u64::from(self.auth_failures_per_minute)),
             ("database_poll_ms", self.database_poll_ms),
@@ -239,6 +243,7 @@ impl ServeConfig {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         PipelineConfig {
             max_batch: self.max_batch,
+            max_batch_bytes: self.max_batch_bytes,
             max_delay: Duration::from_millis(self.max_delay_ms),
             decode_threads: if self.decode_threads == 0 { cpus } else { self.decode_threads },
             max_in_flight: self.max_in_flight,
