@@ -171,6 +171,29 @@ struct GpuInner {
     backoff_ms: (AtomicU64, AtomicU64),
     /// Test hook: this many re-created devices fail their canary.
     canary_faults: AtomicU32,
+    /// One batch in this many has one image re-hashed on the CPU and compared (0: never).
+    recheck_every: AtomicU64,
+    /// Batches the GPU completed (the re-check's counter).
+    completed: AtomicU64,
+    rechecks: AtomicU64,
+    recheck_mismatches: AtomicU64,
+    /// Test hook: the next `n` GPU batches come back with one wrong PDQ bit per image.
+    wrong_bits: AtomicU32,
+}
+
+/// Default of `PHAROS_GPU_RECHECK_EVERY`: one image of one batch in a hundred is re-hashed on the CPU (at a
+/// batch of 32 images, about 0.03 % more CPU hashing).
+const DEFAULT_RECHECK_EVERY: u64 = 100;
+
+/// One batch in how many is re-checked on the CPU: `PHAROS_GPU_RECHECK_EVERY` (0 turns it off).
+fn recheck_every() -> u64 {
+    match std::env::var("PHAROS_GPU_RECHECK_EVERY") {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            tracing::warn!("PHAROS_GPU_RECHECK_EVERY={v:?} is not a number; using {DEFAULT_RECHECK_EVERY}");
+            DEFAULT_RECHECK_EVERY
+        }),
+        Err(_) => DEFAULT_RECHECK_EVERY,
+    }
 }
 
 impl GpuEngine {
@@ -187,6 +210,11 @@ impl GpuEngine {
                 recovering: AtomicBool::new(false),
                 backoff_ms: (AtomicU64::new(1000), AtomicU64::new(60_000)),
                 canary_faults: AtomicU32::new(0),
+                recheck_every: AtomicU64::new(recheck_every()),
+                completed: AtomicU64::new(0),
+                rechecks: AtomicU64::new(0),
+                recheck_mismatches: AtomicU64::new(0),
+                wrong_bits: AtomicU32::new(0),
             }),
         }
     }
@@ -229,6 +257,77 @@ impl GpuEngine {
         self.inner.backoff_ms.1.store(max.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Production images re-hashed on the CPU to check the GPU ([`GpuEngine::set_recheck_every`]).
+    pub fn rechecks(&self) -> u64 {
+        self.inner.rechecks.load(Ordering::Relaxed)
+    }
+
+    /// Re-checked images whose GPU hashes differed from the CPU's (each refused the device).
+    pub fn recheck_mismatches(&self) -> u64 {
+        self.inner.recheck_mismatches.load(Ordering::Relaxed)
+    }
+
+    /// Re-hash one image of one GPU batch in `n` on the CPU and compare (0: never). A difference means the
+    /// device computes something other than the reference after all (a driver update, a faulty card): the
+    /// batch is answered from the CPU, the device is refused like a lost one, and its replacement must pass
+    /// the start-up canary. Default: `PHAROS_GPU_RECHECK_EVERY`, else 100.
+    pub fn set_recheck_every(&self, n: u64) {
+        self.inner.recheck_every.store(n, Ordering::SeqCst);
+    }
+
+    /// Test hook: the next `n` GPU batches come back with one wrong PDQ bit in every image, as a faulty
+    /// device's would.
+    #[doc(hidden)]
+    pub fn inject_wrong_bits(&self, n: u32) {
+        self.inner.wrong_bits.store(n, Ordering::SeqCst);
+    }
+
+    /// The sampled re-check of a batch the GPU returned: one batch in `recheck_every` has one image (a
+    /// different position each time) hashed again on the CPU; a difference refuses the device.
+    fn recheck(
+        &self,
+        gpu: &Arc<GpuHasher>,
+        mut records: Vec<HashRecord>,
+        images: &[ImageView<'_>],
+        dihedral: bool,
+    ) -> std::result::Result<Vec<HashRecord>, GpuError> {
+        if records.is_empty() {
+            return Ok(records);
+        }
+        if self
+            .inner
+            .wrong_bits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            for r in &mut records {
+                r.pdq.hash.limbs[0] ^= 1 << 9;
+            }
+        }
+        let every = self.inner.recheck_every.load(Ordering::Relaxed);
+        let k = self.inner.completed.fetch_add(1, Ordering::Relaxed);
+        if every == 0 || k % every != 0 {
+            return Ok(records);
+        }
+        let i = ((k / every) % records.len() as u64) as usize;
+        self.inner.rechecks.fetch_add(1, Ordering::Relaxed);
+        let want = hash_pixels(images[i], dihedral);
+        if records[i] == want {
+            return Ok(records);
+        }
+        let n = self.inner.recheck_mismatches.fetch_add(1, Ordering::Relaxed) + 1;
+        let why = format!(
+            "a production image ({}×{}) hashed differently on the GPU ({} PDQ bits apart) than on the CPU",
+            want.width,
+            want.height,
+            records[i].pdq.hash.distance(&want.pdq.hash)
+        );
+        tracing::error!(adapter = %gpu.adapter(), mismatches = n, "GPU re-check failed: {why}; refusing the device");
+        gpu.mark_lost();
+        self.lost(gpu);
+        Err(GpuError::Canary(why))
+    }
+
     /// Test hook: the next `n` replacement devices fail their canary (as a faulty driver would).
     #[doc(hidden)]
     pub fn inject_canary_faults(&self, n: u32) {
@@ -243,7 +342,8 @@ impl GpuEngine {
         dihedral: bool,
     ) -> std::result::Result<Vec<HashRecord>, GpuError> {
         let gpu = self.hasher();
-        self.guarded(&gpu, || on_device(&gpu, images, dihedral))
+        let records = self.guarded(&gpu, || on_device(&gpu, images, dihedral))?;
+        self.recheck(&gpu, records, images, dihedral)
     }
 
     /// Runs `f` on `gpu`: a panic inside it is caught and becomes a loss of `gpu`; a loss (caught or
@@ -310,7 +410,13 @@ impl GpuEngine {
         dihedral: bool,
     ) -> Vec<HashRecord> {
         let Submitted { gpu, flight, .. } = submitted;
-        let result = flight.and_then(|f| self.guarded(&gpu, || gpu.complete(f)));
+        let result = flight.and_then(|f| self.guarded(&gpu, || gpu.complete(f))).and_then(|records| {
+            if records.len() == images.len() {
+                self.recheck(&gpu, records, images, dihedral)
+            } else {
+                Ok(records)
+            }
+        });
         match result {
             Ok(records) if records.len() == images.len() => records,
             Ok(records) => self.fall_back(

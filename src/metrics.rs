@@ -63,6 +63,10 @@ pub struct Metrics {
     pub gpu_staged_bytes: IntCounter,
     /// Images whose pixels were copied into the GPU's upload buffers.
     pub gpu_staged_images: IntCounter,
+    /// Production images re-hashed on the CPU to check the GPU (one batch in `PHAROS_GPU_RECHECK_EVERY`).
+    pub gpu_rechecks: IntCounter,
+    /// Re-checked images the GPU hashed differently from the CPU; each refused the device.
+    pub gpu_recheck_mismatches: IntCounter,
     /// Live entries per bank.
     pub bank_entries: IntGaugeVec,
     /// Panics caught in the hashing pipeline, by stage (`decode`: a decoder or CPU hasher on a decode
@@ -188,6 +192,18 @@ impl Metrics {
             IntCounter::new("gpu_staged_images_total", "Images copied into the GPU's upload buffers.")
                 .expect("valid metric");
         registry.register(Box::new(gpu_staged_images.clone())).expect("unique metric");
+        let gpu_rechecks = IntCounter::new(
+            "gpu_rechecks_total",
+            "Production images re-hashed on the CPU to check the GPU's hashes.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(gpu_rechecks.clone())).expect("unique metric");
+        let gpu_recheck_mismatches = IntCounter::new(
+            "gpu_recheck_mismatches_total",
+            "Re-checked images the GPU hashed differently from the CPU (each refused the device).",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(gpu_recheck_mismatches.clone())).expect("unique metric");
         let gpu_healthy =
             IntGauge::new("gpu_healthy", "1 while the GPU is in use, 0 while a lost device is replaced.")
                 .expect("valid metric");
@@ -302,6 +318,8 @@ impl Metrics {
             gpu_batches_in_flight,
             gpu_staged_bytes,
             gpu_staged_images,
+            gpu_rechecks,
+            gpu_recheck_mismatches,
             bank_entries,
         }
     }

@@ -515,3 +515,27 @@ fn a_loaded_gpu_pipeline_overlaps_batches_and_copies_each_image_once() {
     );
     assert!(batches > 1.0 && batches - alone >= 1.0, "no batch overlapped another ({batches} batches)");
 }
+
+/// The GPU issue's sampled re-check: one batch in `n` has one image re-hashed on the CPU; a GPU that
+/// starts computing something else (here: one wrong PDQ bit per image, as a faulty card would) is caught,
+/// the batch is answered from the CPU, and the device is refused like a lost one.
+#[test]
+#[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
+fn a_sampled_recheck_catches_a_wrong_gpu_hash_and_refuses_the_device() {
+    use pharos::engine::Engine;
+    common::gpu();
+    let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
+    let Engine::Gpu(g) = Engine::from_gpu(gpu) else { unreachable!() };
+    g.set_recovery_backoff(std::time::Duration::from_secs(600), std::time::Duration::from_secs(600));
+    g.set_recheck_every(1);
+    let pixels: Vec<Vec<u8>> = (0..3).map(|s| pattern(96, 80, 3, s)).collect();
+    let views: Vec<ImageView<'_>> = pixels.iter().map(|p| ImageView::rgb(96, 80, p)).collect();
+    let want = cpu(&views, true);
+    assert_eq!(g.hash_batch(&views, true), want, "a sound device");
+    assert_eq!((g.rechecks(), g.recheck_mismatches(), g.losses()), (1, 0, 0));
+    g.inject_wrong_bits(1);
+    assert_eq!(g.hash_batch(&views, true), want, "the faulty batch is answered from the CPU");
+    assert_eq!((g.rechecks(), g.recheck_mismatches(), g.losses()), (2, 1, 1));
+    assert!(!g.healthy(), "the device is refused until a replacement passes the canary");
+    assert_eq!(g.hash_batch(&views, true), want);
+}

@@ -420,7 +420,8 @@ struct Done {
 /// The completion thread: waits for each submitted batch in order and answers its jobs (a batch the GPU
 /// failed is recomputed on the CPU by the engine).
 fn complete_loop(ctx: &BatcherCtx, gpu: &GpuEngine, rx: Receiver<Done>) {
-    let mut fallbacks = gpu.fallbacks();
+    let (mut fallbacks, mut rechecks, mut mismatches) =
+        (gpu.fallbacks(), gpu.rechecks(), gpu.recheck_mismatches());
     for done in rx {
         let Done { live, submitted, start, dihedral, .. } = done;
         let records = catch_unwind(AssertUnwindSafe(|| {
@@ -429,9 +430,11 @@ fn complete_loop(ctx: &BatcherCtx, gpu: &GpuEngine, rx: Receiver<Done>) {
             gpu.complete(submitted, &views, dihedral)
         }));
         answer_batch(ctx, live, records, start);
-        let now = gpu.fallbacks();
-        ctx.metrics.gpu_fallbacks.inc_by(now - fallbacks);
-        fallbacks = now;
+        let now = (gpu.fallbacks(), gpu.rechecks(), gpu.recheck_mismatches());
+        ctx.metrics.gpu_fallbacks.inc_by(now.0 - fallbacks);
+        ctx.metrics.gpu_rechecks.inc_by(now.1 - rechecks);
+        ctx.metrics.gpu_recheck_mismatches.inc_by(now.2 - mismatches);
+        (fallbacks, rechecks, mismatches) = now;
     }
 }
 
