@@ -149,8 +149,22 @@ impl PdqHasher {
         }
     }
 
+    /// [`PdqHasher::hash_with_dihedral`] at a given vector level instead of [`simd::level`] (capped at what
+    /// the CPU has): for tests and benchmarks that compare the levels, which must give identical results.
+    pub fn hash_with_dihedral_at(&mut self, level: Level, img: ImageView<'_>) -> (PdqHash, Dihedral) {
+        match self.dct_at(level, img) {
+            Some((dct, quality)) => (PdqHash { hash: threshold(&dct), quality }, dihedral(&dct)),
+            None => (PdqHash::default(), Dihedral::default()),
+        }
+    }
+
     /// Luma → Jarosz filter → 64×64 → quality and 16×16 DCT. `None` below the minimum size.
     fn dct(&mut self, img: ImageView<'_>) -> Option<(Dct16, u32)> {
+        self.dct_at(simd::level(), img)
+    }
+
+    /// [`PdqHasher::dct`] at a given vector level.
+    fn dct_at(&mut self, level: Level, img: ImageView<'_>) -> Option<(Dct16, u32)> {
         if img.width < MIN_HASHABLE_DIM || img.height < MIN_HASHABLE_DIM {
             return None;
         }
@@ -162,7 +176,7 @@ impl PdqHasher {
             luma(img, &mut buf64);
         } else {
             self.scratch.grow(h, w);
-            jarosz_decimate(img, &mut self.scratch, &mut buf64);
+            jarosz_decimate_at(level, img, &mut self.scratch, &mut buf64);
         }
         let q = quality(&buf64);
         Some((dct(&buf64), q))
@@ -201,20 +215,22 @@ pub fn pdq(img: ImageView<'_>) -> PdqHash {
 }
 
 /// The Jarosz filter (two rounds of horizontal then vertical box passes) and decimation to 64×64, the
-/// expensive part of PDQ, at the vector level [`simd::level`] picks.
-fn jarosz_decimate(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
-    jarosz_decimate_at(simd::level(), img, s, out)
-}
-
-/// [`jarosz_decimate`] at a given level. The portable body is compiled twice: for baseline x86-64 with the
-/// reference's division ([`Divide`]), and for AVX2 + FMA (8-wide float vectors) with the division done as
-/// [`Reciprocal`]. Both are the same IEEE float32 values in the same order, so the results are identical.
+/// expensive part of PDQ, at a given vector level. The portable body is compiled three times: for baseline x86-64
+/// with the reference's division ([`Divide`]), and for AVX2 + FMA (8-wide float vectors) and AVX-512
+/// (16-wide) with the division done as [`Reciprocal`]. All are the same IEEE float32 values in the same
+/// order, so the results are identical.
 fn jarosz_decimate_at(level: Level, img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
     #[cfg(target_arch = "x86_64")]
-    if level >= Level::Avx2 && simd::detect() >= Level::Avx2 {
-        // SAFETY: the CPU supports AVX2 and FMA (what `detect` checks), the requirements of
-        // `jarosz_decimate_avx2`.
-        return unsafe { jarosz_decimate_avx2(img, s, out) };
+    {
+        let level = level.min(simd::detect());
+        if level == Level::Avx512 {
+            // SAFETY: `detect` found AVX2, FMA and AVX-512 F/BW/VL, what `jarosz_decimate_avx512` needs.
+            return unsafe { jarosz_decimate_avx512(img, s, out) };
+        }
+        if level == Level::Avx2 {
+            // SAFETY: `detect` found AVX2 and FMA, the requirements of `jarosz_decimate_avx2`.
+            return unsafe { jarosz_decimate_avx2(img, s, out) };
+        }
     }
     let _ = level;
     jarosz_decimate_body::<Divide>(img, s, out)
@@ -223,6 +239,14 @@ fn jarosz_decimate_at(level: Level, img: ImageView<'_>, s: &mut Scratch, out: &m
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn jarosz_decimate_avx2(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
+    jarosz_decimate_body::<Reciprocal>(img, s, out)
+}
+
+/// The same body compiled for AVX-512: the sixteen rows of the horizontal passes are one register, and
+/// the vertical pass advances sixteen columns per instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+fn jarosz_decimate_avx512(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
     jarosz_decimate_body::<Reciprocal>(img, s, out)
 }
 
@@ -1154,7 +1178,7 @@ mod tests {
             let mut s = Scratch::default();
             s.grow(h, w);
             let mut got = [0f32; 4096];
-            jarosz_decimate(img, &mut s, &mut got);
+            jarosz_decimate_at(simd::level(), img, &mut s, &mut got);
             assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "{h}x{w}");
         }
     }

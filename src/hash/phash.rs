@@ -89,6 +89,17 @@ impl PhashHasher {
         hash_thumbnail(&thumb)
     }
 
+    /// [`PhashHasher::hash`] at a given vector level instead of [`simd::level`] (capped at what the CPU
+    /// has): for tests and benchmarks that compare the levels, which must give identical hashes.
+    pub fn hash_at(&mut self, level: Level, img: ImageView<'_>) -> Hash64 {
+        if img.width == 0 || img.height == 0 {
+            return Hash64(0);
+        }
+        let h = self.table(img.width as usize);
+        let v = self.table(img.height as usize);
+        hash_thumbnail(&resize_at(level, img, &self.tables[h], &self.tables[v], &mut self.scratch))
+    }
+
     /// `image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)`, byte for byte (row-major 32 × 32):
     /// the input of [`hash_thumbnail`], and what the GPU's `phash_resize.wgsl` is checked against.
     pub fn thumbnail(&mut self, img: ImageView<'_>) -> [u8; SIZE * SIZE] {

@@ -2,7 +2,7 @@
 //! `phash.rs` (which they are tested against), written with intrinsics because LLVM does not find the
 //! shapes that matter on its own:
 //! - Pillow's grey conversion straight from interleaved RGB, with byte shuffles and `vpmaddwd`;
-//! - the horizontal pass over four rows at once, so each coefficient vector loaded serves four rows;
+//! - the horizontal pass over eight rows at once, so each coefficient vector loaded serves eight rows;
 //! - both vertical passes as whole-row vector multiply-adds.
 //!
 //! Integer sums do not depend on the order of their terms, and every sum here is taken modulo 2^32 exactly
@@ -12,8 +12,11 @@ use super::{clip8, luma, vertical_first_order, Axis, Scratch, LANES, PRECISION_B
 use crate::pixels::{ImageView, Pixels};
 use std::arch::x86_64::*;
 
-/// Rows the horizontal pass filters side by side.
-const ROWS: usize = 4;
+/// Rows the horizontal pass filters side by side: each coefficient vector loaded serves this many rows.
+/// With AVX-512 (32 registers) all eight run in one sweep; with AVX2 (16 registers) as two sweeps of four.
+/// For wide images the coefficients outgrow the L1 cache (96 KB at 4000 pixels), so fewer sweeps per row
+/// matter most there.
+const ROWS: usize = 8;
 
 /// The grey 32×32 thumbnail, as `super::resize_inline` computes it.
 ///
@@ -66,6 +69,14 @@ unsafe fn horizontal<const R: usize, const VNNI: bool>(
     if VNNI {
         // SAFETY: the caller guarantees the features.
         unsafe { horizontal_rows_vnni::<R>(lines, stride, axis, out) }
+    } else if R == 8 {
+        // Four accumulators of each kind per row: eight rows would spill AVX2's sixteen registers.
+        let (top, bottom) = out.split_at_mut(4 * SIZE);
+        // SAFETY: every caller is compiled with AVX2 enabled.
+        unsafe {
+            horizontal_rows::<4>(lines, stride, axis, top);
+            horizontal_rows::<4>(&lines[4 * stride..], stride, axis, bottom);
+        }
     } else {
         // SAFETY: every caller is compiled with AVX2 enabled.
         unsafe { horizontal_rows::<R>(lines, stride, axis, out) }
