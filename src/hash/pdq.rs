@@ -12,7 +12,7 @@
 //!
 //! Speed comes from running many *independent* reference sequences side by side, never from reordering one:
 //! the vertical pass advances a whole row of column sums at once (contiguous, so the compiler emits SIMD),
-//! the horizontal pass advances sixteen rows' sums in lock-step (`LANES`), the DCT accumulates whole rows. Scratch
+//! the horizontal pass advances eight rows' sums in lock-step, the DCT accumulates whole rows. Scratch
 //! buffers live in [`PdqHasher`] and are reused, so hashing allocates nothing once they have grown.
 
 use super::simd::{self, Level};
@@ -115,14 +115,10 @@ struct Scratch {
     t: Vec<[f32; LANES]>,
     /// See `t`.
     o: Vec<[f32; LANES]>,
-    /// `2 · LANES · w`: a last, partial block of rows for the horizontal passes, padded with zero rows.
-    pad: Vec<f32>,
 }
 
-/// Rows filtered side by side by the horizontal pass: two AVX2 registers (one AVX-512 register) of float32.
-/// The adder's latency is several times its issue interval, so eight rows (one AVX2 register, one chain of
-/// dependent additions) left it idle most of the time; sixteen keep two chains in flight.
-const LANES: usize = 16;
+/// Rows filtered side by side by the horizontal pass (one AVX2 register of float32).
+const LANES: usize = 8;
 
 /// The 16×16 DCT output (`B` in the spec), row = vertical frequency.
 type Dct16 = [f32; 256];
@@ -204,7 +200,6 @@ impl Scratch {
             self.slot_of.resize(w, None);
             self.t.resize(w, [0.0; LANES]);
             self.o.resize(w, [0.0; LANES]);
-            self.pad.resize(2 * LANES * w, 0.0);
         }
     }
 }
@@ -215,102 +210,24 @@ pub fn pdq(img: ImageView<'_>) -> PdqHash {
 }
 
 /// The Jarosz filter (two rounds of horizontal then vertical box passes) and decimation to 64×64, the
-/// expensive part of PDQ, at a given vector level. The portable body is compiled three times: for baseline x86-64
-/// with the reference's division ([`Divide`]), and for AVX2 + FMA (8-wide float vectors) and AVX-512
-/// (16-wide) with the division done as [`Reciprocal`]. All are the same IEEE float32 values in the same
-/// order, so the results are identical.
+/// expensive part of PDQ, at a given vector level. Compiled twice, for baseline x86-64 and for AVX2 (8-wide
+/// float vectors); both are the same IEEE float32 operations in the same order, so the results are
+/// identical. (Issue 16 tried exact reciprocal division and 16 rows in lock-step here: no faster at 1 MP,
+/// 35 % slower at 256 × 256 on this machine, so they were left out; see BENCHMARKS.md.)
 fn jarosz_decimate_at(level: Level, img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
     #[cfg(target_arch = "x86_64")]
-    {
-        let level = level.min(simd::detect());
-        if level == Level::Avx512 {
-            // SAFETY: `detect` found AVX2, FMA and AVX-512 F/BW/VL, what `jarosz_decimate_avx512` needs.
-            return unsafe { jarosz_decimate_avx512(img, s, out) };
-        }
-        if level == Level::Avx2 {
-            // SAFETY: `detect` found AVX2 and FMA, the requirements of `jarosz_decimate_avx2`.
-            return unsafe { jarosz_decimate_avx2(img, s, out) };
-        }
+    if level >= Level::Avx2 && simd::detect() >= Level::Avx2 {
+        // SAFETY: the CPU supports AVX2 (`detect` checked), the only requirement of `jarosz_decimate_avx2`.
+        return unsafe { jarosz_decimate_avx2(img, s, out) };
     }
     let _ = level;
-    jarosz_decimate_body::<Divide>(img, s, out)
+    jarosz_decimate_body(img, s, out)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 fn jarosz_decimate_avx2(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
-    jarosz_decimate_body::<Reciprocal>(img, s, out)
-}
-
-/// The same body compiled for AVX-512: the sixteen rows of the horizontal passes are one register, and
-/// the vertical pass advances sixteen columns per instruction.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
-fn jarosz_decimate_avx512(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
-    jarosz_decimate_body::<Reciprocal>(img, s, out)
-}
-
-/// How the box filters turn a window's running sum into its mean: `sum / count`, rounded once.
-///
-/// Division is the slowest float operation the filter does (two per pixel, a vector division every four
-/// or five cycles at best), so the vector path replaces it by an equal computation; see [`Reciprocal`].
-trait Quotient: Copy {
-    /// The divisor for a window of `count` samples (1 ≤ count < 2^24, so exact in f32).
-    fn new(count: usize) -> Self;
-    /// `sum / count`, correctly rounded.
-    fn of(self, sum: f32) -> f32;
-}
-
-/// The reference's division, as the C++ writes it.
-#[derive(Clone, Copy)]
-struct Divide(f32);
-
-impl Quotient for Divide {
-    #[inline(always)]
-    fn new(count: usize) -> Self {
-        Divide(count as f32)
-    }
-
-    #[inline(always)]
-    fn of(self, sum: f32) -> f32 {
-        sum / self.0
-    }
-}
-
-/// Division by a reciprocal with one correction step (Markstein): with `y = RN(1/c)`, `q = RN(x·y)`, the
-/// residual `r = x − q·c` is exactly representable and one FMA computes it exactly, and `RN(q + r·y)` (a
-/// second FMA) is the correctly rounded `x / c` (Markstein, IBM J. R&D 34(1), 1990; Muller et al.,
-/// *Handbook of Floating-Point Arithmetic*, the section on Newton–Raphson-based division).
-///
-/// A plain `x·(1/c)` is *not* equal to `x / c` (it differs for about one input in six with c = 3), which is
-/// why the vector path keeps the correction. The theorem needs a round-to-nearest `y` and no underflow;
-/// rather than lean on its conditions alone, `reciprocal_division_is_exact` checks it directly. Scaling `x` by
-/// a power of two scales `q`, `r` and the result exactly (while they stay normal), so one binade of `x` per
-/// count covers every normal sum: the ignored test checks all 2^23 significands for every count up to 1024
-/// (windows of images up to 131,072 pixels a side; the decoder's limits are far below), and the default
-/// test a sample of them. Sums here are 0 (the result is then +0, as the division gives) or far above the
-/// subnormal range: they are sums of bytes times float32 weights.
-#[derive(Clone, Copy)]
-struct Reciprocal {
-    /// The count, exact in f32.
-    c: f32,
-    /// `RN(1 / c)`.
-    y: f32,
-}
-
-impl Quotient for Reciprocal {
-    #[inline(always)]
-    fn new(count: usize) -> Self {
-        let c = count as f32;
-        Reciprocal { c, y: 1.0 / c }
-    }
-
-    #[inline(always)]
-    fn of(self, x: f32) -> f32 {
-        let q = x * self.y;
-        let r = (-q).mul_add(self.c, x);
-        r.mul_add(self.y, q)
-    }
+    jarosz_decimate_body(img, s, out)
 }
 
 /// Rows of the first horizontal pass kept for the first vertical pass: the vertical pass subtracts the row
@@ -322,16 +239,16 @@ fn ring_rows(h: usize) -> usize {
 /// Pixels → luma → filtered and decimated 64×64 in `out`.
 ///
 /// Computes the same values as [`luma`], then [`box_rows`] + [`box_cols`] twice (`JAROSZ_PASSES`), then
-/// [`decimate`], but streams over the image in blocks of `LANES` rows so the working set stays in cache
+/// [`decimate`], but streams over the image in blocks of eight rows so the working set stays in cache
 /// instead of sweeping two full-size float buffers six times:
-/// 1. luma of `LANES` rows, then the first horizontal pass on them, into a ring of recent rows;
+/// 1. luma of eight rows, then the first horizontal pass on them, into a ring of recent rows;
 /// 2. the first vertical pass consumes those rows as they arrive ([`ColumnFilter`]) and emits its rows in
-///    order, `LANES` at a time, to
+///    order, eight at a time, to
 /// 3. the second horizontal pass, which still runs every running sum (the rounding sequence is the
 ///    reference's) but divides and stores only at the 64 sampled columns;
 /// 4. the second vertical pass runs over those (h × 64) columns alone, then decimation picks 64 rows.
 #[inline(always)]
-fn jarosz_decimate_body<Q: Quotient>(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
+fn jarosz_decimate_body(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
     const { assert!(JAROSZ_PASSES == 2, "the streaming filter is written for two rounds") };
     let (h, w) = (img.height as usize, img.width as usize);
     let (win_rows, win_cols) = (window_size(w), window_size(h));
@@ -353,21 +270,19 @@ fn jarosz_decimate_body<Q: Quotient>(img: ImageView<'_>, s: &mut Scratch, out: &
     let ring_len = ring_rows(h);
     let ring = &mut s.ring[..ring_len * w];
     let narrow = &mut s.narrow[..h * distinct];
-    let (t, o, pad) = (&mut s.t[..], &mut s.o[..], &mut s.pad[..]);
+    let (t, o) = (&mut s.t[..], &mut s.o[..]);
     let vert_block = &mut s.vert_block[..LANES * w];
     let sums = &mut s.col_sums[..w];
     let mut vertical = ColumnFilter::new(h, win_cols, sums);
-    // Once output row `oi` of the first vertical pass completes a block of `LANES` (or is the last row),
-    // the second horizontal pass runs on that block.
-    let mut row_done =
-        |oi: usize, vert_block: &[f32], t: &mut [[f32; LANES]], o: &mut [[f32; LANES]], pad: &mut [f32]| {
-            if oi % LANES == LANES - 1 || oi == h - 1 {
-                let (first, n) = (oi - oi % LANES, oi % LANES + 1);
-                let dst = &mut narrow[first * distinct..(first + n) * distinct];
-                let src = &vert_block[..n * w];
-                box_rows_blocked::<Q>(src, dst, n, w, win_rows, distinct, Some(slot_of), t, o, pad);
-            }
-        };
+    // Once output row `oi` of the first vertical pass completes a block of eight (or is the last row), the
+    // second horizontal pass runs on that block.
+    let mut row_done = |oi: usize, vert_block: &[f32], t: &mut [[f32; LANES]], o: &mut [[f32; LANES]]| {
+        if oi % LANES == LANES - 1 || oi == h - 1 {
+            let (first, n) = (oi - oi % LANES, oi % LANES + 1);
+            let dst = &mut narrow[first * distinct..(first + n) * distinct];
+            box_rows_blocked(&vert_block[..n * w], dst, n, w, win_rows, distinct, Some(slot_of), t, o);
+        }
+    };
     for r0 in (0..h).step_by(LANES) {
         let n = LANES.min(h - r0);
         let block_pixels = match img.pixels {
@@ -377,16 +292,15 @@ fn jarosz_decimate_body<Q: Quotient>(img: ImageView<'_>, s: &mut Scratch, out: &
         let luma_block = &mut s.luma_block[..n * w];
         luma(ImageView { width: img.width, height: n as u32, pixels: block_pixels }, luma_block);
         let slot = r0 % ring_len;
-        let dst = &mut ring[slot * w..(slot + n) * w];
-        box_rows_blocked::<Q>(luma_block, dst, n, w, win_rows, w, None, t, o, pad);
+        box_rows_blocked(luma_block, &mut ring[slot * w..(slot + n) * w], n, w, win_rows, w, None, t, o);
         for ri in r0..r0 + n {
-            if let Some(oi) = vertical.push::<Q>(ring, ring_len, w, ri, vert_block) {
-                row_done(oi, vert_block, t, o, pad);
+            if let Some(oi) = vertical.push(ring, ring_len, w, ri, vert_block) {
+                row_done(oi, vert_block, t, o);
             }
         }
     }
-    while let Some(oi) = vertical.finish_one::<Q>(ring, ring_len, w, vert_block) {
-        row_done(oi, vert_block, t, o, pad);
+    while let Some(oi) = vertical.finish_one(ring, ring_len, w, vert_block) {
+        row_done(oi, vert_block, t, o);
     }
     let filtered = &mut s.filtered[..h * distinct];
     box_cols(narrow, filtered, h, distinct, win_cols, &mut s.col_sums[..distinct]);
@@ -400,7 +314,7 @@ fn jarosz_decimate_body<Q: Quotient>(img: ImageView<'_>, s: &mut Scratch, out: &
 /// The vertical box pass ([`box_cols`]) driven one input row at a time, for streaming. Each column's sum
 /// sees exactly the reference's sequence; rows are read from a ring (`ring_len` rows of `w`, row `i` at
 /// slot `i % ring_len`) that must still hold the row `win` back, and output row `oi` is written to row
-/// `oi % LANES` of a `LANES`-row block.
+/// `oi % LANES` of an 8-row block.
 struct ColumnFilter<'s> {
     h: usize,
     win: usize,
@@ -418,7 +332,7 @@ impl<'s> ColumnFilter<'s> {
 
     /// Feeds input row `ri` (rows must come in order 0, 1, …); returns the output row written, if any.
     #[inline(always)]
-    fn push<Q: Quotient>(
+    fn push(
         &mut self,
         ring: &[f32],
         ring_len: usize,
@@ -441,18 +355,18 @@ impl<'s> ColumnFilter<'s> {
         if ri < self.win {
             // Phase 2: growing window.
             self.count += 1;
-            let q = Q::new(self.count);
+            let c = self.count as f32;
             for ((s, &x), d) in self.sums.iter_mut().zip(x).zip(dst) {
                 *s += x;
-                *d = q.of(*s);
+                *d = *s / c;
             }
         } else {
             // Phase 3: full window, add the entering row then subtract the leaving one.
-            let q = Q::new(self.count);
+            let c = self.count as f32;
             for (((s, &x), &y), d) in self.sums.iter_mut().zip(x).zip(row(ri - self.win)).zip(dst) {
                 *s += x;
                 *s -= y;
-                *d = q.of(*s);
+                *d = *s / c;
             }
         }
         self.next_out += 1;
@@ -461,13 +375,7 @@ impl<'s> ColumnFilter<'s> {
 
     /// After the last input row: the shrinking-window outputs (phase 4), one per call, until done.
     #[inline(always)]
-    fn finish_one<Q: Quotient>(
-        &mut self,
-        ring: &[f32],
-        ring_len: usize,
-        w: usize,
-        block: &mut [f32],
-    ) -> Option<usize> {
+    fn finish_one(&mut self, ring: &[f32], ring_len: usize, w: usize, block: &mut [f32]) -> Option<usize> {
         if self.next_out >= self.h {
             return None;
         }
@@ -476,11 +384,11 @@ impl<'s> ColumnFilter<'s> {
         let li = oi + self.half - 1 - self.win;
         let y = &ring[(li % ring_len) * w..(li % ring_len + 1) * w];
         self.count -= 1;
-        let q = Q::new(self.count);
+        let c = self.count as f32;
         let dst = &mut block[(oi % LANES) * w..(oi % LANES + 1) * w];
         for ((s, &y), d) in self.sums.iter_mut().zip(y).zip(dst) {
             *s -= y;
-            *d = q.of(*s);
+            *d = *s / c;
         }
         self.next_out += 1;
         Some(oi)
@@ -568,7 +476,7 @@ fn grey_luma_table() -> &'static [f32; 256] {
 /// then full-window outputs, each adding the entering sample before subtracting the leaving one; then
 /// `half − 1` outputs with a shrinking window. Division (not multiplication by a reciprocal) as in the C++.
 #[inline(always)]
-fn box_1d_lanes<const L: usize, Q: Quotient>(
+fn box_1d_lanes<const L: usize>(
     n: usize,
     win: usize,
     load: impl Fn(usize) -> [f32; L],
@@ -594,13 +502,13 @@ fn box_1d_lanes<const L: usize, Q: Quotient>(
             sum[l] += x[l];
         }
         if let Some(slot) = slot(oi) {
-            let q = Q::new(count);
-            store(slot, std::array::from_fn(|l| q.of(sum[l])));
+            let c = count as f32;
+            store(slot, std::array::from_fn(|l| sum[l] / c));
         }
         ri += 1;
         oi += 1;
     }
-    let q = Q::new(count);
+    let c = count as f32;
     for _ in 0..n.saturating_sub(win) {
         let (x, y) = (load(ri), load(li));
         for l in 0..L {
@@ -608,7 +516,7 @@ fn box_1d_lanes<const L: usize, Q: Quotient>(
             sum[l] -= y[l];
         }
         if let Some(slot) = slot(oi) {
-            store(slot, std::array::from_fn(|l| q.of(sum[l])));
+            store(slot, std::array::from_fn(|l| sum[l] / c));
         }
         li += 1;
         ri += 1;
@@ -621,8 +529,8 @@ fn box_1d_lanes<const L: usize, Q: Quotient>(
             sum[l] -= y[l];
         }
         if let Some(slot) = slot(oi) {
-            let q = Q::new(count);
-            store(slot, std::array::from_fn(|l| q.of(sum[l])));
+            let c = count as f32;
+            store(slot, std::array::from_fn(|l| sum[l] / c));
         }
         li += 1;
         oi += 1;
@@ -632,25 +540,18 @@ fn box_1d_lanes<const L: usize, Q: Quotient>(
 /// Horizontal box pass (`boxAlongRowsFloat`): filters each row of `input` (h × w) into `out`.
 pub fn box_rows(input: &[f32], out: &mut [f32], h: usize, w: usize, win: usize) {
     let (mut t, mut o) = (vec![[0f32; LANES]; w], vec![[0f32; LANES]; w]);
-    let mut pad = vec![0f32; 2 * LANES * w];
-    box_rows_blocked::<Divide>(input, out, h, w, win, w, None, &mut t, &mut o, &mut pad)
+    box_rows_blocked(input, out, h, w, win, w, None, &mut t, &mut o)
 }
 
-/// The horizontal pass, `LANES` rows side by side so that many independent running sums are in flight (one
-/// row's sum is a serial chain of dependent float additions, so a single row runs at the adder's latency,
-/// not its throughput). Each block of rows is first transposed into `t` (`t[p]` = sample `p` of the block's
-/// rows), so every filter step is a vector load; with `slot` the identity the outputs are collected the same
-/// way in `o` and transposed back. Otherwise output column `p` of row `r` goes to
-/// `out[r · out_w + slot(p)]`, or nowhere when `slot(p)` is `None`; the sums still visit every sample, so the
-/// kept values are bit-identical to the full pass.
-///
-/// A last block of fewer than `LANES` rows is copied into `pad` (at least `2 · LANES · w` floats) with zero
-/// rows after it, filtered as a full block, and copied back: the extra lanes only ever hold zeros, and each
-/// real lane's sequence is untouched, so this costs a copy instead of running the leftover rows one slow
-/// chain at a time.
+/// The horizontal pass, eight rows side by side so eight independent running sums are in flight (one
+/// row's sum is a serial chain of dependent float additions). Each block of eight rows is first transposed
+/// into `t` (`t[p]` = sample `p` of the eight rows, one vector), so every filter step is a vector load;
+/// with `slot` the identity the outputs are collected the same way in `o` and transposed back.
+/// Otherwise output column `p` of row `r` goes to `out[r · out_w + slot(p)]`, or nowhere when `slot(p)` is
+/// `None`; the sums still visit every sample, so the kept values are bit-identical to the full pass.
 #[expect(clippy::too_many_arguments, reason = "an inlined kernel; a struct would only rename the arguments")]
 #[inline(always)]
-fn box_rows_blocked<Q: Quotient>(
+fn box_rows_blocked(
     input: &[f32],
     out: &mut [f32],
     h: usize,
@@ -660,59 +561,41 @@ fn box_rows_blocked<Q: Quotient>(
     slot: Option<&[Option<usize>]>,
     t: &mut [[f32; LANES]],
     o: &mut [[f32; LANES]],
-    pad: &mut [f32],
 ) {
     let (t, o) = (&mut t[..w], &mut o[..w]);
     let mut r = 0;
     while r + LANES <= h {
+        let rows: [&[f32]; LANES] = std::array::from_fn(|l| &input[(r + l) * w..(r + l + 1) * w]);
+        transpose_in(rows, t);
+        let tt = &*t;
         let block = &mut out[r * out_w..(r + LANES) * out_w];
-        box_rows_block::<Q>(&input[r * w..(r + LANES) * w], block, w, win, out_w, slot, t, o);
+        match slot {
+            None => {
+                box_1d_lanes::<LANES>(w, win, |p| tt[p], Some, |p, v| o[p] = v);
+                let mut rows_out: [&mut [f32]; LANES] = split_rows(block, w);
+                transpose_out(o, &mut rows_out);
+            }
+            Some(slots) => box_1d_lanes::<LANES>(
+                w,
+                win,
+                |p| tt[p],
+                |p| slots[p],
+                |s, v| {
+                    for (l, x) in v.into_iter().enumerate() {
+                        block[l * out_w + s] = x;
+                    }
+                },
+            ),
+        }
         r += LANES;
     }
-    if r < h {
-        let n = h - r;
-        let (pad_in, pad_out) = pad[..2 * LANES * w].split_at_mut(LANES * w);
-        pad_in[..n * w].copy_from_slice(&input[r * w..h * w]);
-        pad_in[n * w..].fill(0.0);
-        let pad_out = &mut pad_out[..LANES * out_w];
-        box_rows_block::<Q>(pad_in, pad_out, w, win, out_w, slot, t, o);
-        out[r * out_w..h * out_w].copy_from_slice(&pad_out[..n * out_w]);
-    }
-}
-
-/// One full block of `LANES` rows of [`box_rows_blocked`].
-#[expect(clippy::too_many_arguments, reason = "an inlined kernel; a struct would only rename the arguments")]
-#[inline(always)]
-fn box_rows_block<Q: Quotient>(
-    input: &[f32],
-    block: &mut [f32],
-    w: usize,
-    win: usize,
-    out_w: usize,
-    slot: Option<&[Option<usize>]>,
-    t: &mut [[f32; LANES]],
-    o: &mut [[f32; LANES]],
-) {
-    let rows: [&[f32]; LANES] = std::array::from_fn(|l| &input[l * w..(l + 1) * w]);
-    transpose_in(rows, t);
-    let tt = &*t;
-    match slot {
-        None => {
-            box_1d_lanes::<LANES, Q>(w, win, |p| tt[p], Some, |p, v| o[p] = v);
-            let mut rows_out: [&mut [f32]; LANES] = split_rows(block, w);
-            transpose_out(o, &mut rows_out);
+    for r in r..h {
+        let row = &input[r * w..(r + 1) * w];
+        let o = &mut out[r * out_w..(r + 1) * out_w];
+        match slot {
+            None => box_1d_lanes::<1>(w, win, |p| [row[p]], Some, |p, v| o[p] = v[0]),
+            Some(slots) => box_1d_lanes::<1>(w, win, |p| [row[p]], |p| slots[p], |p, v| o[p] = v[0]),
         }
-        Some(slots) => box_1d_lanes::<LANES, Q>(
-            w,
-            win,
-            |p| tt[p],
-            |p| slots[p],
-            |s, v| {
-                for (l, x) in v.into_iter().enumerate() {
-                    block[l * out_w + s] = x;
-                }
-            },
-        ),
     }
 }
 
@@ -723,7 +606,7 @@ fn split_rows(block: &mut [f32], w: usize) -> [&mut [f32]; LANES] {
     std::array::from_fn(|_| it.next().expect("block holds LANES rows"))
 }
 
-/// `t[p][l] = rows[l][p]`: `LANES` rows into per-column vectors.
+/// `t[p][l] = rows[l][p]`: eight rows into per-column vectors.
 #[inline(always)]
 fn transpose_in(rows: [&[f32]; LANES], t: &mut [[f32; LANES]]) {
     let w = t.len();
@@ -846,17 +729,14 @@ mod x86 {
         let w = t.len();
         let full = w - w % 8;
         for p0 in (0..full).step_by(8) {
-            // Rows 8·half..8·half + 8 fill lanes 8·half..8·half + 8 of the eight vectors.
-            for half in 0..LANES / 8 {
-                let r: [__m256; 8] = std::array::from_fn(|l| {
-                    let src: &[f32; 8] = rows[8 * half + l][p0..p0 + 8].try_into().expect("8 samples");
-                    // SAFETY: `src` is 8 readable floats; unaligned loads are allowed.
-                    unsafe { _mm256_loadu_ps(src.as_ptr()) }
-                });
-                for (k, v) in transpose8(r).into_iter().enumerate() {
-                    // SAFETY: lanes 8·half.. of `t[p0 + k]` are 8 writable floats.
-                    unsafe { _mm256_storeu_ps(t[p0 + k][8 * half..].as_mut_ptr(), v) };
-                }
+            let r: [__m256; 8] = std::array::from_fn(|l| {
+                let src: &[f32; 8] = rows[l][p0..p0 + 8].try_into().expect("8 samples");
+                // SAFETY: `src` is 8 readable floats; unaligned loads are allowed.
+                unsafe { _mm256_loadu_ps(src.as_ptr()) }
+            });
+            for (k, v) in transpose8(r).into_iter().enumerate() {
+                // SAFETY: `t[p0 + k]` is 8 writable floats.
+                unsafe { _mm256_storeu_ps(t[p0 + k].as_mut_ptr(), v) };
             }
         }
         full
@@ -871,16 +751,12 @@ mod x86 {
         let w = o.len();
         let full = w - w % 8;
         for p0 in (0..full).step_by(8) {
-            for half in 0..LANES / 8 {
-                // SAFETY: lanes 8·half.. of `o[p0 + k]` are 8 readable floats.
-                let r: [__m256; 8] =
-                    std::array::from_fn(|k| unsafe { _mm256_loadu_ps(o[p0 + k][8 * half..].as_ptr()) });
-                for (l, v) in transpose8(r).into_iter().enumerate() {
-                    let dst: &mut [f32; 8] =
-                        (&mut rows[8 * half + l][p0..p0 + 8]).try_into().expect("8 samples");
-                    // SAFETY: `dst` is 8 writable floats.
-                    unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
-                }
+            // SAFETY: `o[p0 + k]` is 8 readable floats.
+            let r: [__m256; 8] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(o[p0 + k].as_ptr()) });
+            for (l, v) in transpose8(r).into_iter().enumerate() {
+                let dst: &mut [f32; 8] = (&mut rows[l][p0..p0 + 8]).try_into().expect("8 samples");
+                // SAFETY: `dst` is 8 writable floats.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
             }
         }
         full
@@ -1157,7 +1033,7 @@ mod tests {
     }
 
     /// The streaming filter against the plain composition of the stage functions, on sizes that hit
-    /// every edge: fewer than `LANES` rows, rows not a multiple of `LANES`, fewer than 64 columns (repeated samples),
+    /// every edge: fewer than 8 rows, rows not a multiple of 8, fewer than 64 columns (repeated samples),
     /// windows of 1 to 9, and exactly 64 × 64 is not special here (the caller skips the filter for it).
     #[test]
     fn streaming_filter_equals_the_stage_functions() {
@@ -1235,44 +1111,6 @@ mod tests {
         }
         assert_eq!(dihedral(&bt).flipplus1, threshold(&b));
         assert_eq!(dihedral(&b).flipplus1, threshold(&bt));
-    }
-
-    /// `Reciprocal` against IEEE division for `count` in `counts`, on every `step`-th significand of the
-    /// binade [1, 2) (which covers every normal sum: see [`Reciprocal`]), plus zero.
-    fn check_reciprocal(counts: std::ops::RangeInclusive<usize>, step: u32) {
-        for count in counts {
-            let (d, r) = (Divide::new(count), Reciprocal::new(count));
-            assert_eq!(r.of(0.0).to_bits(), d.of(0.0).to_bits(), "0 / {count}");
-            for m in (0..1u32 << 23).step_by(step as usize) {
-                let x = f32::from_bits(0x3f80_0000 | m);
-                assert_eq!(r.of(x).to_bits(), d.of(x).to_bits(), "{x:e} / {count}");
-                assert_eq!(r.of(-x).to_bits(), d.of(-x).to_bits(), "{:e} / {count}", -x);
-            }
-        }
-    }
-
-    #[test]
-    fn reciprocal_division_is_exact() {
-        check_reciprocal(1..=64, 61);
-        check_reciprocal(65..=1024, 4099);
-        // A few magnitudes the filter sees, to check the scaling argument itself.
-        for count in [3usize, 7, 31, 94] {
-            let (d, r) = (Divide::new(count), Reciprocal::new(count));
-            for x in pseudo_random(10_000, count as u32) {
-                for scale in [1e-3f32, 1.0, 255.0, 4096.0] {
-                    let x = x * scale;
-                    assert_eq!(r.of(x).to_bits(), d.of(x).to_bits(), "{x:e} / {count}");
-                }
-            }
-        }
-    }
-
-    /// Every significand for every count up to 1024 (about 8.6 G divisions; a minute or two in release):
-    /// `cargo test --release --lib reciprocal_division_is_exact_for_every_significand -- --ignored`.
-    #[test]
-    #[ignore = "exhaustive; minutes"]
-    fn reciprocal_division_is_exact_for_every_significand() {
-        check_reciprocal(1..=1024, 1);
     }
 
     /// The filter at every vector level this CPU has, against the portable one, bit for bit.
