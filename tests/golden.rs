@@ -10,8 +10,10 @@ use crate::common;
 use common::{histogram, rows, sha256_hex, Row};
 use pharos::hash::pdq::PdqHasher;
 use pharos::hash::phash::PhashHasher;
+use pharos::hash::simd::{self, Level};
 use pharos::hash::{Hash256, Hash64};
 use pharos::image::{decode, DecodeOptions, Decoded};
+use pharos::pixels::ImageView;
 
 fn lossless(row: &Row) -> bool {
     matches!(row.get("format"), "PNG" | "BMP" | "GIF") || row.get("path").ends_with("_lossless.webp")
@@ -129,6 +131,45 @@ fn phash_matches_imagehash() {
     println!("pHash: {exact} of {n} images with identical pixels exact; distances {}", histogram(&dists));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(exact * 100 >= n * 95, "only {exact} of {n} pHashes exact (need 95%)");
+}
+
+/// Issue 16: every vector level this CPU has (`hash::simd`) gives the portable code's PDQ, quality, dihedral
+/// hashes and pHash exactly, on every corpus image and on the stress images (flat, near-flat, black borders,
+/// gradients, special shapes, 12 MP). Labelled by level and image.
+#[test]
+fn every_simd_level_hashes_like_the_portable_code() {
+    let (mut pdq, mut phash) = (PdqHasher::new(), PhashHasher::new());
+    let levels = simd::available();
+    let mut failures = Vec::new();
+    let mut check = |name: &str, view: ImageView<'_>| {
+        let want = (pdq.hash_with_dihedral_at(Level::Scalar, view), phash.hash_at(Level::Scalar, view));
+        for &level in &levels[1..] {
+            let got = (pdq.hash_with_dihedral_at(level, view), phash.hash_at(level, view));
+            if got != want {
+                failures.push(format!("{name}: {} differs from scalar", level.name()));
+            }
+        }
+    };
+    let cases = cases();
+    for c in &cases {
+        check(c.row.get("path"), c.img.view());
+    }
+    let stress = pharos::synth::stress_images(true);
+    for s in &stress {
+        let view = if s.channels == 3 {
+            ImageView::rgb(s.width, s.height, &s.pixels)
+        } else {
+            ImageView::gray(s.width, s.height, &s.pixels)
+        };
+        check(&s.name, view);
+    }
+    println!(
+        "levels {:?} against scalar: {} corpus images, {} stress images",
+        levels.iter().map(|l| l.name()).collect::<Vec<_>>(),
+        cases.len(),
+        stress.len()
+    );
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]

@@ -9,6 +9,7 @@
 pub mod exact;
 pub mod pdq;
 pub mod phash;
+pub mod simd;
 
 use crate::error::{Error, Result};
 use crate::pixels::ImageView;

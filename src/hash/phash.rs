@@ -19,9 +19,13 @@
 //! A warm [`PhashHasher`] allocates nothing per image: the scratch buffers only grow, and the coefficient
 //! tables for the last few input sizes are kept.
 
+use super::simd::{self, Level};
 use super::Hash64;
 use crate::pixels::{ImageView, Pixels};
 use std::sync::OnceLock;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// Side of the thumbnail the DCT is taken of: imagehash's `hash_size * highfreq_factor`.
 const SIZE: usize = 32;
@@ -83,6 +87,17 @@ impl PhashHasher {
         }
         let thumb = self.thumbnail(img);
         hash_thumbnail(&thumb)
+    }
+
+    /// [`PhashHasher::hash`] at a given vector level instead of [`simd::level`] (capped at what the CPU
+    /// has): for tests and benchmarks that compare the levels, which must give identical hashes.
+    pub fn hash_at(&mut self, level: Level, img: ImageView<'_>) -> Hash64 {
+        if img.width == 0 || img.height == 0 {
+            return Hash64(0);
+        }
+        let h = self.table(img.width as usize);
+        let v = self.table(img.height as usize);
+        hash_thumbnail(&resize_at(level, img, &self.tables[h], &self.tables[v], &mut self.scratch))
     }
 
     /// `image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)`, byte for byte (row-major 32 × 32):
@@ -286,22 +301,34 @@ fn lanczos(x: f64) -> f64 {
 
 /// The grey 32×32 thumbnail of `img`, given the coefficient tables for its width and height.
 ///
-/// The loops are plain Rust that LLVM vectorises. On x86-64 they are compiled twice, for the baseline
-/// (SSE2) and for AVX2, which has byte shuffles for taking RGB apart and twice the width; the AVX2 copy is
-/// picked at run time. Integer arithmetic gives the same bytes either way.
+/// [`resize_inline`] is the portable definition; on x86-64 with AVX2 (see [`simd::level`]) hand-written
+/// kernels compute the same bytes several times faster. Integer arithmetic gives the same bytes either way,
+/// and the tests compare the two on random images.
 fn resize(img: ImageView<'_>, horiz: &Axis, vert: &Axis, scratch: &mut Scratch) -> [u8; SIZE * SIZE] {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, the only requirement of `resize_avx2`.
-        return unsafe { resize_avx2(img, horiz, vert, scratch) };
-    }
-    resize_inline(img, horiz, vert, scratch)
+    resize_at(simd::level(), img, horiz, vert, scratch)
 }
 
-/// [`resize_inline`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn resize_avx2(img: ImageView<'_>, horiz: &Axis, vert: &Axis, scratch: &mut Scratch) -> [u8; SIZE * SIZE] {
+/// [`resize`] at a given vector level (for tests and benchmarks that compare levels).
+fn resize_at(
+    level: Level,
+    img: ImageView<'_>,
+    horiz: &Axis,
+    vert: &Axis,
+    scratch: &mut Scratch,
+) -> [u8; SIZE * SIZE] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let level = level.min(simd::detect());
+        if level == Level::Avx512 {
+            // SAFETY: `detect` found AVX2 and AVX-512 F/BW/VL/VNNI/VBMI, what `resize_avx512` needs.
+            return unsafe { x86::resize_avx512(img, horiz, vert, scratch) };
+        }
+        if level == Level::Avx2 {
+            // SAFETY: `detect` found AVX2, the requirement of `resize_avx2`.
+            return unsafe { x86::resize_avx2(img, horiz, vert, scratch) };
+        }
+    }
+    let _ = level;
     resize_inline(img, horiz, vert, scratch)
 }
 
@@ -797,6 +824,65 @@ mod tests {
                     resize_inline(img, &hasher.tables[hi], &hasher.tables[vi], &mut hasher.scratch);
                 assert_eq!(dispatched, portable, "{w}x{h}x{channels}");
             }
+        }
+    }
+
+    /// The thumbnail at every vector level this CPU has, against the portable resampler.
+    fn levels_agree(hasher: &mut PhashHasher, img: ImageView<'_>) {
+        let (hi, vi) = (hasher.table(img.width as usize), hasher.table(img.height as usize));
+        let (h, v) = (&hasher.tables[hi], &hasher.tables[vi]);
+        let want = resize_inline(img, h, v, &mut hasher.scratch);
+        for level in simd::available() {
+            let got = resize_at(level, img, h, v, &mut hasher.scratch);
+            assert_eq!(
+                got, want,
+                "{level:?} differs from the portable resampler on {}x{}",
+                img.width, img.height
+            );
+        }
+    }
+
+    #[test]
+    fn every_level_resizes_like_the_portable_code() {
+        let mut hasher = PhashHasher::new();
+        for (w, h) in [
+            (1, 1),
+            (1, 90),
+            (90, 1),
+            (31, 33),
+            (33, 31),
+            (32, 32),
+            (32, 300),
+            (300, 32),
+            (70, 200),
+            (200, 70),
+            (97, 61),
+            (513, 40),
+            (1280, 800),
+            (800, 1280),
+            (4000, 3),
+            (3, 4000),
+        ] {
+            for channels in [1, 3] {
+                let data = pattern(w, h, channels);
+                let img =
+                    if channels == 3 { ImageView::rgb(w, h, &data) } else { ImageView::gray(w, h, &data) };
+                levels_agree(&mut hasher, img);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        #[test]
+        fn every_level_resizes_random_images_like_the_portable_code(
+            w in 1u32..700, h in 1u32..700, seed in proptest::prelude::any::<u64>(), grey in proptest::prelude::any::<bool>()
+        ) {
+            let n = (w * h) as usize * if grey { 1 } else { 3 };
+            let mut x = seed | 1;
+            let px: Vec<u8> = (0..n).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; (x >> 24) as u8 }).collect();
+            let img = if grey { ImageView::gray(w, h, &px) } else { ImageView::rgb(w, h, &px) };
+            levels_agree(&mut PhashHasher::new(), img);
         }
     }
 
