@@ -306,7 +306,7 @@ impl GpuEngine {
         }
         let every = self.inner.recheck_every.load(Ordering::Relaxed);
         let k = self.inner.completed.fetch_add(1, Ordering::Relaxed);
-        if every == 0 || k % every != 0 {
+        if every == 0 || !k.is_multiple_of(every) {
             return Ok(records);
         }
         let i = ((k / every) % records.len() as u64) as usize;
