@@ -3,7 +3,8 @@
 //!
 //! Generated images: one call hashes one batch of `--batch` images (synthetic photo-like pixels; every
 //! stage's cost depends on the size alone). `--corpus`: the corpus is decoded first, and one call hashes the
-//! whole corpus in batches of `--batch`.
+//! whole corpus in batches of `--batch`, on every `--jobs` thread at once (on the GPU backend several
+//! submissions are then in flight, as the pipeline keeps them).
 
 use super::input::{ImageSet, Source};
 use super::{
@@ -83,8 +84,8 @@ pub(crate) fn measure_hash(
     Ok(m)
 }
 
-/// Hash rate over `views`, hashed in batches of `batch` per call of the engine; one measured call hashes
-/// all of `views`.
+/// Hash rate over `views`, hashed in batches of `batch` per call of the engine, the batches on all of the
+/// pool's threads at once; one measured call hashes all of `views`.
 fn measure_views(
     engine: &Engine,
     size: Param,
@@ -96,12 +97,15 @@ fn measure_views(
 ) -> anyhow::Result<Measurement> {
     let pool = pool(threads)?;
     let stats = measure(c, || {
+        // Batches from every thread at once, as the pipeline's decode workers feed the GPU: on the GPU
+        // backend their pixel copies run in parallel and several submissions are in flight; on the CPU
+        // backend each batch is spread over the pool as well.
         pool.install(|| {
-            let mut n = 0;
-            for chunk in views.chunks(batch) {
-                n += std::hint::black_box(engine.hash_batch(chunk, dihedral)).len() as u64;
-            }
-            n
+            use rayon::prelude::*;
+            views
+                .par_chunks(batch)
+                .map(|chunk| std::hint::black_box(engine.hash_batch(chunk, dihedral)).len() as u64)
+                .sum::<u64>()
         })
     });
     let fallbacks = match engine {
