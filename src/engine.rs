@@ -22,7 +22,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::gpu::{probe, upload_len, AdapterPolicy, GpuError, GpuHasher, InFlight, UploadBuffer};
+use crate::gpu::{probe, AdapterPolicy, GpuError, GpuHasher, InFlight, UploadBuffer};
 use crate::hash::exact::ExactHashes;
 use crate::hash::{HashRecord, Hashers};
 use crate::image::{decode, DecodeOptions};
@@ -469,7 +469,7 @@ pub struct Staging {
 }
 
 impl Staging {
-    /// Bytes of pixels it holds ([`upload_len`] of each image, summed).
+    /// Bytes of pixels it holds ([`crate::gpu::upload_len`] of each image, summed).
     pub fn capacity(&self) -> u64 {
         self.upload.capacity()
     }
@@ -479,7 +479,7 @@ impl Staging {
         self.gpu.plane_budget()
     }
 
-    /// Copies `img`'s pixels to byte `offset`, which the caller reserved ([`upload_len`] bytes, a multiple
+    /// Copies `img`'s pixels to byte `offset`, which the caller reserved ([`crate::gpu::upload_len`] bytes, a multiple
     /// of 8 apart).
     pub fn write(&self, offset: u64, img: &ImageView<'_>) -> std::result::Result<(), GpuError> {
         self.upload.write(offset, img)
@@ -503,16 +503,6 @@ impl Submitted {
             0
         }
     }
-}
-
-/// Bytes `img` takes in a [`Staging`] buffer: its pixel bytes, rounded up to 8.
-pub fn staged_len(img: &ImageView<'_>) -> u64 {
-    upload_len(img)
-}
-
-/// PDQ filter-plane floats `img` takes in a submission (0 for an image PDQ skips).
-pub fn plane_len(img: &ImageView<'_>) -> usize {
-    crate::gpu::plane_len(img)
 }
 
 /// The GPU part of a batch: oversized images on the CPU, the rest on `gpu`.

@@ -210,18 +210,6 @@ pub struct InFlight {
     pool: Arc<SlotPool>,
 }
 
-impl InFlight {
-    /// Images in the submission.
-    pub fn len(&self) -> usize {
-        self.dims.len()
-    }
-
-    /// Whether the submission has no images.
-    pub fn is_empty(&self) -> bool {
-        self.dims.is_empty()
-    }
-}
-
 impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {

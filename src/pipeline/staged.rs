@@ -57,7 +57,7 @@ impl Batch {
     /// Reserves room for `img`: its byte offset, or `None` when the batch is closed or cannot take it (then
     /// it is closed, unless it is empty: an image an empty batch cannot take goes to the CPU instead).
     pub(super) fn reserve(&self, img: &ImageView<'_>, cfg: &PipelineConfig) -> Option<u64> {
-        let (bytes, plane) = (crate::engine::staged_len(img), crate::engine::plane_len(img));
+        let (bytes, plane) = (crate::gpu::upload_len(img), crate::gpu::plane_len(img));
         let mut s = self.state.lock();
         if s.closed {
             return None;

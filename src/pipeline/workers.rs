@@ -84,8 +84,7 @@ pub(super) fn decode_job(
     let start = Instant::now();
     let mut timings = Timings { queue: start - admitted, ..Timings::default() };
     if expired(job.deadline) || reply.is_closed() {
-        drop(permit);
-        let _ = reply.send((Err(PipelineError::DeadlineExceeded), timings));
+        refuse(permit, reply, timings, PipelineError::DeadlineExceeded);
         return;
     }
     let inner = permit.inner.clone();
@@ -124,24 +123,25 @@ pub(super) fn decode_job(
         Ok(Ok(step)) => step,
         Ok(Err(e)) => {
             timings.decode = start.elapsed();
-            drop(permit);
-            let _ = reply.send((Err(PipelineError::Failed(e)), timings));
+            refuse(permit, reply, timings, PipelineError::Failed(e));
             return;
         }
         Err(payload) => {
             metrics.panics.with_label_values(&["decode"]).inc();
             tracing::error!(panic = panic_text(&*payload), "a decoder or hasher panicked; the item fails");
-            drop(permit);
-            let e = Error::Internal("decoding or hashing this image failed unexpectedly (logged)".into());
-            let _ = reply.send((Err(PipelineError::Failed(e)), timings));
+            refuse(
+                permit,
+                reply,
+                timings,
+                internal("decoding or hashing this image failed unexpectedly (logged)"),
+            );
             return;
         }
     };
     match step {
         Step::Expired => {
             timings.decode = start.elapsed();
-            drop(permit);
-            let _ = reply.send((Err(PipelineError::DeadlineExceeded), timings));
+            refuse(permit, reply, timings, PipelineError::DeadlineExceeded);
         }
         Step::Hashed(rec, hash) => {
             timings.decode = start.elapsed() - hash;
@@ -219,8 +219,7 @@ fn stage(inner: &Inner, gpu: &GpuEngine, ready: Ready, tx: &Sender<Arc<Batch>>) 
 fn hash_here(metrics: &Arc<Metrics>, ready: Ready) {
     if expired(ready.deadline) {
         let Ready { permit, reply, timings, .. } = ready;
-        drop(permit);
-        let _ = reply.send((Err(PipelineError::DeadlineExceeded), timings));
+        refuse(permit, reply, timings, PipelineError::DeadlineExceeded);
         return;
     }
     let hash_start = Instant::now();
@@ -240,9 +239,7 @@ fn hash_here(metrics: &Arc<Metrics>, ready: Ready) {
         Err(payload) => {
             metrics.panics.with_label_values(&["decode"]).inc();
             tracing::error!(panic = panic_text(&*payload), "a hasher panicked; the item fails");
-            drop(permit);
-            let e = Error::Internal("hashing this image failed unexpectedly (logged)".into());
-            let _ = reply.send((Err(PipelineError::Failed(e)), timings));
+            refuse(permit, reply, timings, internal("hashing this image failed unexpectedly (logged)"));
         }
     }
 }
@@ -348,8 +345,7 @@ fn batch_loop(ctx: &BatcherCtx) {
             let (live, dead): (Vec<Placed>, Vec<Placed>) =
                 items.into_iter().partition(|(r, _)| !expired(r.deadline) && !r.reply.is_closed());
             for (Ready { permit, reply, timings, .. }, _) in dead {
-                drop(permit);
-                let _ = reply.send((Err(PipelineError::DeadlineExceeded), timings));
+                refuse(permit, reply, timings, PipelineError::DeadlineExceeded);
             }
             let batch = held.release();
             if live.is_empty() {
@@ -395,10 +391,12 @@ impl Drop for Held {
     fn drop(&mut self) {
         let Some(batch) = self.0.take() else { return };
         for (Ready { permit, reply, timings, .. }, _) in batch.seal(Duration::ZERO) {
-            drop(permit);
-            let e =
-                Error::Internal("the batcher thread failed while holding this image's batch (logged)".into());
-            let _ = reply.send((Err(PipelineError::Failed(e)), timings));
+            refuse(
+                permit,
+                reply,
+                timings,
+                internal("the batcher thread failed while holding this image's batch (logged)"),
+            );
         }
     }
 }
@@ -451,9 +449,12 @@ fn answer_batch(
             ctx.metrics.panics.with_label_values(&["batch"]).inc();
             tracing::error!(panic = panic_text(&*payload), images = live.len(), "hashing a batch panicked");
             for Ready { permit, reply, timings, .. } in live {
-                drop(permit);
-                let e = Error::Internal("hashing this image's batch failed unexpectedly (logged)".into());
-                let _ = reply.send((Err(PipelineError::Failed(e)), timings));
+                refuse(
+                    permit,
+                    reply,
+                    timings,
+                    internal("hashing this image's batch failed unexpectedly (logged)"),
+                );
             }
             return;
         }
@@ -472,6 +473,17 @@ fn answer_batch(
         let Ready { pixels, permit, reply, .. } = r;
         answer(&ctx.metrics, Some(pixels), permit, reply, rec, timings);
     }
+}
+
+/// Answers a job with an error, after releasing its claim on the in-flight bounds.
+fn refuse(permit: Permit, reply: oneshot::Sender<Outcome>, timings: Timings, err: PipelineError) {
+    drop(permit);
+    let _ = reply.send((Err(err), timings));
+}
+
+/// An item failed by something unexpected on our side (logged where it happened).
+fn internal(msg: &str) -> PipelineError {
+    PipelineError::Failed(Error::Internal(msg.into()))
 }
 
 /// Records a hashed job's stage times, frees its pixels and permit, then wakes its caller.
