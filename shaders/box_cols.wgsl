@@ -5,12 +5,14 @@
 // subtract the leaving one, then divide by the window count — which is the reference's exact sequence of
 // roundings (a parallel prefix sum would round differently). On Vulkan every float operation is
 // `NoContraction` (src/gpu/spirv.rs), so a driver cannot turn `(sum + x) − y` into `sum + (x − y)`; the
-// division is `div_exact` (common.wgsl), integer long division, since a last-bit difference in a filtered
+// division is `div_exact` (common.wgsl), exact on any driver, since a last-bit difference in a filtered
 // value can move a DCT coefficient across the median.
 //
-// Two entry points: `main` (the first round) filters every column and stores every output; `sampled` (the
-// second round) filters only the (at most 64 distinct) columns decimate samples, and divides and stores
-// only at its 64 rows: everything else of the second round is never read.
+// Two entry points: `main` (the first round) filters every column and stores every output; when
+// `params.columns` is set (the default) it stores them column by column (output (y, x) at x·height + y),
+// the layout the second round's horizontal pass reads contiguously (box_rows.wgsl). `sampled` (the second
+// round) filters only the (at most 64 distinct) columns decimate samples, and divides and stores only at
+// its 64 rows, row-major where decimate reads them: everything else of the second round is never read.
 
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(4) var<storage, read_write> plane_a: array<f32>;
@@ -22,6 +24,13 @@ fn filter_col(m: ImageMeta, col: u32, sampled_only: bool) {
     let win = m.win_cols;
     let half = (win + 2u) / 2u;
     let base = m.plane + col;
+    // Output y of this column: plane_a[dst + y·step].
+    var dst = base;
+    var step = w;
+    if (params.columns != 0u && !sampled_only) {
+        dst = m.plane + col * n;
+        step = 1u;
+    }
     var sum = 0.0;
     var count = 0u;
     var li = 0u;
@@ -36,7 +45,7 @@ fn filter_col(m: ImageMeta, col: u32, sampled_only: bool) {
         sum += plane_b[base + ri * w];
         count += 1u;
         if (!sampled_only || is_sampled(oi, n)) {
-            plane_a[base + oi * w] = div_exact(sum, count);
+            plane_a[dst + oi * step] = div_exact(sum, count);
         }
         ri += 1u;
         oi += 1u;
@@ -46,7 +55,7 @@ fn filter_col(m: ImageMeta, col: u32, sampled_only: bool) {
         sum += plane_b[base + ri * w];
         sum -= plane_b[base + li * w];
         if (!sampled_only || is_sampled(oi, n)) {
-            plane_a[base + oi * w] = div_exact(sum, c);
+            plane_a[dst + oi * step] = div_exact(sum, c);
         }
         li += 1u;
         ri += 1u;
@@ -56,7 +65,7 @@ fn filter_col(m: ImageMeta, col: u32, sampled_only: bool) {
         sum -= plane_b[base + li * w];
         count -= 1u;
         if (!sampled_only || is_sampled(oi, n)) {
-            plane_a[base + oi * w] = div_exact(sum, count);
+            plane_a[dst + oi * step] = div_exact(sum, count);
         }
         li += 1u;
         oi += 1u;

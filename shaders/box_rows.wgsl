@@ -5,12 +5,16 @@
 // subtract the leaving one, then divide by the window count — which is the reference's exact sequence of
 // roundings (a parallel prefix sum would round differently). On Vulkan every float operation is
 // `NoContraction` (src/gpu/spirv.rs), so a driver cannot turn `(sum + x) − y` into `sum + (x − y)`; the
-// division is `div_exact` (common.wgsl), integer long division, since a last-bit difference in a filtered
+// division is `div_exact` (common.wgsl), exact on any driver, since a last-bit difference in a filtered
 // value can move a DCT coefficient across the median.
 //
-// Two entry points: `main` (the first round) stores every output; `sampled` (the second round) still runs
-// every running sum, in the same order, but divides and stores only at the 64 columns decimate samples,
-// as the CPU's streaming filter does (`pdq::jarosz_decimate`): the second vertical pass reads nothing else.
+// Memory access: when `params.columns` is set (the default) the input plane is stored column by column
+// (sample (y, x) at x·height + y; luma.wgsl and box_cols.wgsl write it so), so at every step adjacent
+// invocations (adjacent rows) read adjacent addresses: one contiguous run per warp instead of 32 scattered
+// rows. The loads sit on the walk's dependency chain; the row-major stores do not (nothing waits for them),
+// and box_cols reads them contiguously. Whether that beats row-major planes, whose scattered reads L1 may
+// absorb, depends on the GPU (src/gpu/layout.rs, `RowLayout`). A tiled version in workgroup memory was
+// tried: it needs barriers inside the walk's loop, which made lavapipe's shader compile take minutes.
 
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(4) var<storage, read_write> plane_a: array<f32>;
@@ -20,42 +24,49 @@ fn filter_row(m: ImageMeta, row: u32, sampled_only: bool) {
     let n = m.width;
     let win = m.win_rows;
     let half = (win + 2u) / 2u;
-    let base = m.plane + row * n;
+    // Input sample x of this row is at plane_a[inp + x·stride]; output x at plane_b[dst + x].
+    var inp = m.plane + row * n;
+    var stride = 1u;
+    if (params.columns != 0u) {
+        inp = m.plane + row;
+        stride = m.height;
+    }
+    let dst = m.plane + row * n;
     var sum = 0.0;
     var count = 0u;
     var li = 0u;
     var ri = 0u;
     var oi = 0u;
     for (var k = 0u; k + 1u < half; k++) {
-        sum += plane_a[base + ri];
+        sum += plane_a[inp + ri * stride];
         count += 1u;
         ri += 1u;
     }
     for (var k = 0u; k < win + 1u - half; k++) {
-        sum += plane_a[base + ri];
+        sum += plane_a[inp + ri * stride];
         count += 1u;
         if (!sampled_only || is_sampled(oi, n)) {
-            plane_b[base + oi] = div_exact(sum, count);
+            plane_b[dst + oi] = div_exact(sum, count);
         }
         ri += 1u;
         oi += 1u;
     }
     let c = count;
     for (var k = win; k < n; k++) {
-        sum += plane_a[base + ri];
-        sum -= plane_a[base + li];
+        sum += plane_a[inp + ri * stride];
+        sum -= plane_a[inp + li * stride];
         if (!sampled_only || is_sampled(oi, n)) {
-            plane_b[base + oi] = div_exact(sum, c);
+            plane_b[dst + oi] = div_exact(sum, c);
         }
         li += 1u;
         ri += 1u;
         oi += 1u;
     }
     for (var k = 0u; k + 1u < half; k++) {
-        sum -= plane_a[base + li];
+        sum -= plane_a[inp + li * stride];
         count -= 1u;
         if (!sampled_only || is_sampled(oi, n)) {
-            plane_b[base + oi] = div_exact(sum, count);
+            plane_b[dst + oi] = div_exact(sum, count);
         }
         li += 1u;
         oi += 1u;

@@ -8,8 +8,11 @@ struct Params {
     n_images: u32,
     // 1 when the dihedral variants are computed (threshold runs on 8 slots per image), else 0.
     dihedral: u32,
+    // 1 when the horizontal box passes read planes stored column by column (sample (y, x) at x·height + y),
+    // which luma.wgsl and box_cols.wgsl's first round then write; 0: every plane row-major. Same values
+    // either way (src/gpu/layout.rs, `RowLayout`).
+    columns: u32,
     // Unused (keeps the struct at 16 bytes, the uniform layout the host writes).
-    _pad0: u32,
     _pad1: u32,
 }
 
@@ -59,17 +62,19 @@ const OUT_STRIDE: u32 = 72u;
 const OUT_QUALITY: u32 = 64u;
 
 // `s / c` rounded to nearest (ties to even), exactly as the CPU's IEEE division gives it, for any float32 `s`
-// and a count `c` in 1..4095 (box windows and 255). Integer arithmetic only.
+// and a count `c` in 1..4095 (box windows and 255). Exact whatever the driver does to float arithmetic.
 //
 // Why not `s / f32(c)`: WGSL and Vulkan allow a division to be off by 2.5 ULP (several drivers multiply by a
 // reciprocal), and a last-bit difference in a box-filter output or a quality term can move a hash bit. A
 // float quotient corrected afterwards would still lean on the driver's handling of NaN and infinity (zero
-// sums) and on a bound on its error; integer long division depends on neither.
+// sums) and on a bound on its error; the integer quotient below depends on neither.
 //
-// s = M·2^E with M normalised to 24 bits, c = C·2^(L−12) with C normalised to 12 bits. Two 32-bit
-// divisions give Q = ⌊M·2^14 / C⌋ (26 or 27 bits) and whether a remainder is left (sticky); Q is then
-// rounded to 24 bits (or fewer, for a subnormal quotient) to nearest, ties to even. Mirrored bit for bit by
-// `pharos::gpu::model::div_exact`, which the tests compare with IEEE division.
+// s = M·2^E with M normalised to 24 bits, c = C·2^(L−12) with C normalised to 12 bits. The integer quotient
+// Q = ⌊M·2^14 / C⌋ (26 or 27 bits) and whether a remainder is left (sticky) come from two short divisions,
+// ⌊A / C⌋ with A = M·2^7 < 2^31 and then ⌊(A mod C)·2^7 / C⌋ (`div_step`); Q is then rounded to 24 bits (or
+// fewer, for a subnormal quotient) to nearest, ties to even. Mirrored operation for operation by
+// `pharos::gpu::model::div_exact`, which the tests compare with IEEE division, also with a deliberately
+// wrong reciprocal.
 fn div_exact(s: f32, c: u32) -> f32 {
     let bits = bitcast<u32>(s);
     let sign = bits & 0x80000000u;
@@ -90,12 +95,12 @@ fn div_exact(s: f32, c: u32) -> f32 {
     e -= i32(lz);
     let l = 32u - countLeadingZeros(c);
     let cn = c << (12u - l);
-    // Q = ⌊man·2^14 / cn⌋ in two steps, each dividend below 2^32.
-    let a = man << 8u;
-    let ra = a % cn;
-    let qb_num = ra << 6u;
-    let q = ((a / cn) << 6u) | (qb_num / cn);
-    let sticky = (qb_num % cn) != 0u;
+    // The driver's reciprocal, only ever used as an estimate that `div_step` verifies in integers.
+    let rcp = 1.0 / f32(cn);
+    let hi = div_step(man << 7u, cn, rcp, 1u << 20u);
+    let lo = div_step(hi.y << 7u, cn, rcp, 127u);
+    let q = (hi.x << 7u) | lo.x;
+    let sticky = lo.y != 0u;
     // s / c = (Q + frac)·2^(e − 2 − l); keep 24 bits of Q.
     var shift = 2u;
     if (q >= 0x4000000u) {
@@ -120,6 +125,29 @@ fn div_exact(s: f32, c: u32) -> f32 {
         out = (u32(biased - 1) << 23u) + kept;
     }
     return bitcast<f32>(sign | out);
+}
+
+// (⌊a / cn⌋, a mod cn) for a < 2^31 (exact in float32: at most 24 significant bits here), 2048 ≤ cn < 4096
+// and a quotient at most `max_q`, without an integer division in the usual case: the estimate
+// ⌊a · rcp⌋ is off by at most one whenever `rcp` is within a few ULP of 1/cn (Vulkan allows 2.5), and one
+// step each way corrects it; if the driver's reciprocal is worse than that, exact integer division decides.
+// The checks are integer comparisons on p = q·cn ≤ 2^20·4095 < 2^32, so nothing wraps. Integer division on
+// a GPU is a sequence of some twenty instructions; this is a multiply, a conversion and two compares.
+fn div_step(a: u32, cn: u32, rcp: f32, max_q: u32) -> vec2<u32> {
+    var q = min(u32(f32(a) * rcp), max_q);
+    var p = q * cn;
+    if (p > a) {
+        q -= 1u;
+        p -= cn;
+    } else if (a - p >= cn) {
+        q += 1u;
+        p += cn;
+    }
+    if (p > a || a - p >= cn) {
+        q = a / cn;
+        p = q * cn;
+    }
+    return vec2<u32>(q, a - p);
 }
 
 // Whether index `x` of an axis of `n` samples is one of decimate's 64 target centres floor((2k + 1)·n / 128)

@@ -3,7 +3,14 @@
 // The three products come from `consts[0..768]`, the CPU's tables (`c · v` rounded to float32 for every
 // byte value v), so only the two additions happen here, in the reference's order: no multiply is left for
 // a driver to fuse with them. A grey byte g is the pixel (g, g, g).
-
+//
+// Layout (when `params.columns` is set, the default): an image the box filter runs on gets its luma plane
+// column by column (pixel (y, x) at
+// x·height + y), so that the first horizontal pass, which walks each row with one invocation, reads 32
+// adjacent rows' samples from adjacent addresses at every step (box_rows.wgsl). This pass is fully
+// parallel (one invocation per pixel), reads the pixels in order and lets the stores scatter, which costs
+// far less here than uncoalesced loads inside the filter's sequential walk would. A 64 × 64 image, which
+// skips the filter, keeps the row-major layout decimate reads.
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(2) var<storage, read> pixels: array<u32>;
 @group(0) @binding(3) var<storage, read> consts: array<f32>;
@@ -33,6 +40,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let v = byte_at(m.pixel_word, p);
             y = consts[v] + consts[256u + v] + consts[512u + v];
         }
-        plane_a[m.plane + p] = y;
+        if (params.columns == 0u || (m.flags & FLAG_NO_FILTER) != 0u) {
+            plane_a[m.plane + p] = y;
+        } else {
+            let row = p / m.width;
+            plane_a[m.plane + (p - row * m.width) * m.height + row] = y;
+        }
     }
 }

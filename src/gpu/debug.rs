@@ -12,10 +12,11 @@ use std::sync::mpsc;
 #[doc(hidden)]
 #[derive(Debug, Default)]
 pub struct StageDump {
-    /// After `luma` (h × w).
+    /// After `luma` (h × w, row-major).
     pub luma: Vec<f32>,
-    /// After each `box_rows` and `box_cols` pass: rows 1, cols 1, rows 2, cols 2 (h × w each; the second
-    /// round's values only at decimate's sampled columns, and for cols 2 its sampled rows).
+    /// After each `box_rows` and `box_cols` pass: rows 1, cols 1, rows 2, cols 2 (h × w each, row-major
+    /// whatever the device's layout; the second round's values only at decimate's sampled columns, and for
+    /// cols 2 its sampled rows).
     pub passes: Vec<Vec<f32>>,
     /// After `decimate` (64 × 64).
     pub buf64: Vec<f32>,
@@ -37,7 +38,9 @@ impl GpuHasher {
         let (upload, offsets) = self.stage(&images)?;
         let (metas, coeffs, sizes, dims) = self.plan(&images, &offsets, true);
         let slot = self.take_slot(&sizes)?;
-        self.write_params(&slot, 1, &metas, &coeffs, true);
+        // Read once: the planes are turned back to row-major below by the layout the shaders used.
+        let layout = self.row_layout();
+        self.write_params(&slot, (1, true, layout), &metas, &coeffs);
         let (buffer, pool) = upload.take()?;
         buffer.unmap();
         let mut encoder = self.device.create_command_encoder(&Default::default());
@@ -45,7 +48,16 @@ impl GpuHasher {
         self.queue.submit([encoder.finish()]);
         pool.recycle(buffer);
         let plane = (img.width * img.height) as usize;
-        let dump = self.debug_run(&slot, &dims, plane);
+        // The luma plane and the first vertical pass's output are stored column by column (luma.wgsl,
+        // box_cols.wgsl) for images the filter runs on; the dump gives every plane row-major.
+        let filtered = metas[0].flags & (FLAG_PDQ_SKIP | FLAG_NO_FILTER) == 0;
+        let columns = layout == super::RowLayout::Columns;
+        let mut dump = self.debug_run(&slot, &dims, plane);
+        if let (Ok(d), true) = (&mut dump, filtered && columns) {
+            let (w, h) = (img.width as usize, img.height as usize);
+            d.luma = row_major(&d.luma, w, h);
+            d.passes[1] = row_major(&d.passes[1], w, h);
+        }
         // Every submission that used the slot has been waited for by the readbacks.
         match dump {
             Ok(_) => self.slots.put(slot),
@@ -122,6 +134,11 @@ impl GpuHasher {
     fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, GpuError> {
         Ok(self.read_u32(buffer, len)?.into_iter().map(f32::from_bits).collect())
     }
+}
+
+/// A `w × h` plane stored column by column (sample (y, x) at x·h + y), row-major.
+fn row_major(columns: &[f32], w: usize, h: usize) -> Vec<f32> {
+    (0..w * h).map(|p| columns[(p % w) * h + p / w]).collect()
 }
 
 /// The division test shader: `div_exact` (common.wgsl) over a list of (dividend bits, count) pairs.

@@ -13,9 +13,9 @@ pub(crate) struct Params {
     pub(crate) n_images: u32,
     /// 1 when the dihedral variants are computed.
     pub(crate) dihedral: u32,
+    /// 1 when the horizontal box passes read planes stored column by column ([`RowLayout::Columns`]).
+    pub(crate) columns: u32,
     /// Unused; keeps the uniform at 16 bytes.
-    pub(crate) _pad0: u32,
-    /// Unused.
     pub(crate) _pad1: u32,
 }
 
@@ -83,3 +83,64 @@ pub(crate) const THUMB: usize = 32 * 32;
 pub(crate) const CONST_DCT: usize = 768;
 /// Length (in f32) of the constants buffer.
 pub(crate) const CONSTS_LEN: usize = CONST_DCT + 16 * 64;
+
+/// How the planes the horizontal box passes read are stored (`PHAROS_GPU_ROW_LAYOUT`).
+///
+/// Each box pass walks a row or a column with one invocation, sequentially (the reference's rounding order
+/// forbids splitting a running sum). With [`RowLayout::Columns`] the luma plane and the first vertical
+/// pass's output are written column by column, so the 32 invocations of a warp walking 32 rows read 32
+/// adjacent words at every step (one 128-byte transaction); with [`RowLayout::Rows`] every plane is
+/// row-major and each invocation reads its own row, 32 separate sectors per step that only L1 keeps from
+/// being fetched again. The hashes are identical either way (same operations, same order); which is faster
+/// depends on the GPU's caches and occupancy, so `scripts/gpu-check.sh` measures both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowLayout {
+    /// Column-major planes for the horizontal passes (the default).
+    Columns,
+    /// Row-major planes everywhere.
+    Rows,
+}
+
+impl RowLayout {
+    /// From `PHAROS_GPU_ROW_LAYOUT` (`columns` or `rows`; unset: columns). Anything else is refused with
+    /// a message naming the accepted values.
+    pub fn from_env() -> Result<RowLayout, String> {
+        match std::env::var("PHAROS_GPU_ROW_LAYOUT") {
+            Err(_) => Ok(RowLayout::Columns),
+            Ok(v) => RowLayout::parse(&v),
+        }
+    }
+
+    /// `columns` or `rows` (any case).
+    pub fn parse(v: &str) -> Result<RowLayout, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "columns" => Ok(RowLayout::Columns),
+            "rows" => Ok(RowLayout::Rows),
+            _ => Err(format!("PHAROS_GPU_ROW_LAYOUT must be 'columns' or 'rows', not '{v}'")),
+        }
+    }
+
+    /// "columns" or "rows".
+    pub fn name(self) -> &'static str {
+        match self {
+            RowLayout::Columns => "columns",
+            RowLayout::Rows => "rows",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowLayout;
+
+    #[test]
+    fn row_layout_parses_its_two_names_and_refuses_anything_else() {
+        assert_eq!(RowLayout::parse("columns"), Ok(RowLayout::Columns));
+        assert_eq!(RowLayout::parse(" Rows "), Ok(RowLayout::Rows));
+        for layout in [RowLayout::Columns, RowLayout::Rows] {
+            assert_eq!(RowLayout::parse(layout.name()), Ok(layout));
+        }
+        let e = RowLayout::parse("tiles").unwrap_err();
+        assert!(e.contains("'columns' or 'rows', not 'tiles'"), "{e}");
+    }
+}

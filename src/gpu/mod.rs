@@ -17,8 +17,8 @@
 //! The reference's float order is only reproducible if the driver may neither fuse (`a·b + c` → FMA) nor
 //! reassociate, and divides exactly. On Vulkan the shaders are compiled here to SPIR-V with every float
 //! `+ − × ÷` and negation decorated `NoContraction` and loaded through wgpu's passthrough, so no driver may
-//! do either; the one division the stages need is `div_exact` (`shaders/common.wgsl`), integer long
-//! division, exact whatever the driver does with floats. Metal and DX12 (and Vulkan without passthrough)
+//! do either; the one division the stages need is `div_exact` (`shaders/common.wgsl`), an integer quotient
+//! (from a float estimate it verifies), exact whatever the driver does with floats. Metal and DX12 (and Vulkan without passthrough)
 //! have no equivalent wgpu can express, so they are refused unless `PHAROS_GPU_ALLOW_UNPINNED=1` accepts
 //! the risk. Every device, pinned or not, must pass the start-up canary before it hashes anything.
 //!
@@ -61,6 +61,7 @@ mod upload;
 pub use canary::canary_failures;
 pub use context::{probe, AdapterPolicy, AdapterSummary};
 pub use debug::StageDump;
+pub use layout::RowLayout;
 pub use pipelines::FloatMode;
 pub use plan::plane_len;
 use plan::{stages, Dims, Stage};
@@ -162,6 +163,9 @@ pub struct GpuHasher {
     inject_panics: AtomicU32,
     /// Longest wait for one submission, in nanoseconds.
     wait_timeout_ns: AtomicU64,
+    /// Whether the horizontal box passes read column-major planes ([`RowLayout`]); read once per
+    /// submission.
+    columns: AtomicBool,
 }
 
 /// Per-image results before assembly.
@@ -234,7 +238,12 @@ impl GpuHasher {
     pub fn new_with_canary_fault(policy: AdapterPolicy, fault: bool) -> Result<GpuHasher, GpuError> {
         let hasher = GpuHasher::open(policy)?;
         hasher.canary(fault)?;
-        tracing::info!("GPU backend on {} (float arithmetic {})", hasher.adapter, hasher.float_mode.name());
+        tracing::info!(
+            "GPU backend on {} (float arithmetic {}, PHAROS_GPU_ROW_LAYOUT={})",
+            hasher.adapter,
+            hasher.float_mode.name(),
+            hasher.row_layout().name()
+        );
         Ok(hasher)
     }
 
@@ -260,6 +269,7 @@ impl GpuHasher {
                  hashes may differ from the reference"
             );
         }
+        let row_layout = RowLayout::from_env().map_err(GpuError::Device)?;
         let (device, queue) = context::device(&adapter, float_mode)?;
         let uncaptured = Arc::new(Mutex::new(None::<String>));
         let lost = Arc::new(AtomicBool::new(false));
@@ -314,6 +324,7 @@ impl GpuHasher {
             inject: AtomicU32::new(0),
             inject_panics: AtomicU32::new(0),
             wait_timeout_ns: AtomicU64::new(DEFAULT_WAIT_TIMEOUT.as_nanos() as u64),
+            columns: AtomicBool::new(row_layout == RowLayout::Columns),
         };
         // Surface compilation or validation errors now rather than on the first batch.
         hasher
@@ -393,6 +404,22 @@ impl GpuHasher {
     /// zero timeout makes every submission on a real driver "hang".
     pub fn set_wait_timeout(&self, timeout: Duration) {
         self.wait_timeout_ns.store(timeout.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::SeqCst);
+    }
+
+    /// The layout of the planes the horizontal box passes read ([`RowLayout`]).
+    pub fn row_layout(&self) -> RowLayout {
+        if self.columns.load(Ordering::SeqCst) {
+            RowLayout::Columns
+        } else {
+            RowLayout::Rows
+        }
+    }
+
+    /// Test hook: switches the layout for the submissions written from now on (the hashes do not change,
+    /// which is what the tests check).
+    #[doc(hidden)]
+    pub fn set_row_layout(&self, layout: RowLayout) {
+        self.columns.store(layout == RowLayout::Columns, Ordering::SeqCst);
     }
 
     fn wait_timeout(&self) -> Duration {
@@ -516,7 +543,7 @@ impl GpuHasher {
         };
         self.slots.in_flight.fetch_add(1, Ordering::SeqCst);
         let slot = flight.slot.as_ref().expect("just taken");
-        self.write_params(slot, images.len(), &metas, &coeffs, dihedral);
+        self.write_params(slot, (images.len(), dihedral, self.row_layout()), &metas, &coeffs);
         let (buffer, pool) = upload.take()?;
         buffer.unmap();
         let mut encoder = self.device.create_command_encoder(&Default::default());
@@ -699,8 +726,19 @@ impl GpuHasher {
     }
 
     /// Writes a submission's parameters, metadata and LANCZOS tables (small; through the queue).
-    fn write_params(&self, slot: &Slot, n: usize, metas: &[ImageMeta], coeffs: &[i32], dihedral: bool) {
-        let params = Params { n_images: n as u32, dihedral: u32::from(dihedral), _pad0: 0, _pad1: 0 };
+    fn write_params(
+        &self,
+        slot: &Slot,
+        (n, dihedral, layout): (usize, bool, RowLayout),
+        metas: &[ImageMeta],
+        coeffs: &[i32],
+    ) {
+        let params = Params {
+            n_images: n as u32,
+            dihedral: u32::from(dihedral),
+            columns: u32::from(layout == RowLayout::Columns),
+            _pad1: 0,
+        };
         self.queue.write_buffer(&slot.params, 0, bytemuck::bytes_of(&params));
         self.queue.write_buffer(&slot.metas, 0, bytemuck::cast_slice(metas));
         if !coeffs.is_empty() {

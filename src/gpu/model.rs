@@ -10,8 +10,8 @@
 //!   existed.
 //! - [`Formulation::Now`]: every float `+ − ×` is `NoContraction` (`spirv`), which forbids all of the above,
 //!   so those operations are modelled as the plain IEEE operations the reference performs; division is
-//!   [`div_exact`], the bit-for-bit mirror of `div_exact` in `shaders/common.wgsl` (integer arithmetic only,
-//!   immune to every liberty).
+//!   [`div_exact_with`], the mirror of `div_exact` in `shaders/common.wgsl`, fed the driver's (possibly
+//!   sloppy) reciprocal as its estimate, which its integer checks correct whatever it is.
 //!
 //! `tests/exactness.rs` runs both over the corpus and the stress images and compares each stage with the
 //! CPU reference. Not part of the hashing API.
@@ -72,9 +72,17 @@ pub enum Formulation {
 }
 
 /// `s / c` rounded to nearest, ties to even, for `c` in 1..4096: the mirror of `div_exact` in
-/// `shaders/common.wgsl`, operation for operation (u32 arithmetic, same names), so that testing it against
-/// IEEE division tests the shader's algorithm.
+/// `shaders/common.wgsl`, operation for operation (same names), so that testing it against IEEE division
+/// tests the shader's algorithm. The reciprocal is the correctly rounded one; [`div_exact_with`] takes the
+/// driver's.
 pub fn div_exact(s: f32, c: u32) -> f32 {
+    div_exact_with(s, c, |cn| 1.0 / cn as f32)
+}
+
+/// [`div_exact`] with the driver's `1.0 / f32(cn)` given by `rcp`: the shader uses it only as an estimate
+/// that integer arithmetic verifies, so the quotient is the same for any reciprocal at all (the tests pass
+/// ones several ULP off, zero, infinity and NaN).
+pub fn div_exact_with(s: f32, c: u32, rcp: impl Fn(u32) -> f32) -> f32 {
     let bits = s.to_bits();
     let sign = bits & 0x8000_0000;
     let field = (bits >> 23) & 0xff;
@@ -94,11 +102,11 @@ pub fn div_exact(s: f32, c: u32) -> f32 {
     e -= lz as i32;
     let l = 32 - c.leading_zeros();
     let cn = c << (12 - l);
-    let a = man << 8;
-    let ra = a % cn;
-    let qb_num = ra << 6;
-    let q = ((a / cn) << 6) | (qb_num / cn);
-    let sticky = !qb_num.is_multiple_of(cn);
+    let rcp = rcp(cn);
+    let (hi_q, hi_r) = div_step(man << 7, cn, rcp, 1 << 20);
+    let (lo_q, lo_r) = div_step(hi_r << 7, cn, rcp, 127);
+    let q = (hi_q << 7) | lo_q;
+    let sticky = lo_r != 0;
     let mut shift = if q >= 0x400_0000 { 3u32 } else { 2 };
     let biased = e - 2 - l as i32 + shift as i32 + 150;
     if biased < 1 {
@@ -117,18 +125,37 @@ pub fn div_exact(s: f32, c: u32) -> f32 {
     f32::from_bits(sign | out)
 }
 
+/// The mirror of `div_step` (common.wgsl): `(⌊a / cn⌋, a mod cn)` from the estimate `⌊a·rcp⌋`, corrected
+/// by one step each way, else by integer division. `as u32` saturates (NaN gives 0) where WGSL's
+/// conversion clamps; either way some u32 that the checks then verify.
+fn div_step(a: u32, cn: u32, rcp: f32, max_q: u32) -> (u32, u32) {
+    let mut q = ((a as f32 * rcp) as u32).min(max_q);
+    let mut p = q * cn;
+    if p > a {
+        q -= 1;
+        p -= cn;
+    } else if a - p >= cn {
+        q += 1;
+        p += cn;
+    }
+    if p > a || a - p >= cn {
+        q = a / cn;
+        p = q * cn;
+    }
+    (q, a - p)
+}
+
 /// The shaders' division of a float sum by a count, in `f` under `lib`.
 fn divide(s: f32, c: u32, f: Formulation, lib: Liberties) -> f32 {
     match f {
-        Formulation::Now => div_exact(s, c),
+        Formulation::Now => div_exact_with(s, c, |cn| driver_divide(1.0, cn as f32, lib)),
         Formulation::Before => div_rn_before(s, c as f32, lib),
     }
 }
 
-/// `div_rn` as the shaders had it: the driver's quotient, then the best of it and its neighbours up to 2 ULP
-/// away by exact residual, with +∞ as the first "best" residual and NaN residuals for neighbours past zero.
-fn div_rn_before(s: f32, c: f32, lib: Liberties) -> f32 {
-    let q0 = if lib.sloppy_division {
+/// A float division `s / c` as a driver under `lib` may compute it.
+fn driver_divide(s: f32, c: f32, lib: Liberties) -> f32 {
+    if lib.sloppy_division {
         let exact = f64::from(s) / f64::from(c);
         let rounded = s / c;
         let ulp = f64::from(f32::from_bits(rounded.to_bits() & 0x7f80_0000)) * f64::from(f32::EPSILON);
@@ -137,7 +164,13 @@ fn div_rn_before(s: f32, c: f32, lib: Liberties) -> f32 {
         s * (1.0 / c)
     } else {
         s / c
-    };
+    }
+}
+
+/// `div_rn` as the shaders had it: the driver's quotient, then the best of it and its neighbours up to 2 ULP
+/// away by exact residual, with +∞ as the first "best" residual and NaN residuals for neighbours past zero.
+fn div_rn_before(s: f32, c: f32, lib: Liberties) -> f32 {
+    let q0 = driver_divide(s, c, lib);
     // A compiler that assumes no NaNs may evaluate `a < b` as `!(a >= b)`, which is true for a NaN `a`.
     #[allow(clippy::neg_cmp_op_on_partial_ord, reason = "the NaN-blind comparison is the point")]
     let less = |a: f32, b: f32| if lib.no_nans { !(a >= b) } else { a < b };
@@ -452,6 +485,46 @@ mod tests {
             for s in dividends {
                 check(s, c);
                 check(-s, c);
+            }
+        }
+    }
+
+    /// The reciprocal is only an estimate: a correctly rounded one, ones a few ULP off either way (Vulkan
+    /// allows 2.5), and useless ones (zero, negative, infinite, NaN, off by a factor) all give IEEE's
+    /// quotient, on every count and a spread of dividends.
+    #[test]
+    fn div_exact_is_exact_whatever_the_drivers_reciprocal() {
+        type Reciprocal = fn(u32) -> f32;
+        let wrong: [(&str, Reciprocal); 9] = [
+            ("exact", |cn| 1.0 / cn as f32),
+            ("3 ulp low", |cn| f32::from_bits((1.0 / cn as f32).to_bits() - 3)),
+            ("3 ulp high", |cn| f32::from_bits((1.0 / cn as f32).to_bits() + 3)),
+            ("f64 truncated", |cn| (1.0 / f64::from(cn)) as f32),
+            ("zero", |_| 0.0),
+            ("negative", |cn| -1.0 / cn as f32),
+            ("infinite", |_| f32::INFINITY),
+            ("NaN", |_| f32::NAN),
+            ("2× too big", |cn| 2.0 / cn as f32),
+        ];
+        let mut rng = SplitMix64::new(12);
+        for c in 1..4096u32 {
+            let mut dividends =
+                vec![f32::MIN_POSITIVE, f32::from_bits(1), f32::MAX, c as f32, (c * 3) as f32];
+            for _ in 0..8 {
+                let bits = rng.next_u64() as u32 & 0x7f7f_ffff;
+                dividends.push(f32::from_bits(bits));
+                dividends.push(rng.below(1 << 24) as f32 / 64.0);
+            }
+            for s in dividends {
+                let want = s / c as f32;
+                for (name, rcp) in wrong {
+                    let got = div_exact_with(s, c, rcp);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{s:e} / {c} with a {name} reciprocal: {got:e}"
+                    );
+                }
             }
         }
     }
