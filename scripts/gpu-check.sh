@@ -5,7 +5,7 @@
 #   1. GPU = CPU on the corpus and the stress images, the device's division, the canary, self-healing
 #      (tests/backends.rs), and the worst-case-driver model (tests/exactness.rs);
 #   2. `pharos bench hash` and `pharos bench capacity` at 1 MP and 12 MP, GPU and CPU side by side, and
-#      `bench hash` on the GPU with the other plane layout of the box filter (PHAROS_GPU_ROW_LAYOUT=rows).
+#      `bench hash` on the GPU with the other plane layout of the box filter (PHAROS_GPU_ROW_LAYOUT=columns).
 #
 # Usage:
 #   scripts/gpu-check.sh            run (builds with cargo when it can; else uses a prepared bundle)
@@ -115,7 +115,7 @@ for size in $SIZES; do
     done
     # The other plane layout of the horizontal box passes (src/gpu/layout.rs, RowLayout): which is faster
     # depends on the GPU, so the default is to be chosen from these two lines.
-    PHAROS_GPU_ROW_LAYOUT=rows bench "hash-gpu-rows-layout-$size" hash --backend gpu --batch 64 --size "$size" \
+    PHAROS_GPU_ROW_LAYOUT=columns bench "hash-gpu-columns-layout-$size" hash --backend gpu --batch 64 --size "$size" \
         --reps 3 --seconds 1
 done
 for size in $SIZES; do

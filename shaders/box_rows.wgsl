@@ -8,7 +8,7 @@
 // division is `div_exact` (common.wgsl), exact on any driver, since a last-bit difference in a filtered
 // value can move a DCT coefficient across the median.
 //
-// Memory access: when `params.columns` is set (the default) the input plane is stored column by column
+// Memory access: when `params.columns` is set the input plane is stored column by column
 // (sample (y, x) at x·height + y; luma.wgsl and box_cols.wgsl write it so), so at every step adjacent
 // invocations (adjacent rows) read adjacent addresses: one contiguous run per warp instead of 32 scattered
 // rows. The loads sit on the walk's dependency chain; the row-major stores do not (nothing waits for them),

@@ -4,7 +4,7 @@
 // byte value v), so only the two additions happen here, in the reference's order: no multiply is left for
 // a driver to fuse with them. A grey byte g is the pixel (g, g, g).
 //
-// Layout (when `params.columns` is set, the default): an image the box filter runs on gets its luma plane
+// Layout (when `params.columns` is set): an image the box filter runs on gets its luma plane
 // column by column (pixel (y, x) at
 // x·height + y), so that the first horizontal pass, which walks each row with one invocation, reads 32
 // adjacent rows' samples from adjacent addresses at every step (box_rows.wgsl). This pass is fully

@@ -89,24 +89,28 @@ pub(crate) const CONSTS_LEN: usize = CONST_DCT + 16 * 64;
 /// Each box pass walks a row or a column with one invocation, sequentially (the reference's rounding order
 /// forbids splitting a running sum). With [`RowLayout::Columns`] the luma plane and the first vertical
 /// pass's output are written column by column, so the 32 invocations of a warp walking 32 rows read 32
-/// adjacent words at every step (one 128-byte transaction); with [`RowLayout::Rows`] every plane is
-/// row-major and each invocation reads its own row, 32 separate sectors per step that only L1 keeps from
-/// being fetched again. The hashes are identical either way (same operations, same order); which is faster
-/// depends on the GPU's caches and occupancy, so `scripts/gpu-check.sh` measures both.
+/// adjacent words at every step: one 128-byte transaction, the textbook "coalesced" access. With
+/// [`RowLayout::Rows`] every plane is row-major and each invocation reads its own row: one instruction
+/// touches 32 sectors, but each 32-byte sector then serves that row's next 7 steps from L1, so a warp waits
+/// on memory once every 8 steps instead of at every step, for the same bytes fetched, and the luma and
+/// vertical passes store contiguously instead of scattering. By that count `Rows` should be faster wherever
+/// L1 keeps a few KB per warp (every current NVIDIA and AMD GPU), and it is the default (on llvmpipe, a
+/// CPU, the two are within noise: BENCHMARKS.md). The hashes are identical either way (same operations,
+/// same order), so `scripts/gpu-check.sh` measures both on real GPUs and the default follows its figures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowLayout {
-    /// Column-major planes for the horizontal passes (the default).
+    /// Column-major planes for the horizontal passes.
     Columns,
-    /// Row-major planes everywhere.
+    /// Row-major planes everywhere (the default).
     Rows,
 }
 
 impl RowLayout {
-    /// From `PHAROS_GPU_ROW_LAYOUT` (`columns` or `rows`; unset: columns). Anything else is refused with
+    /// From `PHAROS_GPU_ROW_LAYOUT` (`columns` or `rows`; unset: rows). Anything else is refused with
     /// a message naming the accepted values.
     pub fn from_env() -> Result<RowLayout, String> {
         match std::env::var("PHAROS_GPU_ROW_LAYOUT") {
-            Err(_) => Ok(RowLayout::Columns),
+            Err(_) => Ok(RowLayout::Rows),
             Ok(v) => RowLayout::parse(&v),
         }
     }
