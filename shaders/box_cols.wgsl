@@ -9,8 +9,8 @@
 // value can move a DCT coefficient across the median.
 //
 // Two entry points: `main` (the first round) filters every column and stores every output; when
-// `params.columns` is set it stores them column by column (output (y, x) at x·height + y),
-// the layout the second round's horizontal pass reads contiguously (box_rows.wgsl). `sampled` (the second
+// `params.columns` is set it stores them column by column (output (y, x) at x·height + y), the layout the
+// second round's horizontal pass then reads (box_rows.wgsl). `sampled` (the second
 // round) filters only the (at most 64 distinct) columns decimate samples, and divides and stores only at
 // its 64 rows, row-major where decimate reads them: everything else of the second round is never read.
 

@@ -8,13 +8,13 @@
 // division is `div_exact` (common.wgsl), exact on any driver, since a last-bit difference in a filtered
 // value can move a DCT coefficient across the median.
 //
-// Memory access: when `params.columns` is set the input plane is stored column by column
-// (sample (y, x) at x·height + y; luma.wgsl and box_cols.wgsl write it so), so at every step adjacent
-// invocations (adjacent rows) read adjacent addresses: one contiguous run per warp instead of 32 scattered
-// rows. The loads sit on the walk's dependency chain; the row-major stores do not (nothing waits for them),
-// and box_cols reads them contiguously. Whether that beats row-major planes, whose scattered reads L1 may
-// absorb, depends on the GPU (src/gpu/layout.rs, `RowLayout`). A tiled version in workgroup memory was
-// tried: it needs barriers inside the walk's loop, which made lavapipe's shader compile take minutes.
+// Memory access: by default the input plane is row-major, so each invocation streams its own row and each
+// 32-byte sector it loads serves its next 7 steps from L1. When `params.columns` is set the input plane is
+// stored column by column instead (sample (y, x) at x·height + y; luma.wgsl and box_cols.wgsl write it so),
+// so at every step adjacent invocations (adjacent rows) read adjacent addresses: one contiguous run per
+// warp. Which is faster depends on the GPU (src/gpu/layout.rs, `RowLayout`). Either way the output is
+// row-major, which box_cols reads contiguously. A tiled version in workgroup memory was tried: it needs
+// barriers inside the walk's loop, which made lavapipe's shader compile take minutes.
 
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(4) var<storage, read_write> plane_a: array<f32>;

@@ -4,13 +4,13 @@
 // byte value v), so only the two additions happen here, in the reference's order: no multiply is left for
 // a driver to fuse with them. A grey byte g is the pixel (g, g, g).
 //
-// Layout (when `params.columns` is set): an image the box filter runs on gets its luma plane
-// column by column (pixel (y, x) at
-// x·height + y), so that the first horizontal pass, which walks each row with one invocation, reads 32
-// adjacent rows' samples from adjacent addresses at every step (box_rows.wgsl). This pass is fully
-// parallel (one invocation per pixel), reads the pixels in order and lets the stores scatter, which costs
-// far less here than uncoalesced loads inside the filter's sequential walk would. A 64 × 64 image, which
-// skips the filter, keeps the row-major layout decimate reads.
+// Layout: row-major, unless `params.columns` is set (src/gpu/layout.rs, `RowLayout`): then an image the
+// box filter runs on gets its luma plane column by column (pixel (y, x) at x·height + y), so that the first
+// horizontal pass, which walks each row with one invocation, reads 32 adjacent rows' samples from adjacent
+// addresses at every step (box_rows.wgsl). This pass is fully parallel (one invocation per pixel): it reads
+// the pixels in order and lets the stores scatter. A 64 × 64 image, which skips the filter, always keeps
+// the row-major layout decimate reads.
+
 @group(0) @binding(1) var<storage, read> metas: array<ImageMeta>;
 @group(0) @binding(2) var<storage, read> pixels: array<u32>;
 @group(0) @binding(3) var<storage, read> consts: array<f32>;

@@ -17,10 +17,10 @@
 //! The reference's float order is only reproducible if the driver may neither fuse (`a·b + c` → FMA) nor
 //! reassociate, and divides exactly. On Vulkan the shaders are compiled here to SPIR-V with every float
 //! `+ − × ÷` and negation decorated `NoContraction` and loaded through wgpu's passthrough, so no driver may
-//! do either; the one division the stages need is `div_exact` (`shaders/common.wgsl`), an integer quotient
-//! (from a float estimate it verifies), exact whatever the driver does with floats. Metal and DX12 (and Vulkan without passthrough)
-//! have no equivalent wgpu can express, so they are refused unless `PHAROS_GPU_ALLOW_UNPINNED=1` accepts
-//! the risk. Every device, pinned or not, must pass the start-up canary before it hashes anything.
+//! do either; the one division the stages need is `div_exact` (`shaders/common.wgsl`), an integer
+//! quotient (from a float estimate it verifies), exact whatever the driver does with floats. Metal and DX12
+//! (and Vulkan without passthrough) have no equivalent wgpu can express, so they are refused unless
+//! `PHAROS_GPU_ALLOW_UNPINNED=1` accepts the risk. Every device, pinned or not, must pass the start-up canary before it hashes anything.
 //!
 //! # A batch
 //! Images of any sizes are packed into one submission (split only when their pixels exceed the buffer
