@@ -115,11 +115,6 @@ struct Scratch {
     t: Vec<[f32; LANES]>,
     /// See `t`.
     o: Vec<[f32; LANES]>,
-    /// The streaming horizontal passes' ring of transposed columns ([`box_rows_tiled`]): a power of two
-    /// ≥ window + 2·`LANES` vectors, so it stays in L1 where `t` (one vector per column) did not.
-    tiles: Vec<[f32; LANES]>,
-    /// The first horizontal pass's outputs until a tile of them is transposed back (same shape as `tiles`).
-    outs: Vec<[f32; LANES]>,
 }
 
 /// Rows filtered side by side by the horizontal pass (one AVX2 register of float32).
@@ -201,11 +196,6 @@ impl Scratch {
         if self.col_sums.len() < w.max(64) {
             self.col_sums.resize(w.max(64), 0.0);
         }
-        let tiles = tile_ring_len(window_size(w));
-        if self.tiles.len() < tiles {
-            self.tiles.resize(tiles, [0.0; LANES]);
-            self.outs.resize(tiles, [0.0; LANES]);
-        }
         if self.slot_of.len() < w {
             self.slot_of.resize(w, None);
             self.t.resize(w, [0.0; LANES]);
@@ -226,40 +216,18 @@ pub fn pdq(img: ImageView<'_>) -> PdqHash {
 /// 35 % slower at 256 × 256 on this machine, so they were left out; see BENCHMARKS.md.)
 fn jarosz_decimate_at(level: Level, img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
     #[cfg(target_arch = "x86_64")]
-    {
-        let level = level.min(simd::detect());
-        if level == Level::Avx512 {
-            // SAFETY: the CPU supports the AVX-512 subsets `Level::Avx512` stands for (`detect` checked).
-            return unsafe { jarosz_decimate_avx512(img, s, out) };
-        }
-        if level == Level::Avx2 {
-            // SAFETY: the CPU supports AVX2 (`detect` checked), the only requirement of `jarosz_decimate_avx2`.
-            return unsafe { jarosz_decimate_avx2(img, s, out) };
-        }
+    if level >= Level::Avx2 && simd::detect() >= Level::Avx2 {
+        // SAFETY: the CPU supports AVX2 (`detect` checked), the only requirement of `jarosz_decimate_avx2`.
+        return unsafe { jarosz_decimate_avx2(img, s, out) };
     }
     let _ = level;
-    jarosz_decimate_body(img, s, out, Level::Scalar)
+    jarosz_decimate_body(img, s, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn jarosz_decimate_avx2(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
-    jarosz_decimate_body(img, s, out, Level::Avx2)
-}
-
-/// With AVX-512 only the luma tiles differ (`vpermb` splits the channels: three shuffles per eight pixels
-/// instead of nine, and shuffles are what the first pass ran out of).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
-fn jarosz_decimate_avx512(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
-    jarosz_decimate_body(img, s, out, Level::Avx512)
-}
-
-/// Length of the ring of transposed columns for a horizontal window `win`: while column `p` enters, the
-/// filter still subtracts column `p − win` and the tile being produced reaches `p + LANES − 1`, so
-/// `win + 2·LANES` vectors suffice; a power of two turns the slot into a mask.
-fn tile_ring_len(win: usize) -> usize {
-    (win + 2 * LANES).next_power_of_two()
+    jarosz_decimate_body(img, s, out)
 }
 
 /// Rows of the first horizontal pass kept for the first vertical pass: the vertical pass subtracts the row
@@ -279,15 +247,8 @@ fn ring_rows(h: usize) -> usize {
 /// 3. the second horizontal pass, which still runs every running sum (the rounding sequence is the
 ///    reference's) but divides and stores only at the 64 sampled columns;
 /// 4. the second vertical pass runs over those (h × 64) columns alone, then decimation picks 64 rows.
-///
-/// Both horizontal passes take their input transposed one 8 × 8 tile at a time ([`box_rows_tiled`]): the
-/// first computes the tile's luma straight from the pixels and transposes it in registers, the second
-/// transposes the vertical pass's output; the first pass's outputs are transposed back eight columns at a
-/// time. So no full-width luma or transposed copy of a block is written and read back (issue 16: those
-/// copies and their transposes were about a third of PDQ's time at 1 MP).
-/// `level` picks the tile kernels; the caller is compiled with that level's features.
 #[inline(always)]
-fn jarosz_decimate_body(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096], level: Level) {
+fn jarosz_decimate_body(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
     const { assert!(JAROSZ_PASSES == 2, "the streaming filter is written for two rounds") };
     let (h, w) = (img.height as usize, img.width as usize);
     let (win_rows, win_cols) = (window_size(w), window_size(h));
@@ -310,149 +271,42 @@ fn jarosz_decimate_body(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 409
     let ring = &mut s.ring[..ring_len * w];
     let narrow = &mut s.narrow[..h * distinct];
     let (t, o) = (&mut s.t[..], &mut s.o[..]);
-    let tiles = &mut s.tiles[..tile_ring_len(win_rows)];
-    let outs = &mut s.outs[..tile_ring_len(win_rows)];
     let vert_block = &mut s.vert_block[..LANES * w];
     let sums = &mut s.col_sums[..w];
     let mut vertical = ColumnFilter::new(h, win_cols, sums);
     // Once output row `oi` of the first vertical pass completes a block of eight (or is the last row), the
     // second horizontal pass runs on that block.
-    let second = SecondPass { w, win: win_rows, distinct, slot_of, cols: &cols, level };
+    let mut row_done = |oi: usize, vert_block: &[f32], t: &mut [[f32; LANES]], o: &mut [[f32; LANES]]| {
+        if oi % LANES == LANES - 1 || oi == h - 1 {
+            let (first, n) = (oi - oi % LANES, oi % LANES + 1);
+            let dst = &mut narrow[first * distinct..(first + n) * distinct];
+            box_rows_blocked(&vert_block[..n * w], dst, n, w, win_rows, distinct, Some(slot_of), t, o);
+        }
+    };
     for r0 in (0..h).step_by(LANES) {
         let n = LANES.min(h - r0);
+        let block_pixels = match img.pixels {
+            Pixels::Rgb(px) => Pixels::Rgb(&px[r0 * w * 3..(r0 + n) * w * 3]),
+            Pixels::Gray(px) => Pixels::Gray(&px[r0 * w..(r0 + n) * w]),
+        };
+        let luma_block = &mut s.luma_block[..n * w];
+        luma(ImageView { width: img.width, height: n as u32, pixels: block_pixels }, luma_block);
         let slot = r0 % ring_len;
-        let dst = &mut ring[slot * w..(slot + n) * w];
-        if n == LANES {
-            // Input tiles go into `tiles` just ahead of the filter, outputs into `outs` (same ring shape),
-            // and every completed tile of eight outputs is transposed back into the ring's rows.
-            let mask = tiles.len() - 1;
-            let mut f = RowFilter::new(win_rows);
-            let mut flushed = 0;
-            for p0 in (0..w).step_by(LANES) {
-                let k = LANES.min(w - p0);
-                luma_tile(img, r0, p0, &mut tiles[p0 & mask..(p0 & mask) + k], level);
-                for _ in 0..k {
-                    if let Some(v) = f.enter(tiles, mask) {
-                        outs[(f.entered - 1 - f.lag) & mask] = v;
-                    }
-                }
-                while flushed + LANES + f.lag <= f.entered {
-                    let at = flushed & mask;
-                    let tile: &[[f32; LANES]; LANES] = (&outs[at..at + LANES]).try_into().expect("a tile");
-                    untranspose_tile(tile, dst, w, flushed, level);
-                    flushed += LANES;
-                }
-            }
-            for oi in w - f.lag..w {
-                outs[oi & mask] = f.leave(tiles, mask);
-            }
-            while flushed + LANES <= w {
-                let at = flushed & mask;
-                let tile: &[[f32; LANES]; LANES] = (&outs[at..at + LANES]).try_into().expect("a tile");
-                untranspose_tile(tile, dst, w, flushed, level);
-                flushed += LANES;
-            }
-            for p in flushed..w {
-                for (l, &x) in outs[p & mask].iter().enumerate() {
-                    dst[l * w + p] = x;
-                }
-            }
-        } else {
-            let block_pixels = match img.pixels {
-                Pixels::Rgb(px) => Pixels::Rgb(&px[r0 * w * 3..(r0 + n) * w * 3]),
-                Pixels::Gray(px) => Pixels::Gray(&px[r0 * w..(r0 + n) * w]),
-            };
-            let luma_block = &mut s.luma_block[..n * w];
-            luma(ImageView { width: img.width, height: n as u32, pixels: block_pixels }, luma_block);
-            box_rows_blocked(luma_block, dst, n, w, win_rows, w, None, t, o);
-        }
+        box_rows_blocked(luma_block, &mut ring[slot * w..(slot + n) * w], n, w, win_rows, w, None, t, o);
         for ri in r0..r0 + n {
             if let Some(oi) = vertical.push(ring, ring_len, w, ri, vert_block) {
-                second.row_done(oi, h, vert_block, narrow, tiles, t, o);
+                row_done(oi, vert_block, t, o);
             }
         }
     }
     while let Some(oi) = vertical.finish_one(ring, ring_len, w, vert_block) {
-        second.row_done(oi, h, vert_block, narrow, tiles, t, o);
+        row_done(oi, vert_block, t, o);
     }
     let filtered = &mut s.filtered[..h * distinct];
     box_cols(narrow, filtered, h, distinct, win_cols, &mut s.col_sums[..distinct]);
     for (r, &ini) in rows.iter().enumerate() {
         for (c, &inj) in cols.iter().enumerate() {
             out[r * 64 + c] = filtered[ini * distinct + slot_of[inj].expect("sampled column has a slot")];
-        }
-    }
-}
-
-/// The second horizontal pass of [`jarosz_decimate_body`]: it runs every running sum but keeps only the
-/// sampled columns (`slot_of`), `distinct` of them per row of `narrow`.
-struct SecondPass<'a> {
-    w: usize,
-    win: usize,
-    distinct: usize,
-    slot_of: &'a [Option<usize>],
-    /// The sampled columns, in order (repeated when w < 64).
-    cols: &'a [usize; 64],
-    level: Level,
-}
-
-impl SecondPass<'_> {
-    /// Called with each output row `oi` of the first vertical pass (held in `vert_block`, row `oi % LANES`);
-    /// filters the block once it is complete (eight rows, or the last `h % LANES`).
-    #[expect(clippy::too_many_arguments, reason = "an inlined kernel; the buffers are borrowed separately")]
-    #[inline(always)]
-    fn row_done(
-        &self,
-        oi: usize,
-        h: usize,
-        vert_block: &[f32],
-        narrow: &mut [f32],
-        tiles: &mut [[f32; LANES]],
-        t: &mut [[f32; LANES]],
-        o: &mut [[f32; LANES]],
-    ) {
-        if oi % LANES != LANES - 1 && oi != h - 1 {
-            return;
-        }
-        let &SecondPass { w, win, distinct, slot_of, cols, level } = self;
-        let (first, n) = (oi - oi % LANES, oi % LANES + 1);
-        let dst = &mut narrow[first * distinct..(first + n) * distinct];
-        if n < LANES {
-            box_rows_blocked(&vert_block[..n * w], dst, n, w, win, distinct, Some(slot_of), t, o);
-            return;
-        }
-        let mask = tiles.len() - 1;
-        let mut f = RowFilter::new(win);
-        let mut put = |oi: usize, v: [f32; LANES]| {
-            if let Some(s) = slot_of[oi] {
-                for (l, x) in v.into_iter().enumerate() {
-                    dst[l * distinct + s] = x;
-                }
-            }
-        };
-        // `cols[next]` is the first sampled column not yet output: tiles with none (most of them) take
-        // the branch-free `slide`.
-        let mut next = 0;
-        for p0 in (0..w).step_by(LANES) {
-            let k = LANES.min(w - p0);
-            transpose_tile(vert_block, w, p0, &mut tiles[p0 & mask..(p0 & mask) + k], level);
-            if p0 >= win && cols.get(next).is_none_or(|&c| c >= p0 + k - f.lag) {
-                for _ in 0..k {
-                    f.slide(tiles, mask);
-                }
-                continue;
-            }
-            for _ in 0..k {
-                if let Some(v) = f.enter(tiles, mask) {
-                    put(f.entered - 1 - f.lag, v);
-                }
-            }
-            while cols.get(next).is_some_and(|&c| c + f.lag < f.entered) {
-                next += 1;
-            }
-        }
-        for oi in w - f.lag..w {
-            put(oi, f.leave(tiles, mask));
         }
     }
 }
@@ -625,7 +479,7 @@ fn grey_luma_table() -> &'static [f32; 256] {
 fn box_1d_lanes<const L: usize>(
     n: usize,
     win: usize,
-    mut load: impl FnMut(usize) -> [f32; L],
+    load: impl Fn(usize) -> [f32; L],
     slot: impl Fn(usize) -> Option<usize>,
     mut store: impl FnMut(usize, [f32; L]),
 ) {
@@ -680,142 +534,6 @@ fn box_1d_lanes<const L: usize>(
         }
         li += 1;
         oi += 1;
-    }
-}
-
-/// The reference's 1-D box filter on `LANES` rows in lock-step, driven one entering column at a time so
-/// the caller can produce its input a tile at a time just ahead of it ([`jarosz_decimate_body`]). Reads
-/// transposed columns from a ring (`ring[p & mask]` = column `p`, see [`tile_ring_len`]). Each lane sees
-/// exactly [`box_1d_lanes`]'s sequence: [`RowFilter::enter`] adds the entering sample, then subtracts the
-/// leaving one once the window is full (or counts it while it grows), then divides; [`RowFilter::leave`]
-/// is the shrinking window at the right edge.
-struct RowFilter {
-    sum: [f32; LANES],
-    count: usize,
-    win: usize,
-    /// Outputs trail the entering column by `half − 1` (`half = (win + 2) / 2`).
-    lag: usize,
-    /// Columns entered so far.
-    entered: usize,
-}
-
-impl RowFilter {
-    fn new(win: usize) -> Self {
-        RowFilter { sum: [0.0; LANES], count: 0, win, lag: (win + 2) / 2 - 1, entered: 0 }
-    }
-
-    /// Column `entered` enters; returns output `entered − lag` once there is one.
-    #[inline(always)]
-    fn enter(&mut self, ring: &[[f32; LANES]], mask: usize) -> Option<[f32; LANES]> {
-        let ri = self.entered;
-        self.entered += 1;
-        let x = ring[ri & mask];
-        for l in 0..LANES {
-            self.sum[l] += x[l];
-        }
-        if ri >= self.win {
-            let y = ring[(ri - self.win) & mask];
-            for l in 0..LANES {
-                self.sum[l] -= y[l];
-            }
-        } else {
-            self.count += 1;
-        }
-        if ri < self.lag {
-            return None;
-        }
-        let c = self.count as f32;
-        Some(std::array::from_fn(|l| self.sum[l] / c))
-    }
-
-    /// [`RowFilter::enter`] once the window is full, for a column whose output nobody reads: the same two
-    /// operations on the sums, without the division.
-    #[inline(always)]
-    fn slide(&mut self, ring: &[[f32; LANES]], mask: usize) {
-        let ri = self.entered;
-        debug_assert!(ri >= self.win);
-        self.entered += 1;
-        let (x, y) = (ring[ri & mask], ring[(ri - self.win) & mask]);
-        for l in 0..LANES {
-            self.sum[l] += x[l];
-            self.sum[l] -= y[l];
-        }
-    }
-
-    /// After the last column (`w` of them) has entered: the next shrinking-window output (`lag` of them).
-    #[inline(always)]
-    fn leave(&mut self, ring: &[[f32; LANES]], mask: usize) -> [f32; LANES] {
-        // The leaving column keeps its full-window relation to the output: entering − win.
-        let y = ring[(self.entered - self.win) & mask];
-        self.entered += 1;
-        self.count -= 1;
-        for l in 0..LANES {
-            self.sum[l] -= y[l];
-        }
-        let c = self.count as f32;
-        std::array::from_fn(|l| self.sum[l] / c)
-    }
-}
-
-/// Luma of rows `r0..r0 + LANES`, columns `p0..p0 + tile.len()`, transposed: `tile[k][l]` is [`luma`] of
-/// pixel `(r0 + l, p0 + k)`.
-#[inline(always)]
-fn luma_tile(img: ImageView<'_>, r0: usize, p0: usize, tile: &mut [[f32; LANES]], level: Level) {
-    let w = img.width as usize;
-    match img.pixels {
-        Pixels::Rgb(px) => {
-            #[cfg(target_arch = "x86_64")]
-            if level == Level::Avx512 && tile.len() == LANES {
-                // SAFETY: this level is only passed by code compiled with its features, on a CPU that has them.
-                return unsafe { x86::luma_tile_avx512(px, w, r0, p0, tile) };
-            }
-            #[cfg(target_arch = "x86_64")]
-            if level >= Level::Avx2 && tile.len() == LANES {
-                // SAFETY: as above.
-                return unsafe { x86::luma_tile_avx2(px, w, r0, p0, tile) };
-            }
-            let _ = level;
-            let y = |i: usize| LUMA_R * px[i] as f32 + LUMA_G * px[i + 1] as f32 + LUMA_B * px[i + 2] as f32;
-            for (k, t) in tile.iter_mut().enumerate() {
-                *t = std::array::from_fn(|l| y(3 * ((r0 + l) * w + p0 + k)));
-            }
-        }
-        Pixels::Gray(px) => {
-            let grey = grey_luma_table();
-            for (k, t) in tile.iter_mut().enumerate() {
-                *t = std::array::from_fn(|l| grey[px[(r0 + l) * w + p0 + k] as usize]);
-            }
-        }
-    }
-}
-
-/// `tile[k][l] = rows[l · w + p0 + k]`: columns `p0..p0 + tile.len()` of a block of `LANES` rows.
-#[inline(always)]
-fn transpose_tile(rows: &[f32], w: usize, p0: usize, tile: &mut [[f32; LANES]], level: Level) {
-    #[cfg(target_arch = "x86_64")]
-    if level >= Level::Avx2 && tile.len() == LANES {
-        // SAFETY: as in `luma_tile`.
-        return unsafe { x86::transpose_tile_avx2(rows, w, p0, tile) };
-    }
-    let _ = level;
-    for (k, t) in tile.iter_mut().enumerate() {
-        *t = std::array::from_fn(|l| rows[l * w + p0 + k]);
-    }
-}
-
-/// `rows[l · w + p0 + k] = tile[k][l]` for a full tile: the inverse of [`transpose_tile`].
-#[inline(always)]
-fn untranspose_tile(tile: &[[f32; LANES]; LANES], rows: &mut [f32], w: usize, p0: usize, level: Level) {
-    #[cfg(target_arch = "x86_64")]
-    if level >= Level::Avx2 {
-        // SAFETY: as in `luma_tile`.
-        return unsafe { x86::untranspose_tile_avx2(tile, rows, w, p0) };
-    }
-    let _ = level;
-    for (k, t) in tile.iter().enumerate() {
-        for (l, &x) in t.iter().enumerate() {
-            rows[l * w + p0 + k] = x;
-        }
     }
 }
 
@@ -929,177 +647,41 @@ mod x86 {
     use super::{LANES, LUMA_B, LUMA_G, LUMA_R};
     use std::arch::x86_64::*;
 
-    /// Luma of 8 pixels (24 bytes of interleaved RGB): loaded as two overlapping 16-byte halves, split into
-    /// R, G and B with byte shuffles, each channel widened to float32 exactly, then
-    /// `(0.299·R + 0.587·G) + 0.114·B` as the reference evaluates it.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn luma8(group: &[u8; 24]) -> __m256 {
-        // SAFETY: both 16-byte loads lie within the 24-byte group.
-        let (lo, hi) =
-            unsafe { (_mm_loadu_si128(group.as_ptr().cast()), _mm_loadu_si128(group[8..].as_ptr().cast())) };
-        // Pixels 0–2 come from the low half (bytes 0..16), pixels 3–7 from the high half (bytes 8..24).
-        let m = |a: [i8; 8]| {
-            _mm_setr_epi8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], -1, -1, -1, -1, -1, -1, -1, -1)
-        };
-        let ch = |l: [i8; 8], h: [i8; 8]| {
-            let bytes = _mm_or_si128(_mm_shuffle_epi8(lo, m(l)), _mm_shuffle_epi8(hi, m(h)));
-            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes))
-        };
-        let r = ch([0, 3, 6, -1, -1, -1, -1, -1], [-1, -1, -1, 1, 4, 7, 10, 13]);
-        let g = ch([1, 4, 7, -1, -1, -1, -1, -1], [-1, -1, -1, 2, 5, 8, 11, 14]);
-        let b = ch([2, 5, 8, -1, -1, -1, -1, -1], [-1, -1, -1, 3, 6, 9, 12, 15]);
-        let (cr, cg, cb) = (_mm256_set1_ps(LUMA_R), _mm256_set1_ps(LUMA_G), _mm256_set1_ps(LUMA_B));
-        _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(cr, r), _mm256_mul_ps(cg, g)), _mm256_mul_ps(cb, b))
-    }
-
-    /// [`super::luma_tile`] for a full tile of RGB: the luma of 8 pixels in each of the 8 rows (one vector
-    /// per row), transposed in registers.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    pub(super) unsafe fn luma_tile_avx2(
-        px: &[u8],
-        w: usize,
-        r0: usize,
-        p0: usize,
-        tile: &mut [[f32; LANES]],
-    ) {
-        let rows: [__m256; 8] = std::array::from_fn(|l| {
-            let at = 3 * ((r0 + l) * w + p0);
-            luma8(px[at..at + 24].try_into().expect("24 bytes"))
-        });
-        store_tile(transpose8(rows), tile);
-    }
-
-    /// [`luma8`] with AVX-512 VBMI: one masked load of the 24 bytes, and one zero-masked `vpermb` per
-    /// channel that drops each pixel's byte into the low byte of its 32-bit lane (so it is already widened).
-    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
-    #[inline]
-    fn luma8_vbmi(group: &[u8; 24]) -> __m256 {
-        // SAFETY: the mask reads the group's 24 bytes only; masked-out bytes are not accessed.
-        let v = unsafe { _mm256_maskz_loadu_epi8(0x00FF_FFFF, group.as_ptr().cast()) };
-        let ch = |c: i8| {
-            let idx = _mm256_setr_epi8(
-                c,
-                0,
-                0,
-                0,
-                c + 3,
-                0,
-                0,
-                0,
-                c + 6,
-                0,
-                0,
-                0,
-                c + 9,
-                0,
-                0,
-                0,
-                c + 12,
-                0,
-                0,
-                0,
-                c + 15,
-                0,
-                0,
-                0,
-                c + 18,
-                0,
-                0,
-                0,
-                c + 21,
-                0,
-                0,
-                0,
-            );
-            _mm256_cvtepi32_ps(_mm256_maskz_permutexvar_epi8(0x1111_1111, idx, v))
-        };
-        let (r, g, b) = (ch(0), ch(1), ch(2));
-        let (cr, cg, cb) = (_mm256_set1_ps(LUMA_R), _mm256_set1_ps(LUMA_G), _mm256_set1_ps(LUMA_B));
-        // (0.299·R + 0.587·G) + 0.114·B, as the reference evaluates it.
-        _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(cr, r), _mm256_mul_ps(cg, g)), _mm256_mul_ps(cb, b))
-    }
-
-    /// [`luma_tile_avx2`] with [`luma8_vbmi`].
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and AVX-512 F, BW, VL and VBMI.
-    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
-    #[inline]
-    pub(super) unsafe fn luma_tile_avx512(
-        px: &[u8],
-        w: usize,
-        r0: usize,
-        p0: usize,
-        tile: &mut [[f32; LANES]],
-    ) {
-        let rows: [__m256; 8] = std::array::from_fn(|l| {
-            let at = 3 * ((r0 + l) * w + p0);
-            luma8_vbmi(px[at..at + 24].try_into().expect("24 bytes"))
-        });
-        store_tile(transpose8(rows), tile);
-    }
-
-    /// [`super::transpose_tile`] for a full tile.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    pub(super) unsafe fn transpose_tile_avx2(rows: &[f32], w: usize, p0: usize, tile: &mut [[f32; LANES]]) {
-        let r: [__m256; 8] = std::array::from_fn(|l| {
-            let src: &[f32; 8] = rows[l * w + p0..l * w + p0 + 8].try_into().expect("8 samples");
-            // SAFETY: `src` is 8 readable floats.
-            unsafe { _mm256_loadu_ps(src.as_ptr()) }
-        });
-        store_tile(transpose8(r), tile);
-    }
-
-    /// `tile[k] = v[k]` for a tile of 8 vectors.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn store_tile(v: [__m256; 8], tile: &mut [[f32; LANES]]) {
-        let tile: &mut [[f32; LANES]; 8] = tile.try_into().expect("a full tile");
-        for (t, v) in tile.iter_mut().zip(v) {
-            // SAFETY: `t` is 8 writable floats.
-            unsafe { _mm256_storeu_ps(t.as_mut_ptr(), v) };
-        }
-    }
-
-    /// [`super::untranspose_tile`].
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    pub(super) unsafe fn untranspose_tile_avx2(
-        tile: &[[f32; LANES]; LANES],
-        rows: &mut [f32],
-        w: usize,
-        p0: usize,
-    ) {
-        // SAFETY: `tile[k]` is 8 readable floats.
-        let v: [__m256; 8] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(tile[k].as_ptr()) });
-        for (l, v) in transpose8(v).into_iter().enumerate() {
-            let dst: &mut [f32; 8] = (&mut rows[l * w + p0..l * w + p0 + 8]).try_into().expect("8 samples");
-            // SAFETY: `dst` is 8 writable floats.
-            unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
-        }
-    }
-
     /// Luma of the first multiple-of-8 pixels of interleaved RGB `px` into `out`; returns how many pixels.
+    /// Bytes of 8 pixels (24) are loaded as two overlapping 16-byte halves and split into R, G and B with
+    /// byte shuffles; each channel is widened to float32 exactly.
     ///
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn luma_rgb_avx2(px: &[u8], out: &mut [f32]) -> usize {
         let n = out.len().min(px.len() / 3) / 8 * 8;
+        let m = |idx: [i8; 8]| {
+            let mut b = [-1i8; 16];
+            b[..8].copy_from_slice(&idx);
+            // SAFETY: 16 readable bytes.
+            unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+        };
+        // Pixels 0–2 come from the low half (bytes 0..16), pixels 3–7 from the high half (bytes 8..24).
+        let (r_lo, r_hi) = (m([0, 3, 6, -1, -1, -1, -1, -1]), m([-1, -1, -1, 1, 4, 7, 10, 13]));
+        let (g_lo, g_hi) = (m([1, 4, 7, -1, -1, -1, -1, -1]), m([-1, -1, -1, 2, 5, 8, 11, 14]));
+        let (b_lo, b_hi) = (m([2, 5, 8, -1, -1, -1, -1, -1]), m([-1, -1, -1, 3, 6, 9, 12, 15]));
+        let (cr, cg, cb) = (_mm256_set1_ps(LUMA_R), _mm256_set1_ps(LUMA_G), _mm256_set1_ps(LUMA_B));
+        let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
         for i in (0..n).step_by(8) {
-            let y = luma8(px[3 * i..3 * i + 24].try_into().expect("24 bytes"));
+            let group: &[u8; 24] = px[3 * i..3 * i + 24].try_into().expect("24 bytes");
+            // SAFETY: both 16-byte loads lie within the 24-byte group.
+            let (lo, hi) = unsafe {
+                (_mm_loadu_si128(group.as_ptr().cast()), _mm_loadu_si128(group[8..].as_ptr().cast()))
+            };
+            let r = widen(_mm_or_si128(_mm_shuffle_epi8(lo, r_lo), _mm_shuffle_epi8(hi, r_hi)));
+            let g = widen(_mm_or_si128(_mm_shuffle_epi8(lo, g_lo), _mm_shuffle_epi8(hi, g_hi)));
+            let b = widen(_mm_or_si128(_mm_shuffle_epi8(lo, b_lo), _mm_shuffle_epi8(hi, b_hi)));
+            // (0.299·R + 0.587·G) + 0.114·B, as the reference evaluates it.
+            let y = _mm256_add_ps(
+                _mm256_add_ps(_mm256_mul_ps(cr, r), _mm256_mul_ps(cg, g)),
+                _mm256_mul_ps(cb, b),
+            );
             let dst: &mut [f32; 8] = (&mut out[i..i + 8]).try_into().expect("8 floats");
             // SAFETY: `dst` is 8 writable floats.
             unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), y) };
@@ -1551,37 +1133,6 @@ mod tests {
             let px: Vec<u8> = (0..h * w * 3).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
             levels_agree(ImageView::rgb(w as u32, h as u32, &px));
             levels_agree(ImageView::gray(w as u32, h as u32, &px[..h * w]));
-        }
-    }
-
-    /// The tile kernels at every level against the portable ones, on every full tile of a random image
-    /// (the streaming test above only reaches them through the whole filter).
-    #[test]
-    fn every_level_moves_tiles_like_the_portable_code() {
-        let (w, h) = (45usize, 16usize);
-        let px: Vec<u8> = (0..w * h * 3).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
-        let img = ImageView::rgb(w as u32, h as u32, &px);
-        let rows = pseudo_random(LANES * w, 7);
-        for level in simd::available() {
-            for r0 in [0, h - LANES] {
-                for p0 in (0..w - LANES).step_by(3) {
-                    let (mut want, mut got) = ([[0f32; LANES]; LANES], [[0f32; LANES]; LANES]);
-                    luma_tile(img, r0, p0, &mut want, Level::Scalar);
-                    luma_tile(img, r0, p0, &mut got, level);
-                    assert_eq!(
-                        got.map(|t| t.map(f32::to_bits)),
-                        want.map(|t| t.map(f32::to_bits)),
-                        "{level:?}"
-                    );
-                    transpose_tile(&rows, w, p0, &mut want, Level::Scalar);
-                    transpose_tile(&rows, w, p0, &mut got, level);
-                    assert_eq!(got, want, "{level:?}");
-                    let (mut a, mut b) = (vec![0f32; LANES * w], vec![0f32; LANES * w]);
-                    untranspose_tile(&want, &mut a, w, p0, Level::Scalar);
-                    untranspose_tile(&want, &mut b, w, p0, level);
-                    assert_eq!(a, b, "{level:?}");
-                }
-            }
         }
     }
 
