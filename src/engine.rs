@@ -479,8 +479,8 @@ impl Staging {
         self.gpu.plane_budget()
     }
 
-    /// Copies `img`'s pixels to byte `offset`, which the caller reserved ([`crate::gpu::upload_len`] bytes, a multiple
-    /// of 8 apart).
+    /// Copies `img`'s pixels to byte `offset`, which the caller reserved ([`crate::gpu::upload_len`]
+    /// bytes, a multiple of 8 apart).
     pub fn write(&self, offset: u64, img: &ImageView<'_>) -> std::result::Result<(), GpuError> {
         self.upload.write(offset, img)
     }

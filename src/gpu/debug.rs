@@ -40,7 +40,7 @@ impl GpuHasher {
         let slot = self.take_slot(&sizes)?;
         // Read once: the planes are turned back to row-major below by the layout the shaders used.
         let layout = self.row_layout();
-        self.write_params(&slot, (1, true, layout), &metas, &coeffs);
+        self.write_params(&slot, Params::new(1, true, layout), &metas, &coeffs);
         let (buffer, pool) = upload.take()?;
         buffer.unmap();
         let mut encoder = self.device.create_command_encoder(&Default::default());

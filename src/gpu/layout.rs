@@ -19,6 +19,18 @@ pub(crate) struct Params {
     pub(crate) _pad1: u32,
 }
 
+impl Params {
+    /// The parameters of a submission of `n` images.
+    pub(crate) fn new(n: usize, dihedral: bool, layout: RowLayout) -> Params {
+        Params {
+            n_images: n as u32,
+            dihedral: u32::from(dihedral),
+            columns: u32::from(layout == RowLayout::Columns),
+            _pad1: 0,
+        }
+    }
+}
+
 /// One image of a submission (`ImageMeta` in common.wgsl), an element of a storage array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]

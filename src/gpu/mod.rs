@@ -20,7 +20,8 @@
 //! do either; the one division the stages need is `div_exact` (`shaders/common.wgsl`), an integer
 //! quotient (from a float estimate it verifies), exact whatever the driver does with floats. Metal and DX12
 //! (and Vulkan without passthrough) have no equivalent wgpu can express, so they are refused unless
-//! `PHAROS_GPU_ALLOW_UNPINNED=1` accepts the risk. Every device, pinned or not, must pass the start-up canary before it hashes anything.
+//! `PHAROS_GPU_ALLOW_UNPINNED=1` accepts the risk. Every device, pinned or not, must pass the start-up
+//! canary before it hashes anything.
 //!
 //! # A batch
 //! Images of any sizes are packed into one submission (split only when their pixels exceed the buffer
@@ -543,7 +544,7 @@ impl GpuHasher {
         };
         self.slots.in_flight.fetch_add(1, Ordering::SeqCst);
         let slot = flight.slot.as_ref().expect("just taken");
-        self.write_params(slot, (images.len(), dihedral, self.row_layout()), &metas, &coeffs);
+        self.write_params(slot, Params::new(images.len(), dihedral, self.row_layout()), &metas, &coeffs);
         let (buffer, pool) = upload.take()?;
         buffer.unmap();
         let mut encoder = self.device.create_command_encoder(&Default::default());
@@ -726,19 +727,7 @@ impl GpuHasher {
     }
 
     /// Writes a submission's parameters, metadata and LANCZOS tables (small; through the queue).
-    fn write_params(
-        &self,
-        slot: &Slot,
-        (n, dihedral, layout): (usize, bool, RowLayout),
-        metas: &[ImageMeta],
-        coeffs: &[i32],
-    ) {
-        let params = Params {
-            n_images: n as u32,
-            dihedral: u32::from(dihedral),
-            columns: u32::from(layout == RowLayout::Columns),
-            _pad1: 0,
-        };
+    fn write_params(&self, slot: &Slot, params: Params, metas: &[ImageMeta], coeffs: &[i32]) {
         self.queue.write_buffer(&slot.params, 0, bytemuck::bytes_of(&params));
         self.queue.write_buffer(&slot.metas, 0, bytemuck::cast_slice(metas));
         if !coeffs.is_empty() {

@@ -17,10 +17,11 @@
 //! single source of truth: the WGSL that `tests/shaders.rs` validates is what runs.
 //!
 //! What `NoContraction` does not settle is the precision of division itself (Vulkan allows 2.5 ULP for
-//! `OpFDiv`); the shaders therefore divide only through `div_exact` (`shaders/common.wgsl`), whose one float
-//! division (a reciprocal) is only an estimate that integer arithmetic verifies, so it is exact on any driver. Nothing depends on infinities, NaNs or the sign of zero either, so the
-//! float-controls mode `SignedZeroInfNanPreserve` is not needed (and wgpu cannot tell whether a device
-//! supports it, which an unsupported declaration would require).
+//! `OpFDiv`); the shaders therefore divide only through `div_exact` (`shaders/common.wgsl`), whose one
+//! float division (a reciprocal) is only an estimate that integer arithmetic verifies, so it is exact on
+//! any driver. Nothing depends on infinities, NaNs or the sign of zero either, so the float-controls mode
+//! `SignedZeroInfNanPreserve` is not needed (and wgpu cannot tell whether a device supports it, which an
+//! unsupported declaration would require).
 
 use super::GpuError;
 
