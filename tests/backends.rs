@@ -464,6 +464,58 @@ fn the_row_layout_setting_is_checked_and_changes_no_hash() {
 
 #[test]
 #[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
+fn the_batch_budget_setting_is_checked_and_changes_no_hash() {
+    gpu();
+    // te_bridge's images are mostly 1600 × 1004 (1.6 MP): a 1-megapixel budget leaves them too large for
+    // any submission (the CPU hashes them), 2.5 puts one in each, and 65536 (more than any device binds)
+    // is capped to the device's limit, which holds them all.
+    let dir = common::corpus_dir().join("images").join("te_bridge");
+    let run = |backend: &str, budget: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pharos"));
+        cmd.args(["hash", "--dihedral", "--backend", backend])
+            .arg(&dir)
+            .env_remove("PHAROS_GPU_BATCH_MEGAPIXELS");
+        if let Some(b) = budget {
+            cmd.env("PHAROS_GPU_BATCH_MEGAPIXELS", b);
+        }
+        cmd.output().expect("run pharos")
+    };
+    let cpu = run("cpu", None);
+    assert_eq!(cpu.status.code(), Some(0), "{cpu:?}");
+    assert!(!cpu.stdout.is_empty());
+    // The log says which budget is in force; one larger than the device's largest storage binding is
+    // capped to it with a warning (lavapipe's is 128 MiB, 33.6 M floats).
+    for (budget, logged) in [
+        ("1", "1.0 megapixels per submission"),
+        ("2.5", "2.5 megapixels per submission"),
+        ("65536", "65536.0 megapixels per submission asked, the device's largest storage binding holds"),
+    ] {
+        let gpu = run("gpu", Some(budget));
+        assert_eq!(gpu.status.code(), Some(0), "{budget}: {gpu:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&gpu.stdout),
+            String::from_utf8_lossy(&cpu.stdout),
+            "{budget} megapixels per submission"
+        );
+        let err = String::from_utf8_lossy(&gpu.stderr);
+        assert!(err.contains(logged), "{budget}: {err}");
+    }
+    for bad in ["0", "lots"] {
+        let out = run("gpu", Some(bad));
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "PHAROS_GPU_BATCH_MEGAPIXELS must be a number of megapixels from 1 to 65536, not '{bad}'"
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
 fn cli_gpu_output_equals_cpu_output() {
     // An adapter is there, or the test fails here.
     gpu();

@@ -124,8 +124,12 @@ pub enum GpuError {
 
 /// Most images in one submission.
 const MAX_IMAGES_PER_SUBMISSION: usize = 1024;
-/// Default budget of filter-plane floats per submission (each of the two planes): 32 M floats, 128 MB.
+/// Default budget of filter-plane floats per submission (each of the two planes): 32 M floats, 128 MB, so
+/// a submission holds about 33.5 megapixels (two 12 MP photos, or 32 images of 1 MP). Safe on any GPU; a
+/// large one needs more images in flight to fill it ([`batch_budget_from_env`]).
 const DEFAULT_PLANE_BUDGET: usize = 32 << 20;
+/// The environment variable that sets the plane budget, in megapixels ([`parse_batch_megapixels`]).
+pub const BATCH_MEGAPIXELS_VAR: &str = "PHAROS_GPU_BATCH_MEGAPIXELS";
 /// How long a submission may take before the device is considered hung. Generous: a full submission of the
 /// largest images takes well under a second on real GPUs and a few seconds on a software adapter.
 const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -240,10 +244,11 @@ impl GpuHasher {
         let hasher = GpuHasher::open(policy)?;
         hasher.canary(fault)?;
         tracing::info!(
-            "GPU backend on {} (float arithmetic {}, PHAROS_GPU_ROW_LAYOUT={})",
+            "GPU backend on {} (float arithmetic {}, PHAROS_GPU_ROW_LAYOUT={}, {:.1} megapixels per submission)",
             hasher.adapter,
             hasher.float_mode.name(),
-            hasher.row_layout().name()
+            hasher.row_layout().name(),
+            hasher.plane_budget as f64 / 1e6
         );
         Ok(hasher)
     }
@@ -298,8 +303,18 @@ impl GpuHasher {
         let limits = device.limits();
         let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) as usize;
         let max_elems = max_binding / 4;
-        let plane_budget = DEFAULT_PLANE_BUDGET.min(max_elems);
-        let pixel_budget = (3 * DEFAULT_PLANE_BUDGET / 4).min(max_elems);
+        let wanted = batch_budget_from_env().map_err(GpuError::Device)?.unwrap_or(DEFAULT_PLANE_BUDGET);
+        let plane_budget = wanted.min(max_elems);
+        if plane_budget < wanted {
+            tracing::warn!(
+                "{BATCH_MEGAPIXELS_VAR}: {:.1} megapixels per submission asked, the device's largest storage \
+                 binding holds {:.1}; using that",
+                wanted as f64 / 1e6,
+                plane_budget as f64 / 1e6
+            );
+        }
+        // Three bytes of RGB per plane float: the upload buffer holds what the planes can.
+        let pixel_budget = (3 * plane_budget / 4).min(max_elems);
         // One buffer filling, the in-flight ones, one being re-mapped.
         let uploads = UploadPool::new(device.clone(), pixel_budget as u64 * 4, MAX_IN_FLIGHT + 2);
         let hasher = GpuHasher {
@@ -763,6 +778,34 @@ impl GpuHasher {
     }
 }
 
+/// The plane budget `PHAROS_GPU_BATCH_MEGAPIXELS` asks for (`None` when unset), refused with a message
+/// when it is not a number of megapixels [`parse_batch_megapixels`] accepts.
+///
+/// Why a knob: the box filter runs one thread per row or column (the reference's running sums are
+/// sequential), so a 12 MP image keeps only ~7,000 threads busy per pass, and a datacenter GPU has room for
+/// a few hundred thousand resident. Filling it takes tens of large images per submission, which costs
+/// device memory (pixels and two float planes, ~12 bytes per pixel per submission in flight) and mapped
+/// host memory (3 bytes per pixel per upload buffer); wgpu does not say how much memory a device has, so
+/// the default stays small enough for any GPU and the operator of a big one raises it (with
+/// `--max-batch-bytes` and `--max-batch`, which close the daemon's batches first).
+pub(crate) fn batch_budget_from_env() -> Result<Option<usize>, String> {
+    match std::env::var(BATCH_MEGAPIXELS_VAR) {
+        Err(_) => Ok(None),
+        Ok(v) => parse_batch_megapixels(&v).map(Some),
+    }
+}
+
+/// Megapixels (10^6 pixels, decimals allowed) per submission, 1 to 65,536, as plane floats.
+pub fn parse_batch_megapixels(v: &str) -> Result<usize, String> {
+    let refuse =
+        || format!("{BATCH_MEGAPIXELS_VAR} must be a number of megapixels from 1 to 65536, not '{v}'");
+    let mp: f64 = v.trim().parse().map_err(|_| refuse())?;
+    if !(1.0..=65536.0).contains(&mp) {
+        return Err(refuse());
+    }
+    Ok((mp * 1e6).round() as usize)
+}
+
 /// Whether the operator accepted unpinned float arithmetic (`PHAROS_GPU_ALLOW_UNPINNED=1`).
 fn allow_unpinned() -> bool {
     std::env::var("PHAROS_GPU_ALLOW_UNPINNED").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
@@ -784,4 +827,21 @@ fn constants() -> Vec<f32> {
 /// 8 u32 words (bit k of the hash in word k / 32) as a [`Hash256`].
 fn hash256(words: &[u32]) -> Hash256 {
     Hash256 { limbs: std::array::from_fn(|l| u64::from(words[2 * l]) | (u64::from(words[2 * l + 1]) << 32)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_batch_megapixels;
+
+    #[test]
+    fn batch_megapixels_parse_within_their_range_and_refuse_anything_else() {
+        assert_eq!(parse_batch_megapixels("1"), Ok(1_000_000));
+        assert_eq!(parse_batch_megapixels(" 512 "), Ok(512_000_000));
+        assert_eq!(parse_batch_megapixels("33.5"), Ok(33_500_000));
+        assert_eq!(parse_batch_megapixels("65536"), Ok(65_536_000_000));
+        for bad in ["0", "0.5", "-4", "65537", "NaN", "inf", "", "12MP", "1e400"] {
+            let e = parse_batch_megapixels(bad).unwrap_err();
+            assert!(e.contains(&format!("from 1 to 65536, not '{bad}'")), "{bad}: {e}");
+        }
+    }
 }
