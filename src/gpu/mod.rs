@@ -788,7 +788,7 @@ impl GpuHasher {
 /// host memory (3 bytes per pixel per upload buffer); wgpu does not say how much memory a device has, so
 /// the default stays small enough for any GPU and the operator of a big one raises it (with
 /// `--max-batch-bytes` and `--max-batch`, which close the daemon's batches first).
-pub(crate) fn batch_budget_from_env() -> Result<Option<usize>, String> {
+fn batch_budget_from_env() -> Result<Option<usize>, String> {
     match std::env::var(BATCH_MEGAPIXELS_VAR) {
         Err(_) => Ok(None),
         Ok(v) => parse_batch_megapixels(&v).map(Some),
