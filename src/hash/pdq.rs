@@ -99,10 +99,9 @@ struct Scratch {
     /// Ring of the last rows of the first horizontal pass (`ring_rows(h)` × w), read by the first
     /// vertical pass.
     ring: Vec<f32>,
-    /// 8 × w luma block, then 8 × w block of first-vertical-pass output.
+    /// 8 × w luma block, for blocks the fused luma kernel does not take (grey pixels, a last partial
+    /// block, the portable level).
     luma_block: Vec<f32>,
-    /// See `luma_block`.
-    vert_block: Vec<f32>,
     /// h × (≤ 64): the second horizontal pass at the sampled columns, and its vertical pass.
     narrow: Vec<f32>,
     /// See `narrow`.
@@ -169,7 +168,7 @@ impl PdqHasher {
         if h == 64 && w == 64 {
             // The reference skips the filter for exactly 64×64 input (the running sum would otherwise
             // round even with a window of 1).
-            luma(img, &mut buf64);
+            luma_at(level.min(simd::detect()), img, &mut buf64);
         } else {
             self.scratch.grow(h, w);
             jarosz_decimate_at(level, img, &mut self.scratch, &mut buf64);
@@ -187,7 +186,6 @@ impl Scratch {
         }
         if self.luma_block.len() < LANES * w {
             self.luma_block.resize(LANES * w, 0.0);
-            self.vert_block.resize(LANES * w, 0.0);
         }
         if self.narrow.len() < h * 64 {
             self.narrow.resize(h * 64, 0.0);
@@ -215,25 +213,26 @@ pub fn pdq(img: ImageView<'_>) -> PdqHash {
 /// identical. (Issue 16 tried exact reciprocal division and 16 rows in lock-step here: no faster at 1 MP,
 /// 35 % slower at 256 × 256 on this machine, so they were left out; see BENCHMARKS.md.)
 fn jarosz_decimate_at(level: Level, img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
+    let level = level.min(simd::detect());
     #[cfg(target_arch = "x86_64")]
-    if level >= Level::Avx2 && simd::detect() >= Level::Avx2 {
+    if level >= Level::Avx2 {
         // SAFETY: the CPU supports AVX2 (`detect` checked), the only requirement of `jarosz_decimate_avx2`.
-        return unsafe { jarosz_decimate_avx2(img, s, out) };
+        return unsafe { jarosz_decimate_avx2(level, img, s, out) };
     }
-    let _ = level;
-    jarosz_decimate_body(img, s, out)
+    jarosz_decimate_body(level, img, s, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn jarosz_decimate_avx2(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
-    jarosz_decimate_body(img, s, out)
+fn jarosz_decimate_avx2(level: Level, img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
+    jarosz_decimate_body(level, img, s, out)
 }
 
 /// Rows of the first horizontal pass kept for the first vertical pass: the vertical pass subtracts the row
-/// `window` rows back, and rows arrive in blocks of `LANES` (a multiple of `LANES`, so blocks never wrap).
+/// `window` rows back, rows arrive in blocks of `LANES`, and output rows leave in blocks of `LANES` (so up
+/// to `window + 2·LANES − 1` rows are live; a multiple of `LANES`, so blocks never wrap).
 fn ring_rows(h: usize) -> usize {
-    (window_size(h) + LANES + 1).next_multiple_of(LANES)
+    (window_size(h) + 2 * LANES).next_multiple_of(LANES)
 }
 
 /// Pixels → luma → filtered and decimated 64×64 in `out`.
@@ -241,14 +240,19 @@ fn ring_rows(h: usize) -> usize {
 /// Computes the same values as [`luma`], then [`box_rows`] + [`box_cols`] twice (`JAROSZ_PASSES`), then
 /// [`decimate`], but streams over the image in blocks of eight rows so the working set stays in cache
 /// instead of sweeping two full-size float buffers six times:
-/// 1. luma of eight rows, then the first horizontal pass on them, into a ring of recent rows;
-/// 2. the first vertical pass consumes those rows as they arrive ([`ColumnFilter`]) and emits its rows in
-///    order, eight at a time, to
+/// 1. luma of eight rows, then the first horizontal pass on them, into a ring of recent rows; the horizontal
+///    pass runs on the rows transposed (eight running sums side by side), and with a vector kernel the luma
+///    is computed straight into that layout ([`luma_transposed`]);
+/// 2. as soon as the ring holds every row that eight output rows of the first vertical pass read, those
+///    eight rows are computed ([`vertical_block`]), again straight into the transposed layout, for
 /// 3. the second horizontal pass, which still runs every running sum (the rounding sequence is the
 ///    reference's) but divides and stores only at the 64 sampled columns;
 /// 4. the second vertical pass runs over those (h × 64) columns alone, then decimation picks 64 rows.
+///
+/// Skipping the row-major luma and vertical-pass blocks (written, then read back by a transpose) made this
+/// about 1.2× faster at 12 MP (BENCHMARKS.md, "CPU floor").
 #[inline(always)]
-fn jarosz_decimate_body(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
+fn jarosz_decimate_body(level: Level, img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
     const { assert!(JAROSZ_PASSES == 2, "the streaming filter is written for two rounds") };
     let (h, w) = (img.height as usize, img.width as usize);
     let (win_rows, win_cols) = (window_size(w), window_size(h));
@@ -271,37 +275,71 @@ fn jarosz_decimate_body(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 409
     let ring = &mut s.ring[..ring_len * w];
     let narrow = &mut s.narrow[..h * distinct];
     let (t, o) = (&mut s.t[..], &mut s.o[..]);
-    let vert_block = &mut s.vert_block[..LANES * w];
     let sums = &mut s.col_sums[..w];
-    let mut vertical = ColumnFilter::new(h, win_cols, sums);
-    // Once output row `oi` of the first vertical pass completes a block of eight (or is the last row), the
-    // second horizontal pass runs on that block.
-    let mut row_done = |oi: usize, vert_block: &[f32], t: &mut [[f32; LANES]], o: &mut [[f32; LANES]]| {
-        if oi % LANES == LANES - 1 || oi == h - 1 {
-            let (first, n) = (oi - oi % LANES, oi % LANES + 1);
-            let dst = &mut narrow[first * distinct..(first + n) * distinct];
-            box_rows_blocked(&vert_block[..n * w], dst, n, w, win_rows, distinct, Some(slot_of), t, o);
-        }
-    };
+    sums.fill(0.0);
+    let half = (win_cols + 2) / 2;
+    // Input rows accumulated before the first output (the reference's phase 1), and the next output row.
+    let (mut accumulated, mut next_out) = (0, 0);
     for r0 in (0..h).step_by(LANES) {
         let n = LANES.min(h - r0);
         let block_pixels = match img.pixels {
             Pixels::Rgb(px) => Pixels::Rgb(&px[r0 * w * 3..(r0 + n) * w * 3]),
             Pixels::Gray(px) => Pixels::Gray(&px[r0 * w..(r0 + n) * w]),
         };
-        let luma_block = &mut s.luma_block[..n * w];
-        luma(ImageView { width: img.width, height: n as u32, pixels: block_pixels }, luma_block);
         let slot = r0 % ring_len;
-        box_rows_blocked(luma_block, &mut ring[slot * w..(slot + n) * w], n, w, win_rows, w, None, t, o);
-        for ri in r0..r0 + n {
-            if let Some(oi) = vertical.push(ring, ring_len, w, ri, vert_block) {
-                row_done(oi, vert_block, t, o);
+        let ring_block = &mut ring[slot * w..(slot + n) * w];
+        // A full block of RGB rows goes straight from pixels to the filter's transposed layout where a
+        // vector kernel exists (no row-major luma block written and read back); otherwise luma first.
+        let fused = match block_pixels {
+            Pixels::Rgb(px) if n == LANES => luma_transposed(level, px, w, t),
+            _ => false,
+        };
+        if fused {
+            box_rows_transposed(level, t, o, ring_block, w, win_rows);
+        } else {
+            let luma_block = &mut s.luma_block[..n * w];
+            luma_at(
+                level,
+                ImageView { width: img.width, height: n as u32, pixels: block_pixels },
+                luma_block,
+            );
+            box_rows_blocked(level, luma_block, ring_block, n, w, win_rows, w, None, t, o);
+        }
+        let available = r0 + n;
+        let ring = &*ring;
+        let row = |i: usize| &ring[(i % ring_len) * w..(i % ring_len + 1) * w];
+        while accumulated + 1 < half && accumulated < available {
+            for (s, &x) in sums.iter_mut().zip(row(accumulated)) {
+                *s += x;
             }
+            accumulated += 1;
+        }
+        // Every block of output rows whose input rows have all arrived: the first vertical pass into `t`
+        // (transposed), then the second horizontal pass on it.
+        while next_out < h {
+            let m = LANES.min(h - next_out);
+            if (next_out + m - 1 + half - 1).min(h - 1) >= available {
+                break;
+            }
+            let steps = vertical_steps(next_out, m, h, win_cols, row);
+            vertical_block(level, &steps, m, w, sums, t);
+            let dst = &mut narrow[next_out * distinct..(next_out + m) * distinct];
+            let tt = &*t;
+            box_1d_lanes::<LANES>(
+                w,
+                win_rows,
+                |p| tt[p],
+                |p| slot_of[p],
+                |c, v| {
+                    for (l, x) in v.into_iter().take(m).enumerate() {
+                        dst[l * distinct + c] = x;
+                    }
+                },
+            );
+            next_out += m;
         }
     }
-    while let Some(oi) = vertical.finish_one(ring, ring_len, w, vert_block) {
-        row_done(oi, vert_block, t, o);
-    }
+    debug_assert_eq!(next_out, h);
     let filtered = &mut s.filtered[..h * distinct];
     box_cols(narrow, filtered, h, distinct, win_cols, &mut s.col_sums[..distinct]);
     for (r, &ini) in rows.iter().enumerate() {
@@ -311,87 +349,78 @@ fn jarosz_decimate_body(img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 409
     }
 }
 
-/// The vertical box pass ([`box_cols`]) driven one input row at a time, for streaming. Each column's sum
-/// sees exactly the reference's sequence; rows are read from a ring (`ring_len` rows of `w`, row `i` at
-/// slot `i % ring_len`) that must still hold the row `win` back, and output row `oi` is written to row
-/// `oi % LANES` of an 8-row block.
-struct ColumnFilter<'s> {
-    h: usize,
-    win: usize,
-    half: usize,
-    count: usize,
-    next_out: usize,
-    sums: &'s mut [f32],
+/// One output row of the first vertical pass ([`box_cols`]'s sequence for every column): the input row
+/// added, the input row subtracted, and the divisor. `None` rows are skipped (phase 2 only adds, phase 4 only
+/// subtracts); `n/a` lanes of a partial block have neither and divide by 1.
+#[derive(Clone, Copy)]
+struct VStep<'r> {
+    add: Option<&'r [f32]>,
+    sub: Option<&'r [f32]>,
+    count: f32,
 }
 
-impl<'s> ColumnFilter<'s> {
-    fn new(h: usize, win: usize, sums: &'s mut [f32]) -> Self {
-        sums.fill(0.0);
-        ColumnFilter { h, win, half: (win + 2) / 2, count: 0, next_out: 0, sums }
-    }
-
-    /// Feeds input row `ri` (rows must come in order 0, 1, …); returns the output row written, if any.
-    #[inline(always)]
-    fn push(
-        &mut self,
-        ring: &[f32],
-        ring_len: usize,
-        w: usize,
-        ri: usize,
-        block: &mut [f32],
-    ) -> Option<usize> {
-        let row = |i: usize| &ring[(i % ring_len) * w..(i % ring_len + 1) * w];
-        let x = row(ri);
-        if ri < self.half - 1 {
-            // Phase 1: accumulate, no output yet.
-            for (s, &x) in self.sums.iter_mut().zip(x) {
-                *s += x;
-            }
-            self.count += 1;
-            return None;
+/// The steps of output rows `first..first + m` of a vertical box pass over `h` rows with window `win`, whose
+/// first `half − 1` input rows are already in the sums. Output row `oi` adds input row `oi + half − 1` while
+/// it exists and subtracts the row `win` before that once there is one; the count is the rows in the window.
+#[inline(always)]
+fn vertical_steps<'r>(
+    first: usize,
+    m: usize,
+    h: usize,
+    win: usize,
+    row: impl Fn(usize) -> &'r [f32],
+) -> [VStep<'r>; LANES] {
+    let half = (win + 2) / 2;
+    std::array::from_fn(|l| {
+        if l >= m {
+            return VStep { add: None, sub: None, count: 1.0 };
         }
-        let oi = self.next_out;
-        let dst = &mut block[(oi % LANES) * w..(oi % LANES + 1) * w];
-        if ri < self.win {
-            // Phase 2: growing window.
-            self.count += 1;
-            let c = self.count as f32;
-            for ((s, &x), d) in self.sums.iter_mut().zip(x).zip(dst) {
-                *s += x;
-                *d = *s / c;
-            }
+        let ri = first + l + half - 1;
+        let count = if ri < win {
+            ri + 1
+        } else if ri < h {
+            win
         } else {
-            // Phase 3: full window, add the entering row then subtract the leaving one.
-            let c = self.count as f32;
-            for (((s, &x), &y), d) in self.sums.iter_mut().zip(x).zip(row(ri - self.win)).zip(dst) {
-                *s += x;
-                *s -= y;
-                *d = *s / c;
-            }
-        }
-        self.next_out += 1;
-        Some(oi)
-    }
+            win - (ri - h + 1)
+        };
+        VStep { add: (ri < h).then(|| row(ri)), sub: (ri >= win).then(|| row(ri - win)), count: count as f32 }
+    })
+}
 
-    /// After the last input row: the shrinking-window outputs (phase 4), one per call, until done.
-    #[inline(always)]
-    fn finish_one(&mut self, ring: &[f32], ring_len: usize, w: usize, block: &mut [f32]) -> Option<usize> {
-        if self.next_out >= self.h {
-            return None;
+/// Applies `steps` to every column's running sum in `sums` and writes the outputs transposed into `t`
+/// (`t[x][l]` = output row `l`, column `x`): the first vertical pass handing eight rows to the second
+/// horizontal pass in the layout it filters, with no row-major block in between.
+#[inline(always)]
+fn vertical_block(
+    level: Level,
+    steps: &[VStep<'_>; LANES],
+    m: usize,
+    w: usize,
+    sums: &mut [f32],
+    t: &mut [[f32; LANES]],
+) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if level >= Level::Avx2 {
+        // SAFETY: AVX2 is available (levels are capped at `simd::detect()`); every step's rows hold `w`
+        // samples, `sums` holds `w` and `t` at least `w` vectors.
+        done = unsafe { x86::vertical_block_avx2(steps, w, sums, t) };
+    }
+    let _ = level;
+    for x in done..w {
+        let mut s = sums[x];
+        let mut d = [0f32; LANES];
+        for (d, st) in d.iter_mut().zip(steps).take(m) {
+            if let Some(a) = st.add {
+                s += a[x];
+            }
+            if let Some(b) = st.sub {
+                s -= b[x];
+            }
+            *d = s / st.count;
         }
-        let oi = self.next_out;
-        // The leaving row keeps its phase-3 relation to the output row: oi + half - 1 - win (≥ h - win).
-        let li = oi + self.half - 1 - self.win;
-        let y = &ring[(li % ring_len) * w..(li % ring_len + 1) * w];
-        self.count -= 1;
-        let c = self.count as f32;
-        let dst = &mut block[(oi % LANES) * w..(oi % LANES + 1) * w];
-        for ((s, &y), d) in self.sums.iter_mut().zip(y).zip(dst) {
-            *s -= y;
-            *d = *s / c;
-        }
-        self.next_out += 1;
-        Some(oi)
+        sums[x] = s;
+        t[x] = d;
     }
 }
 
@@ -430,15 +459,23 @@ pub(crate) fn luma_tables() -> &'static [[f32; 256]; 3] {
 /// is exact, and each product and sum is the same single float32 rounding as in the C++).
 #[inline(always)]
 pub fn luma(img: ImageView<'_>, out: &mut [f32]) {
+    luma_at(simd::level(), img, out)
+}
+
+/// [`luma`] with the kernels of `level` (at most [`simd::detect`]).
+#[inline(always)]
+fn luma_at(level: Level, img: ImageView<'_>, out: &mut [f32]) {
+    debug_assert!(level <= simd::detect());
     let y = |p: &[u8]| -> f32 { LUMA_R * p[0] as f32 + LUMA_G * p[1] as f32 + LUMA_B * p[2] as f32 };
     match img.pixels {
         Pixels::Rgb(px) => {
             let mut done = 0;
             #[cfg(target_arch = "x86_64")]
-            match simd::level() {
-                // SAFETY: the CPU has the AVX-512 subsets `Level::Avx512` stands for.
+            match level {
+                // SAFETY: levels passed here are capped at `simd::detect()`, so the CPU has the AVX-512
+                // subsets `Level::Avx512` stands for.
                 Level::Avx512 => done = unsafe { x86::luma_rgb_avx512(px, out) },
-                // SAFETY: AVX2 is available (the level says so).
+                // SAFETY: AVX2 is available (levels here are capped at `simd::detect()`).
                 Level::Avx2 => done = unsafe { x86::luma_rgb_avx2(px, out) },
                 Level::Scalar => {}
             }
@@ -543,7 +580,7 @@ fn box_1d_lanes<const L: usize>(
 /// Horizontal box pass (`boxAlongRowsFloat`): filters each row of `input` (h × w) into `out`.
 pub fn box_rows(input: &[f32], out: &mut [f32], h: usize, w: usize, win: usize) {
     let (mut t, mut o) = (vec![[0f32; LANES]; w], vec![[0f32; LANES]; w]);
-    box_rows_blocked(input, out, h, w, win, w, None, &mut t, &mut o)
+    box_rows_blocked(simd::level(), input, out, h, w, win, w, None, &mut t, &mut o)
 }
 
 /// The horizontal pass, eight rows side by side so eight independent running sums are in flight (one
@@ -555,6 +592,7 @@ pub fn box_rows(input: &[f32], out: &mut [f32], h: usize, w: usize, win: usize) 
 #[expect(clippy::too_many_arguments, reason = "an inlined kernel; a struct would only rename the arguments")]
 #[inline(always)]
 fn box_rows_blocked(
+    level: Level,
     input: &[f32],
     out: &mut [f32],
     h: usize,
@@ -569,15 +607,11 @@ fn box_rows_blocked(
     let mut r = 0;
     while r + LANES <= h {
         let rows: [&[f32]; LANES] = std::array::from_fn(|l| &input[(r + l) * w..(r + l + 1) * w]);
-        transpose_in(rows, t);
+        transpose_in(level, rows, t);
         let tt = &*t;
         let block = &mut out[r * out_w..(r + LANES) * out_w];
         match slot {
-            None => {
-                box_1d_lanes::<LANES>(w, win, |p| tt[p], Some, |p, v| o[p] = v);
-                let mut rows_out: [&mut [f32]; LANES] = split_rows(block, w);
-                transpose_out(o, &mut rows_out);
-            }
+            None => box_rows_transposed(level, tt, o, block, w, win),
             Some(slots) => box_1d_lanes::<LANES>(
                 w,
                 win,
@@ -602,6 +636,52 @@ fn box_rows_blocked(
     }
 }
 
+/// The horizontal pass on eight rows already transposed into `t` (`t[p]` = sample `p` of each row): the
+/// running sums over `t`, collected in `o`, then transposed back into the eight rows of `block`.
+#[inline(always)]
+fn box_rows_transposed(
+    level: Level,
+    t: &[[f32; LANES]],
+    o: &mut [[f32; LANES]],
+    block: &mut [f32],
+    w: usize,
+    win: usize,
+) {
+    box_1d_lanes::<LANES>(w, win, |p| t[p], Some, |p, v| o[p] = v);
+    let mut rows_out: [&mut [f32]; LANES] = split_rows(block, w);
+    transpose_out(level, &o[..w], &mut rows_out);
+}
+
+/// The luma of eight RGB rows (`px`, each row `w` pixels) straight into the horizontal pass's transposed
+/// layout: `t[p][l]` = luma of pixel `p` of row `l`, the same floats [`luma`] followed by [`transpose_in`]
+/// give. Computed and transposed in registers eight (or sixteen) columns at a time, which saves writing a
+/// row-major luma block and reading it back. `false` (nothing written) where no vector kernel exists.
+#[inline(always)]
+fn luma_transposed(level: Level, px: &[u8], w: usize, t: &mut [[f32; LANES]]) -> bool {
+    debug_assert!(px.len() == 3 * LANES * w && t.len() >= w && level <= simd::detect());
+    let done;
+    #[cfg(target_arch = "x86_64")]
+    {
+        done = match level {
+            // SAFETY: levels are capped at `simd::detect()`, so the CPU has the AVX-512 subsets; `px`
+            // holds eight rows of `w` pixels and `t` at least `w` vectors.
+            Level::Avx512 => unsafe { x86::luma_transposed_avx512(px, w, t) },
+            // SAFETY: AVX2 is available (levels are capped at `simd::detect()`); sizes as above.
+            Level::Avx2 => unsafe { x86::luma_transposed_avx2(px, w, t) },
+            Level::Scalar => return false,
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+    for (p, tp) in t.iter_mut().enumerate().take(w).skip(done) {
+        *tp = std::array::from_fn(|l| {
+            let q = &px[3 * (l * w + p)..3 * (l * w + p) + 3];
+            LUMA_R * q[0] as f32 + LUMA_G * q[1] as f32 + LUMA_B * q[2] as f32
+        });
+    }
+    true
+}
+
 /// `LANES` consecutive rows of `block` (each `w` long) as separate mutable slices.
 #[inline(always)]
 fn split_rows(block: &mut [f32], w: usize) -> [&mut [f32]; LANES] {
@@ -611,13 +691,13 @@ fn split_rows(block: &mut [f32], w: usize) -> [&mut [f32]; LANES] {
 
 /// `t[p][l] = rows[l][p]`: eight rows into per-column vectors.
 #[inline(always)]
-fn transpose_in(rows: [&[f32]; LANES], t: &mut [[f32; LANES]]) {
+fn transpose_in(level: Level, rows: [&[f32]; LANES], t: &mut [[f32; LANES]]) {
     let w = t.len();
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if simd::level() >= Level::Avx2 {
-        // SAFETY: AVX2 is available (the level says so); every row holds at least `w` samples and `t`
-        // holds `w` vectors.
+    if level >= Level::Avx2 {
+        // SAFETY: AVX2 is available (levels are capped at `simd::detect()`); every row holds at least `w`
+        // samples and `t` holds `w` vectors.
         done = unsafe { x86::transpose_in_avx2(rows, t) };
     }
     for (p, tp) in t.iter_mut().enumerate().skip(done) {
@@ -628,12 +708,13 @@ fn transpose_in(rows: [&[f32]; LANES], t: &mut [[f32; LANES]]) {
 
 /// `rows[l][p] = o[p][l]`, the inverse of [`transpose_in`].
 #[inline(always)]
-fn transpose_out(o: &[[f32; LANES]], rows: &mut [&mut [f32]; LANES]) {
+fn transpose_out(level: Level, o: &[[f32; LANES]], rows: &mut [&mut [f32]; LANES]) {
     let w = o.len();
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if simd::level() >= Level::Avx2 {
-        // SAFETY: AVX2 is available (the level says so); every row holds at least `w` samples.
+    if level >= Level::Avx2 {
+        // SAFETY: AVX2 is available (levels are capped at `simd::detect()`); every row holds at least `w`
+        // samples.
         done = unsafe { x86::transpose_out_avx2(o, rows) };
     }
     for p in done..w {
@@ -650,41 +731,108 @@ mod x86 {
     use super::{LANES, LUMA_B, LUMA_G, LUMA_R};
     use std::arch::x86_64::*;
 
+    /// The AVX2 luma kernel's constants: byte shuffles that split 8 interleaved RGB pixels into channels,
+    /// and the weights.
+    #[derive(Clone, Copy)]
+    struct Luma8 {
+        r: [__m128i; 2],
+        g: [__m128i; 2],
+        b: [__m128i; 2],
+        weights: [__m256; 3],
+    }
+
+    impl Luma8 {
+        #[target_feature(enable = "avx2")]
+        fn new() -> Self {
+            let m = |idx: [i8; 8]| {
+                let mut b = [-1i8; 16];
+                b[..8].copy_from_slice(&idx);
+                // SAFETY: 16 readable bytes.
+                unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+            };
+            // Pixels 0–2 come from the low half (bytes 0..16), 3–7 from the high half (bytes 8..24).
+            Luma8 {
+                r: [m([0, 3, 6, -1, -1, -1, -1, -1]), m([-1, -1, -1, 1, 4, 7, 10, 13])],
+                g: [m([1, 4, 7, -1, -1, -1, -1, -1]), m([-1, -1, -1, 2, 5, 8, 11, 14])],
+                b: [m([2, 5, 8, -1, -1, -1, -1, -1]), m([-1, -1, -1, 3, 6, 9, 12, 15])],
+                weights: [_mm256_set1_ps(LUMA_R), _mm256_set1_ps(LUMA_G), _mm256_set1_ps(LUMA_B)],
+            }
+        }
+
+        /// Luma of the 8 pixels in `group`: loaded as two overlapping 16-byte halves, split into R, G and
+        /// B with byte shuffles, each channel widened to float32 exactly, then
+        /// `(0.299·R + 0.587·G) + 0.114·B` as the reference evaluates it.
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        fn of(&self, group: &[u8; 24]) -> __m256 {
+            // SAFETY: both 16-byte loads lie within the 24-byte group.
+            let (lo, hi) = unsafe {
+                (_mm_loadu_si128(group.as_ptr().cast()), _mm_loadu_si128(group[8..].as_ptr().cast()))
+            };
+            let channel = |m: [__m128i; 2]| {
+                let v = _mm_or_si128(_mm_shuffle_epi8(lo, m[0]), _mm_shuffle_epi8(hi, m[1]));
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v))
+            };
+            let [cr, cg, cb] = self.weights;
+            _mm256_add_ps(
+                _mm256_add_ps(_mm256_mul_ps(cr, channel(self.r)), _mm256_mul_ps(cg, channel(self.g))),
+                _mm256_mul_ps(cb, channel(self.b)),
+            )
+        }
+    }
+
+    /// The AVX-512 VBMI luma kernel's constants: per channel, a `vpermb` index that drops each of 16
+    /// pixels' bytes into the low byte of its 32-bit lane (zero-masking the rest, so it is already
+    /// widened), and the weights.
+    #[derive(Clone, Copy)]
+    struct Luma16 {
+        index: [__m512i; 3],
+        weights: [__m512; 3],
+    }
+
+    impl Luma16 {
+        #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
+        fn new() -> Self {
+            let idx = |c: u8| {
+                let bytes: [u8; 64] =
+                    std::array::from_fn(|i| if i % 4 == 0 { 3 * (i / 4) as u8 + c } else { 0 });
+                // SAFETY: 64 readable bytes.
+                unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
+            };
+            Luma16 {
+                index: [idx(0), idx(1), idx(2)],
+                weights: [_mm512_set1_ps(LUMA_R), _mm512_set1_ps(LUMA_G), _mm512_set1_ps(LUMA_B)],
+            }
+        }
+
+        /// Luma of the 16 pixels in `group`: one masked load of the 48 bytes, one zero-masked `vpermb` per
+        /// channel, then the same float32 products and sums as [`Luma8::of`].
+        #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
+        #[inline]
+        fn of(&self, group: &[u8; 48]) -> __m512 {
+            const LOW_BYTES: u64 = 0x1111_1111_1111_1111;
+            // SAFETY: the mask reads the group's 48 bytes only; masked-out bytes are not accessed.
+            let v = unsafe { _mm512_maskz_loadu_epi8((1 << 48) - 1, group.as_ptr().cast()) };
+            let ch = |ix: __m512i| _mm512_cvtepi32_ps(_mm512_maskz_permutexvar_epi8(LOW_BYTES, ix, v));
+            let [cr, cg, cb] = self.weights;
+            let [ir, ig, ib] = self.index;
+            _mm512_add_ps(
+                _mm512_add_ps(_mm512_mul_ps(cr, ch(ir)), _mm512_mul_ps(cg, ch(ig))),
+                _mm512_mul_ps(cb, ch(ib)),
+            )
+        }
+    }
+
     /// Luma of the first multiple-of-8 pixels of interleaved RGB `px` into `out`; returns how many pixels.
-    /// Bytes of 8 pixels (24) are loaded as two overlapping 16-byte halves and split into R, G and B with
-    /// byte shuffles; each channel is widened to float32 exactly.
     ///
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn luma_rgb_avx2(px: &[u8], out: &mut [f32]) -> usize {
         let n = out.len().min(px.len() / 3) / 8 * 8;
-        let m = |idx: [i8; 8]| {
-            let mut b = [-1i8; 16];
-            b[..8].copy_from_slice(&idx);
-            // SAFETY: 16 readable bytes.
-            unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
-        };
-        // Pixels 0–2 come from the low half (bytes 0..16), pixels 3–7 from the high half (bytes 8..24).
-        let (r_lo, r_hi) = (m([0, 3, 6, -1, -1, -1, -1, -1]), m([-1, -1, -1, 1, 4, 7, 10, 13]));
-        let (g_lo, g_hi) = (m([1, 4, 7, -1, -1, -1, -1, -1]), m([-1, -1, -1, 2, 5, 8, 11, 14]));
-        let (b_lo, b_hi) = (m([2, 5, 8, -1, -1, -1, -1, -1]), m([-1, -1, -1, 3, 6, 9, 12, 15]));
-        let (cr, cg, cb) = (_mm256_set1_ps(LUMA_R), _mm256_set1_ps(LUMA_G), _mm256_set1_ps(LUMA_B));
-        let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+        let k = Luma8::new();
         for i in (0..n).step_by(8) {
-            let group: &[u8; 24] = px[3 * i..3 * i + 24].try_into().expect("24 bytes");
-            // SAFETY: both 16-byte loads lie within the 24-byte group.
-            let (lo, hi) = unsafe {
-                (_mm_loadu_si128(group.as_ptr().cast()), _mm_loadu_si128(group[8..].as_ptr().cast()))
-            };
-            let r = widen(_mm_or_si128(_mm_shuffle_epi8(lo, r_lo), _mm_shuffle_epi8(hi, r_hi)));
-            let g = widen(_mm_or_si128(_mm_shuffle_epi8(lo, g_lo), _mm_shuffle_epi8(hi, g_hi)));
-            let b = widen(_mm_or_si128(_mm_shuffle_epi8(lo, b_lo), _mm_shuffle_epi8(hi, b_hi)));
-            // (0.299·R + 0.587·G) + 0.114·B, as the reference evaluates it.
-            let y = _mm256_add_ps(
-                _mm256_add_ps(_mm256_mul_ps(cr, r), _mm256_mul_ps(cg, g)),
-                _mm256_mul_ps(cb, b),
-            );
+            let y = k.of(px[3 * i..3 * i + 24].try_into().expect("24 bytes"));
             let dst: &mut [f32; 8] = (&mut out[i..i + 8]).try_into().expect("8 floats");
             // SAFETY: `dst` is 8 writable floats.
             unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), y) };
@@ -692,40 +840,133 @@ mod x86 {
         n
     }
 
-    /// [`luma_rgb_avx2`] with AVX-512 VBMI, 16 pixels at a time: one masked load of their 48 bytes, and
-    /// per channel one zero-masked `vpermb` that drops each pixel's byte into the low byte of its 32-bit
-    /// lane (so it is already widened), where the AVX2 kernel needs three shuffles per channel and 8 pixels.
-    /// The float32 products and sums are the same.
+    /// [`luma_rgb_avx2`] with AVX-512 VBMI, 16 pixels at a time ([`Luma16`]), where the AVX2 kernel needs
+    /// three shuffles (and a widening) per channel and 8 pixels.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F, BW and VBMI.
     #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
     pub(super) unsafe fn luma_rgb_avx512(px: &[u8], out: &mut [f32]) -> usize {
         let n = out.len().min(px.len() / 3) / 16 * 16;
-        let idx = |c: u8| {
-            let bytes: [u8; 64] = std::array::from_fn(|i| if i % 4 == 0 { 3 * (i / 4) as u8 + c } else { 0 });
-            // SAFETY: 64 readable bytes.
-            unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
-        };
-        let (ir, ig, ib) = (idx(0), idx(1), idx(2));
-        let (cr, cg, cb) = (_mm512_set1_ps(LUMA_R), _mm512_set1_ps(LUMA_G), _mm512_set1_ps(LUMA_B));
-        const LOW_BYTES: u64 = 0x1111_1111_1111_1111;
+        let k = Luma16::new();
         for i in (0..n).step_by(16) {
-            let group: &[u8; 48] = px[3 * i..3 * i + 48].try_into().expect("48 bytes");
-            // SAFETY: the mask reads the group's 48 bytes only; masked-out bytes are not accessed.
-            let v = unsafe { _mm512_maskz_loadu_epi8((1 << 48) - 1, group.as_ptr().cast()) };
-            let ch = |ix: __m512i| _mm512_cvtepi32_ps(_mm512_maskz_permutexvar_epi8(LOW_BYTES, ix, v));
-            let (r, g, b) = (ch(ir), ch(ig), ch(ib));
-            // (0.299·R + 0.587·G) + 0.114·B, as the reference evaluates it.
-            let y = _mm512_add_ps(
-                _mm512_add_ps(_mm512_mul_ps(cr, r), _mm512_mul_ps(cg, g)),
-                _mm512_mul_ps(cb, b),
-            );
+            let y = k.of(px[3 * i..3 * i + 48].try_into().expect("48 bytes"));
             let dst: &mut [f32; 16] = (&mut out[i..i + 16]).try_into().expect("16 floats");
             // SAFETY: `dst` is 16 writable floats.
             unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), y) };
         }
         n
+    }
+
+    /// `t[p][l]` = luma of pixel `p` of row `l` of eight RGB rows of `w` pixels (`px`), for the columns
+    /// from `from` up to the last multiple of 8; returns that multiple. Each 8 × 8 tile is computed as eight
+    /// row vectors ([`Luma8`]) and transposed in registers.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn luma_transposed_avx2_from(
+        px: &[u8],
+        w: usize,
+        t: &mut [[f32; LANES]],
+        from: usize,
+    ) -> usize {
+        assert!(px.len() >= 3 * LANES * w && t.len() >= w);
+        let full = w - w % 8;
+        let k = Luma8::new();
+        for p0 in (from..full).step_by(8) {
+            let r: [__m256; 8] = std::array::from_fn(|l| {
+                let at = 3 * (l * w + p0);
+                k.of(px[at..at + 24].try_into().expect("24 bytes"))
+            });
+            for (k, v) in transpose8(r).into_iter().enumerate() {
+                // SAFETY: `t[p0 + k]` is 8 writable floats.
+                unsafe { _mm256_storeu_ps(t[p0 + k].as_mut_ptr(), v) };
+            }
+        }
+        full
+    }
+
+    /// [`luma_transposed_avx2_from`] over all full 8-column tiles.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn luma_transposed_avx2(px: &[u8], w: usize, t: &mut [[f32; LANES]]) -> usize {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { luma_transposed_avx2_from(px, w, t, 0) }
+    }
+
+    /// [`luma_transposed_avx2`] sixteen columns at a time: each row's 16 lumas in one AVX-512 vector
+    /// ([`Luma16`]), its two halves transposed as two 8 × 8 tiles; a last 8-column tile as with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW, VL and VBMI.
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
+    pub(super) unsafe fn luma_transposed_avx512(px: &[u8], w: usize, t: &mut [[f32; LANES]]) -> usize {
+        assert!(px.len() >= 3 * LANES * w && t.len() >= w);
+        let full = w - w % 16;
+        let k = Luma16::new();
+        for p0 in (0..full).step_by(16) {
+            let y: [__m512; 8] = std::array::from_fn(|l| {
+                let at = 3 * (l * w + p0);
+                k.of(px[at..at + 48].try_into().expect("48 bytes"))
+            });
+            let low = transpose8(std::array::from_fn(|l| _mm512_castps512_ps256(y[l])));
+            let high = transpose8(std::array::from_fn(|l| {
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(y[l])))
+            }));
+            for (k, (a, b)) in low.into_iter().zip(high).enumerate() {
+                // SAFETY: `t[p0 + k]` and `t[p0 + 8 + k]` are 8 writable floats each.
+                unsafe {
+                    _mm256_storeu_ps(t[p0 + k].as_mut_ptr(), a);
+                    _mm256_storeu_ps(t[p0 + 8 + k].as_mut_ptr(), b);
+                }
+            }
+        }
+        // SAFETY: AVX2 is implied by the features above.
+        unsafe { luma_transposed_avx2_from(px, w, t, full) }
+    }
+
+    /// [`super::vertical_block`] over the first multiple-of-8 columns; returns how many. Per 8 columns: the
+    /// running sums in one register, each step's add, subtract and divide in order (lanes of a partial block
+    /// have neither and give sum / 1, ignored downstream), then the eight outputs transposed in registers.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn vertical_block_avx2(
+        steps: &[super::VStep<'_>; LANES],
+        w: usize,
+        sums: &mut [f32],
+        t: &mut [[f32; LANES]],
+    ) -> usize {
+        assert!(sums.len() >= w && t.len() >= w);
+        assert!(steps
+            .iter()
+            .all(|s| s.add.is_none_or(|r| r.len() >= w) && s.sub.is_none_or(|r| r.len() >= w)));
+        let full = w - w % 8;
+        let counts: [__m256; LANES] = std::array::from_fn(|l| _mm256_set1_ps(steps[l].count));
+        for x0 in (0..full).step_by(8) {
+            // SAFETY: x0 + 8 <= w, within `sums` and (asserted above) every step's rows.
+            unsafe {
+                let mut s = _mm256_loadu_ps(sums.as_ptr().add(x0));
+                let d: [__m256; LANES] = std::array::from_fn(|l| {
+                    if let Some(a) = steps[l].add {
+                        s = _mm256_add_ps(s, _mm256_loadu_ps(a.as_ptr().add(x0)));
+                    }
+                    if let Some(b) = steps[l].sub {
+                        s = _mm256_sub_ps(s, _mm256_loadu_ps(b.as_ptr().add(x0)));
+                    }
+                    _mm256_div_ps(s, counts[l])
+                });
+                _mm256_storeu_ps(sums.as_mut_ptr().add(x0), s);
+                for (k, v) in transpose8(d).into_iter().enumerate() {
+                    _mm256_storeu_ps(t[x0 + k].as_mut_ptr(), v);
+                }
+            }
+        }
+        full
     }
 
     /// Transposes eight `__m256` rows in registers.
