@@ -351,7 +351,7 @@ fn jarosz_decimate_body(level: Level, img: ImageView<'_>, s: &mut Scratch, out: 
 
 /// One output row of the first vertical pass ([`box_cols`]'s sequence for every column): the input row
 /// added, the input row subtracted, and the divisor. `None` rows are skipped (phase 2 only adds, phase 4 only
-/// subtracts); `n/a` lanes of a partial block have neither and divide by 1.
+/// subtracts); lanes past the end of a partial block have neither and divide by 1 (their output is unused).
 #[derive(Clone, Copy)]
 struct VStep<'r> {
     add: Option<&'r [f32]>,
@@ -1346,7 +1346,18 @@ mod tests {
     #[test]
     fn streaming_filter_equals_the_stage_functions() {
         for &(h, w) in
-            &[(5usize, 5usize), (7, 300), (9, 17), (63, 65), (130, 7), (300, 257), (1100, 90), (64, 1030)]
+            // (3001, 40): a 24-row window, so the ring holds 40 rows and output blocks straddle input blocks.
+            &[
+                (5usize, 5usize),
+                (7, 300),
+                (9, 17),
+                (63, 65),
+                (130, 7),
+                (300, 257),
+                (1100, 90),
+                (64, 1030),
+                (3001, 40),
+            ]
         {
             let px: Vec<u8> = (0..h * w * 3).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
             let img = ImageView::rgb(w as u32, h as u32, &px);
