@@ -659,20 +659,9 @@ fn box_rows_transposed(
 #[inline(always)]
 fn luma_transposed(level: Level, px: &[u8], w: usize, t: &mut [[f32; LANES]]) -> bool {
     debug_assert!(px.len() == 3 * LANES * w && t.len() >= w && level <= simd::detect());
-    let done;
-    #[cfg(target_arch = "x86_64")]
-    {
-        done = match level {
-            // SAFETY: levels are capped at `simd::detect()`, so the CPU has the AVX-512 subsets; `px`
-            // holds eight rows of `w` pixels and `t` at least `w` vectors.
-            Level::Avx512 => unsafe { x86::luma_transposed_avx512(px, w, t) },
-            // SAFETY: AVX2 is available (levels are capped at `simd::detect()`); sizes as above.
-            Level::Avx2 => unsafe { x86::luma_transposed_avx2(px, w, t) },
-            Level::Scalar => return false,
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    let Some(done) = luma_transposed_kernel(level, px, w, t) else {
+        return false;
+    };
     for (p, tp) in t.iter_mut().enumerate().take(w).skip(done) {
         *tp = std::array::from_fn(|l| {
             let q = &px[3 * (l * w + p)..3 * (l * w + p) + 3];
@@ -680,6 +669,23 @@ fn luma_transposed(level: Level, px: &[u8], w: usize, t: &mut [[f32; LANES]]) ->
         });
     }
     true
+}
+
+/// The vector part of [`luma_transposed`]: how many leading columns the kernel for `level` filled, or
+/// `None` where there is no kernel (the portable level, or a CPU without one).
+#[inline(always)]
+fn luma_transposed_kernel(level: Level, px: &[u8], w: usize, t: &mut [[f32; LANES]]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        // SAFETY: levels are capped at `simd::detect()`, so the CPU has the AVX-512 subsets; `px` holds
+        // eight rows of `w` pixels and `t` at least `w` vectors (asserted by the kernel).
+        Level::Avx512 => return Some(unsafe { x86::luma_transposed_avx512(px, w, t) }),
+        // SAFETY: AVX2 is available (levels are capped at `simd::detect()`); sizes as above.
+        Level::Avx2 => return Some(unsafe { x86::luma_transposed_avx2(px, w, t) }),
+        Level::Scalar => {}
+    }
+    let _ = (level, px, w, t);
+    None
 }
 
 /// `LANES` consecutive rows of `block` (each `w` long) as separate mutable slices.
@@ -700,6 +706,7 @@ fn transpose_in(level: Level, rows: [&[f32]; LANES], t: &mut [[f32; LANES]]) {
         // samples and `t` holds `w` vectors.
         done = unsafe { x86::transpose_in_avx2(rows, t) };
     }
+    let _ = level; // only the x86-64 kernels depend on it
     for (p, tp) in t.iter_mut().enumerate().skip(done) {
         *tp = std::array::from_fn(|l| rows[l][p]);
     }
@@ -717,6 +724,7 @@ fn transpose_out(level: Level, o: &[[f32; LANES]], rows: &mut [&mut [f32]; LANES
         // samples.
         done = unsafe { x86::transpose_out_avx2(o, rows) };
     }
+    let _ = level; // only the x86-64 kernels depend on it
     for p in done..w {
         for (l, row) in rows.iter_mut().enumerate() {
             row[p] = o[p][l];
