@@ -303,7 +303,7 @@ fn jarosz_decimate_body(level: Level, img: ImageView<'_>, s: &mut Scratch, out: 
                 ImageView { width: img.width, height: n as u32, pixels: block_pixels },
                 luma_block,
             );
-            box_rows_blocked(level, luma_block, ring_block, n, w, win_rows, w, None, t, o);
+            box_rows_blocked(level, luma_block, ring_block, n, w, win_rows, t, o);
         }
         let available = r0 + n;
         let ring = &*ring;
@@ -580,15 +580,13 @@ fn box_1d_lanes<const L: usize>(
 /// Horizontal box pass (`boxAlongRowsFloat`): filters each row of `input` (h × w) into `out`.
 pub fn box_rows(input: &[f32], out: &mut [f32], h: usize, w: usize, win: usize) {
     let (mut t, mut o) = (vec![[0f32; LANES]; w], vec![[0f32; LANES]; w]);
-    box_rows_blocked(simd::level(), input, out, h, w, win, w, None, &mut t, &mut o)
+    box_rows_blocked(simd::level(), input, out, h, w, win, &mut t, &mut o)
 }
 
 /// The horizontal pass, eight rows side by side so eight independent running sums are in flight (one
 /// row's sum is a serial chain of dependent float additions). Each block of eight rows is first transposed
-/// into `t` (`t[p]` = sample `p` of the eight rows, one vector), so every filter step is a vector load;
-/// with `slot` the identity the outputs are collected the same way in `o` and transposed back.
-/// Otherwise output column `p` of row `r` goes to `out[r · out_w + slot(p)]`, or nowhere when `slot(p)` is
-/// `None`; the sums still visit every sample, so the kept values are bit-identical to the full pass.
+/// into `t` (`t[p]` = sample `p` of the eight rows, one vector), so every filter step is a vector load; the
+/// outputs are collected the same way in `o` and transposed back. Rows past the last full block go alone.
 #[expect(clippy::too_many_arguments, reason = "an inlined kernel; a struct would only rename the arguments")]
 #[inline(always)]
 fn box_rows_blocked(
@@ -598,8 +596,6 @@ fn box_rows_blocked(
     h: usize,
     w: usize,
     win: usize,
-    out_w: usize,
-    slot: Option<&[Option<usize>]>,
     t: &mut [[f32; LANES]],
     o: &mut [[f32; LANES]],
 ) {
@@ -608,31 +604,13 @@ fn box_rows_blocked(
     while r + LANES <= h {
         let rows: [&[f32]; LANES] = std::array::from_fn(|l| &input[(r + l) * w..(r + l + 1) * w]);
         transpose_in(level, rows, t);
-        let tt = &*t;
-        let block = &mut out[r * out_w..(r + LANES) * out_w];
-        match slot {
-            None => box_rows_transposed(level, tt, o, block, w, win),
-            Some(slots) => box_1d_lanes::<LANES>(
-                w,
-                win,
-                |p| tt[p],
-                |p| slots[p],
-                |s, v| {
-                    for (l, x) in v.into_iter().enumerate() {
-                        block[l * out_w + s] = x;
-                    }
-                },
-            ),
-        }
+        box_rows_transposed(level, t, o, &mut out[r * w..(r + LANES) * w], w, win);
         r += LANES;
     }
     for r in r..h {
         let row = &input[r * w..(r + 1) * w];
-        let o = &mut out[r * out_w..(r + 1) * out_w];
-        match slot {
-            None => box_1d_lanes::<1>(w, win, |p| [row[p]], Some, |p, v| o[p] = v[0]),
-            Some(slots) => box_1d_lanes::<1>(w, win, |p| [row[p]], |p| slots[p], |p, v| o[p] = v[0]),
-        }
+        let o = &mut out[r * w..(r + 1) * w];
+        box_1d_lanes::<1>(w, win, |p| [row[p]], Some, |p, v| o[p] = v[0]);
     }
 }
 
