@@ -62,6 +62,8 @@ pub struct PhashHasher {
 struct Scratch {
     /// One grey row widened to `i16` and followed by [`LANES`] padding samples: the horizontal pass's input.
     line: Vec<i16>,
+    /// A block of grey rows as bytes: the AVX-512 horizontal pass's input.
+    bytes: Vec<u8>,
     /// One grey row of an RGB image (vertical-first order).
     grey: Vec<u8>,
     /// Horizontal-first order: the horizontal pass's output, 32 bytes per input row the vertical pass
@@ -208,6 +210,17 @@ struct Axis {
     hi: Vec<i16>,
     /// `fixed & (2^SPLIT_BITS - 1)`; see [`Axis::hi`].
     lo: Vec<i16>,
+    /// `fixed` as three signed bytes, `k = 2^16·pieces[0] + 2^8·pieces[1] + pieces[2]` (each piece in
+    /// -128..=127: Pillow's coefficients lie within ±2^22), for the AVX-512 horizontal pass: `vpdpbusd`
+    /// multiplies unsigned bytes (the grey samples, unwidened) by signed bytes, 64 products per
+    /// instruction, so three of them do the work of four `vpdpwssd` on the `hi`/`lo` words. As with
+    /// `hi`/`lo`, the recombined wrapping `i32` sum is exactly Pillow's.
+    pieces: [Vec<i8>; 3],
+    /// Per output, the 64-tap chunks of its run (`first..end`, relative to the run's start) outside which
+    /// `pieces[0]` is zero. Only coefficients of magnitude about 2^15 or more have a top piece, and those
+    /// are the few around the kernel's peak once the image shrinks by 40 or more, so the AVX-512 pass skips
+    /// a third of its multiply-adds in the other chunks.
+    top_chunks: [(usize, usize); SIZE],
     /// Scratch for the unnormalised f64 weights of one output.
     weights: Vec<f64>,
 }
@@ -270,6 +283,22 @@ impl Axis {
         self.hi.extend(self.fixed.iter().map(|&k| (k >> SPLIT_BITS) as i16));
         self.lo.clear();
         self.lo.extend(self.fixed.iter().map(|&k| (k & ((1 << SPLIT_BITS) - 1)) as i16));
+        for piece in &mut self.pieces {
+            piece.clear();
+        }
+        for &k in &self.fixed {
+            let [top, middle, low] = byte_pieces(k);
+            self.pieces[0].push(top);
+            self.pieces[1].push(middle);
+            self.pieces[2].push(low);
+        }
+        for (xx, chunks) in self.top_chunks.iter_mut().enumerate() {
+            let run = &self.pieces[0][xx * stride..(xx + 1) * stride];
+            *chunks = match (run.iter().position(|&t| t != 0), run.iter().rposition(|&t| t != 0)) {
+                (Some(first), Some(last)) => (first / 64, last / 64 + 1),
+                _ => (0, 0),
+            };
+        }
         self.in_size = in_size;
     }
 
@@ -278,6 +307,17 @@ impl Axis {
         let (last_min, last_count) = self.bounds[SIZE - 1];
         self.bounds[0].0..last_min + last_count
     }
+}
+
+/// `k` as signed base-256 digits `[top, middle, low]` with `k = 2^16·top + 2^8·middle + low`: the low two
+/// are the balanced remainders in -128..=127, and `top` is what is left, in range for every `|k| < 2^23`
+/// (Pillow's coefficients are at most 2^22 in magnitude, a weight of 1.0).
+fn byte_pieces(k: i32) -> [i8; 3] {
+    let low = (k as u8) as i8;
+    let rest = (k - i32::from(low)) >> 8;
+    let middle = (rest as u8) as i8;
+    let top = (rest - i32::from(middle)) >> 8;
+    [i8::try_from(top).expect("LANCZOS coefficients lie within ±2^22"), middle, low]
 }
 
 /// Pillow's `sinc_filter`.
@@ -804,7 +844,30 @@ mod tests {
                     let split = (i32::from(h) << SPLIT_BITS) + i32::from(l);
                     assert_eq!(split, k, "size {in_size}, output {xx}: hi/lo split");
                 }
+                let (first, end) = axis.top_chunks[xx];
+                for (i, &k) in run.iter().enumerate() {
+                    let [top, middle, low] = axis.pieces.each_ref().map(|p| i32::from(p[base + i]));
+                    assert!(
+                        top == 0 || (first..end).contains(&(i / 64)),
+                        "size {in_size}, output {xx}: top chunks"
+                    );
+                    assert_eq!(
+                        (top << 16) + (middle << 8) + low,
+                        k,
+                        "size {in_size}, output {xx}: byte pieces"
+                    );
+                }
             }
+        }
+    }
+
+    #[test]
+    fn byte_pieces_recombine_over_the_whole_coefficient_range() {
+        for k in
+            (-(1 << 22)..=(1 << 22)).step_by(7).chain([-(1 << 22), -1, 0, 1, 127, 128, -128, -129, 1 << 22])
+        {
+            let [top, middle, low] = byte_pieces(k).map(i32::from);
+            assert_eq!((top << 16) + (middle << 8) + low, k, "{k}");
         }
     }
 

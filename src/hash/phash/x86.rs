@@ -1,8 +1,11 @@
-//! AVX2 kernels for the pHash thumbnail: the same integer arithmetic as the portable resampler in
-//! `phash.rs` (which they are tested against), written with intrinsics because LLVM does not find the
+//! AVX2 and AVX-512 kernels for the pHash thumbnail: the same integer arithmetic as the portable resampler
+//! in `phash.rs` (which they are tested against), written with intrinsics because LLVM does not find the
 //! shapes that matter on its own:
-//! - Pillow's grey conversion straight from interleaved RGB, with byte shuffles and `vpmaddwd`;
-//! - the horizontal pass over eight rows at once, so each coefficient vector loaded serves eight rows;
+//! - Pillow's grey conversion straight from interleaved RGB, with byte shuffles and `vpmaddwd` (AVX2, into
+//!   `i16` samples) or byte permutes and `vpdpwssd` (AVX-512, into bytes);
+//! - the horizontal pass over eight rows at once, so each coefficient vector loaded serves eight rows: with
+//!   AVX2 as `vpmaddwd` on `i16` samples and two 16-bit pieces of each coefficient, with AVX-512 VNNI as
+//!   `vpdpbusd` on the grey bytes themselves and three 8-bit pieces (64 products per instruction);
 //! - both vertical passes as whole-row vector multiply-adds.
 //!
 //! Integer sums do not depend on the order of their terms, and every sum here is taken modulo 2^32 exactly
@@ -55,31 +58,16 @@ pub(super) unsafe fn resize_avx512(
     }
 }
 
-/// The horizontal pass on `R` rows, with AVX-512 VNNI when `VNNI` (see [`horizontal_rows_vnni`]).
-///
-/// # Safety
-/// With `VNNI`, the CPU must support AVX-512 F, BW, VL and VNNI.
-#[inline(always)]
-unsafe fn horizontal<const R: usize, const VNNI: bool>(
-    lines: &[i16],
-    stride: usize,
-    axis: &Axis,
-    out: &mut [u8],
-) {
-    if VNNI {
-        // SAFETY: the caller guarantees the features.
-        unsafe { horizontal_rows_vnni::<R>(lines, stride, axis, out) }
-    } else if R == 8 {
+/// The AVX2 horizontal pass on `R` rows of `i16` samples (see [`horizontal_rows`]).
+#[target_feature(enable = "avx2")]
+fn horizontal<const R: usize>(lines: &[i16], stride: usize, axis: &Axis, out: &mut [u8]) {
+    if R == 8 {
         // Four accumulators of each kind per row: eight rows would spill AVX2's sixteen registers.
         let (top, bottom) = out.split_at_mut(4 * SIZE);
-        // SAFETY: every caller is compiled with AVX2 enabled.
-        unsafe {
-            horizontal_rows::<4>(lines, stride, axis, top);
-            horizontal_rows::<4>(&lines[4 * stride..], stride, axis, bottom);
-        }
+        horizontal_rows::<4>(lines, stride, axis, top);
+        horizontal_rows::<4>(&lines[4 * stride..], stride, axis, bottom);
     } else {
-        // SAFETY: every caller is compiled with AVX2 enabled.
-        unsafe { horizontal_rows::<R>(lines, stride, axis, out) }
+        horizontal_rows::<R>(lines, stride, axis, out);
     }
 }
 
@@ -126,11 +114,14 @@ fn grey_row_rgb(src: &[u8], out: &mut [i16]) {
     }
 }
 
-/// [`grey_row_rgb`] with AVX-512: sixteen pixels (48 bytes, one masked load) per step, the `(R, G)` and
-/// `(G, B)` word pairs gathered with two byte permutes (`vpermb`, zero-masking the high bytes), and both
-/// multiply-adds accumulated onto the rounding constant with `vpdpwssd`. Same sums as [`grey_row_rgb`].
+/// Pillow's `rgb2l` for one row with AVX-512, into bytes: the same sums as [`grey_row_rgb`], sixteen pixels
+/// (48 bytes, one masked load) per vector. Two byte permutes (`vpermb`, zero-masking the high bytes) gather
+/// the `(R, G)` and `(G, B)` word pairs, and both multiply-adds accumulate onto the rounding constant with
+/// `vpdpwssd`. The rounded sum is below 2^24, so the grey value is simply byte 2 of each 32-bit lane: for
+/// 64 pixels, two two-source byte permutes and a blend pick those out of four vectors of sums, in pixel
+/// order, instead of shifting and narrowing each vector.
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-fn grey_row_rgb_vbmi(src: &[u8], out: &mut [i16]) {
+fn grey_bytes_rgb_vbmi(src: &[u8], out: &mut [u8]) {
     let n = out.len();
     assert!(src.len() >= 3 * n, "an RGB row of {n} pixels");
     // Word 2i of the permuted vector is pixel i's first channel, word 2i + 1 its second.
@@ -144,23 +135,61 @@ fn grey_row_rgb_vbmi(src: &[u8], out: &mut [i16]) {
         unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
     };
     let (rg, gb) = (index(0), index(1));
+    // Byte q of each 32-byte half: byte 2 of lane q of the first source (q < 16) or of the second.
+    let third_bytes = {
+        let mut idx = [0u8; 64];
+        for (p, i) in idx.iter_mut().enumerate() {
+            let q = (p % 32) as u8;
+            *i = if q < 16 { 4 * q + 2 } else { 64 + 4 * (q - 16) + 2 };
+        }
+        // SAFETY: 64 readable bytes.
+        unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
+    };
     let low_bytes: __mmask64 = 0x5555_5555_5555_5555;
     let w_rg = _mm512_set1_epi32((19235 << 16) | 19595);
     let w_gb = _mm512_set1_epi32((7471 << 16) | 19235);
     let half = _mm512_set1_epi32(1 << 15);
-    let mut i = 0;
-    while i + 16 <= n {
-        // SAFETY: bytes 3i..3i + 48 are in `src` (3·(i + 16) <= 3n); the mask loads exactly those.
+    // Pillow's rounded sums (grey << 16 plus a remainder) of the sixteen pixels from pixel `i`.
+    let sums = |i: usize| {
+        // SAFETY: callers keep i + 16 <= n, so bytes 3i..3i + 48 are in `src`; the mask loads only those.
         let v = unsafe { _mm512_maskz_loadu_epi8((1 << 48) - 1, src.as_ptr().add(3 * i).cast()) };
         let acc = _mm512_dpwssd_epi32(half, _mm512_maskz_permutexvar_epi8(low_bytes, rg, v), w_rg);
-        let acc = _mm512_dpwssd_epi32(acc, _mm512_maskz_permutexvar_epi8(low_bytes, gb, v), w_gb);
-        let words = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(acc));
+        _mm512_dpwssd_epi32(acc, _mm512_maskz_permutexvar_epi8(low_bytes, gb, v), w_gb)
+    };
+    let mut i = 0;
+    while i + 64 <= n {
+        let (a, b, c, d) = (sums(i), sums(i + 16), sums(i + 32), sums(i + 48));
+        let ab = _mm512_permutex2var_epi8(a, third_bytes, b);
+        let cd = _mm512_permutex2var_epi8(c, third_bytes, d);
+        // SAFETY: i + 64 <= out.len().
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(i).cast(), _mm512_mask_blend_epi64(0xf0, ab, cd)) };
+        i += 64;
+    }
+    while i + 16 <= n {
+        let grey = _mm512_cvtepi32_epi8(_mm512_srli_epi32::<16>(sums(i)));
         // SAFETY: i + 16 <= out.len().
-        unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), words) };
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), grey) };
         i += 16;
     }
     for (d, px) in out[i..].iter_mut().zip(src[3 * i..].chunks_exact(3)) {
-        *d = i16::from(luma(px[0], px[1], px[2]));
+        *d = luma(px[0], px[1], px[2]);
+    }
+}
+
+/// Row `y` of `img` in grey bytes: the image's own row if it is grey, else converted into `buf`
+/// (`img.width` bytes).
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW, VL, VNNI and VBMI.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn grey_bytes<'a>(img: ImageView<'a>, y: usize, buf: &'a mut [u8]) -> &'a [u8] {
+    let width = img.width as usize;
+    match img.pixels {
+        Pixels::Gray(p) => &p[y * width..(y + 1) * width],
+        Pixels::Rgb(p) => {
+            grey_bytes_rgb_vbmi(&p[3 * y * width..3 * (y + 1) * width], &mut buf[..width]);
+            &buf[..width]
+        }
     }
 }
 
@@ -184,16 +213,11 @@ fn grey_row_gray(src: &[u8], out: &mut [i16]) {
 }
 
 /// Row `y` of `img` in grey, widened to `i16`, into `out` (`img.width` samples).
-///
-/// # Safety
-/// With `VBMI`, the CPU must support AVX-512 F, BW, VL, VNNI and VBMI.
 #[target_feature(enable = "avx2")]
-unsafe fn grey_row<const VBMI: bool>(img: ImageView<'_>, y: usize, out: &mut [i16]) {
+fn grey_row(img: ImageView<'_>, y: usize, out: &mut [i16]) {
     let width = img.width as usize;
     match img.pixels {
         Pixels::Gray(p) => grey_row_gray(&p[y * width..(y + 1) * width], out),
-        // SAFETY: the caller guarantees the features.
-        Pixels::Rgb(p) if VBMI => unsafe { grey_row_rgb_vbmi(&p[3 * y * width..3 * (y + 1) * width], out) },
         Pixels::Rgb(p) => grey_row_rgb(&p[3 * y * width..3 * (y + 1) * width], out),
     }
 }
@@ -246,44 +270,145 @@ fn horizontal_rows<const R: usize>(lines: &[i16], stride: usize, axis: &Axis, ou
     }
 }
 
-/// [`horizontal_rows`] with 512-bit `vpdpwssd` (multiply pairs of words and add them into the 32-bit
-/// accumulator, wrapping, in one instruction). A run of taps that is not a multiple of 32 ends with a
-/// masked load of 16, so nothing past the run's `taps` is read (or, for the samples, touched at all).
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn horizontal_rows_vnni<const R: usize>(lines: &[i16], stride: usize, axis: &Axis, out: &mut [u8]) {
+/// Pillow's horizontal pass on `R` rows of grey bytes with AVX-512 VNNI: row `r` is `lines[r·stride..]`, its
+/// 32 outputs go to `out[r·32..]`.
+///
+/// `vpdpbusd` multiplies 64 unsigned samples by 64 signed bytes and adds each group of four products into
+/// a 32-bit lane, wrapping. Each coefficient is three signed bytes (`Axis::pieces`), so a row keeps three
+/// accumulators whose shifted sum, modulo 2^32, is Pillow's `Σ s·k`; the top piece is multiplied only in
+/// the chunks where it is not zero (`Axis::top_chunks`). The last 64 taps of a run are a masked load, so
+/// nothing past the run is read and no padding is needed. With eight rows the 24 accumulators and the
+/// three coefficient vectors fit AVX-512's 32 registers; the eight sums of an output are reduced together
+/// ([`reduce8`]) and rounded as one vector, and the block's 8×32 bytes are transposed into rows at the end.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+fn horizontal_bytes<const R: usize>(lines: &[u8], stride: usize, axis: &Axis, out: &mut [u8]) {
     assert!(out.len() >= R * SIZE);
+    let [top, middle, low] = &axis.pieces;
+    // Output xx's bytes for rows 0..8 (R == 8), transposed into `out` at the end.
+    let mut columns = [0u64; SIZE];
     for xx in 0..SIZE {
         let (xmin, count) = axis.bounds[xx];
-        let taps = count.div_ceil(LANES) * LANES;
         let base = xx * axis.stride;
-        assert!(
-            (R - 1) * stride + xmin + taps <= lines.len() && base + taps <= axis.hi.len().min(axis.lo.len())
-        );
-        let (hi, lo, s) = (axis.hi[base..].as_ptr(), axis.lo[base..].as_ptr(), lines[xmin..].as_ptr());
-        let mut acc_hi = [_mm512_setzero_si512(); R];
-        let mut acc_lo = [_mm512_setzero_si512(); R];
-        let mut j = 0;
-        while j < taps {
-            // 32 words, or the 16 that are left (taps is a multiple of 16).
-            let mask: __mmask32 = if j + 32 <= taps { !0 } else { 0xffff };
-            // SAFETY: the mask limits every load to j..taps, covered by the assertion above; masked-off
-            // elements are neither read nor faulted on.
+        // Everything the loop below reads, checked once.
+        assert!((R - 1) * stride + xmin + count <= lines.len());
+        assert!(base + count <= top.len().min(middle.len()).min(low.len()));
+        let (k0, k1, k2) = (top[base..].as_ptr(), middle[base..].as_ptr(), low[base..].as_ptr());
+        let s = lines[xmin..].as_ptr();
+        let (top_first, top_end) = axis.top_chunks[xx];
+        let mut acc = [[_mm512_setzero_si512(); 3]; R];
+        for chunk in 0..count.div_ceil(64) {
+            let j = 64 * chunk;
+            let left = count - j;
+            let mask: __mmask64 = if left >= 64 { !0 } else { (1 << left) - 1 };
+            // SAFETY: the mask limits every load to j..count, covered by the assertions above; masked-off
+            // bytes are neither read nor faulted on.
             unsafe {
-                let k_hi = _mm512_maskz_loadu_epi16(mask, hi.add(j));
-                let k_lo = _mm512_maskz_loadu_epi16(mask, lo.add(j));
-                for r in 0..R {
-                    let v = _mm512_maskz_loadu_epi16(mask, s.add(r * stride + j));
-                    acc_hi[r] = _mm512_dpwssd_epi32(acc_hi[r], v, k_hi);
-                    acc_lo[r] = _mm512_dpwssd_epi32(acc_lo[r], v, k_lo);
+                let w1 = _mm512_maskz_loadu_epi8(mask, k1.add(j).cast());
+                let w2 = _mm512_maskz_loadu_epi8(mask, k2.add(j).cast());
+                if (top_first..top_end).contains(&chunk) {
+                    let w0 = _mm512_maskz_loadu_epi8(mask, k0.add(j).cast());
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let v = _mm512_maskz_loadu_epi8(mask, s.add(r * stride + j).cast());
+                        acc[0] = _mm512_dpbusd_epi32(acc[0], v, w0);
+                        acc[1] = _mm512_dpbusd_epi32(acc[1], v, w1);
+                        acc[2] = _mm512_dpbusd_epi32(acc[2], v, w2);
+                    }
+                } else {
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let v = _mm512_maskz_loadu_epi8(mask, s.add(r * stride + j).cast());
+                        acc[1] = _mm512_dpbusd_epi32(acc[1], v, w1);
+                        acc[2] = _mm512_dpbusd_epi32(acc[2], v, w2);
+                    }
                 }
             }
-            j += 32;
         }
-        for r in 0..R {
-            let v = _mm512_add_epi32(_mm512_slli_epi32::<SPLIT_BITS>(acc_hi[r]), acc_lo[r]);
-            let sum = _mm512_reduce_add_epi32(v);
-            out[r * SIZE + xx] = clip8((1i32 << (PRECISION_BITS - 1)).wrapping_add(sum));
+        let sums = acc.map(|[a0, a1, a2]| {
+            let a01 = _mm512_add_epi32(_mm512_slli_epi32::<8>(a0), a1);
+            _mm512_add_epi32(_mm512_slli_epi32::<8>(a01), a2)
+        });
+        if R == 8 {
+            // Pillow's clip8(2^21 + sum) on the eight sums at once.
+            let v = _mm256_add_epi32(reduce8(&sums[..8]), _mm256_set1_epi32(1 << (PRECISION_BITS - 1)));
+            let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(v);
+            let v = _mm256_min_epi32(_mm256_max_epi32(v, _mm256_setzero_si256()), _mm256_set1_epi32(255));
+            columns[xx] = _mm_cvtsi128_si64(_mm256_cvtepi32_epi8(v)) as u64;
+        } else {
+            for (r, &v) in sums.iter().enumerate() {
+                out[r * SIZE + xx] =
+                    clip8((1i32 << (PRECISION_BITS - 1)).wrapping_add(_mm512_reduce_add_epi32(v)));
+            }
         }
+    }
+    if R == 8 {
+        // Eight columns of eight bytes (byte 8i + r: output i, row r) to eight rows of eight.
+        let transpose = {
+            let mut idx = [0u8; 64];
+            for (p, i) in idx.iter_mut().enumerate() {
+                *i = (8 * (p % 8) + p / 8) as u8;
+            }
+            // SAFETY: 64 readable bytes.
+            unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
+        };
+        for (group, columns) in columns.chunks_exact(8).enumerate() {
+            let mut rows = [0u64; 8];
+            // SAFETY: 8 u64s are 64 readable and writable bytes.
+            unsafe {
+                let v = _mm512_loadu_si512(columns.as_ptr().cast());
+                _mm512_storeu_si512(rows.as_mut_ptr().cast(), _mm512_permutexvar_epi8(transpose, v));
+            }
+            for (r, row) in rows.iter().enumerate() {
+                out[r * SIZE + 8 * group..][..8].copy_from_slice(&row.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// The lane sums (modulo 2^32) of eight vectors, in order: three rounds of adding halves, the vectors
+/// interleaved so that every add works for two, four, then eight of them at once (about 20 instructions
+/// instead of eight separate reductions of ten).
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+fn reduce8(v: &[__m512i]) -> __m256i {
+    assert_eq!(v.len(), 8);
+    // 128-bit chunks [a0 + a2, a1 + a3, b0 + b2, b1 + b3] of a pair of vectors.
+    let pair = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_i32x4::<0b11_10_11_10>(a, b),
+        )
+    };
+    let (p01, p23, p45, p67) = (pair(v[0], v[1]), pair(v[2], v[3]), pair(v[4], v[5]), pair(v[6], v[7]));
+    // Chunk c of `quad` holds four partial sums of vector c of the four.
+    let quad = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_i32x4::<0b11_01_11_01>(a, b),
+        )
+    };
+    let (q0, q1) = (quad(p01, p23), quad(p45, p67));
+    // Lanes 0 and 1 of chunk c: the sums of vectors c and c + 4.
+    let t = _mm512_add_epi32(_mm512_unpacklo_epi32(q0, q1), _mm512_unpackhi_epi32(q0, q1));
+    let u = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_castsi512_si256(_mm512_permutexvar_epi32(order, u))
+}
+
+/// `acc[x] += row[x]·k` for a row of bytes (wrapping), sixteen lanes at a time.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+fn mul_add_row_bytes(acc: &mut [i32], row: &[u8], k: i32) {
+    let n = acc.len().min(row.len());
+    let kv = _mm512_set1_epi32(k);
+    let mut x = 0;
+    while x + 16 <= n {
+        // SAFETY: x + 16 <= n, within both slices.
+        unsafe {
+            let s = _mm512_cvtepu8_epi32(_mm_loadu_si128(row.as_ptr().add(x).cast()));
+            let a = acc.as_mut_ptr().add(x).cast::<__m512i>();
+            _mm512_storeu_si512(a, _mm512_add_epi32(_mm512_loadu_si512(a), _mm512_mullo_epi32(s, kv)));
+        }
+        x += 16;
+    }
+    for (a, &s) in acc[x..n].iter_mut().zip(&row[x..n]) {
+        *a = a.wrapping_add(i32::from(s) * k);
     }
 }
 
@@ -307,8 +432,9 @@ fn mul_add_row(acc: &mut [i32], row: &[i16], k: i32) {
     }
 }
 
-/// Pillow's usual order (see `super::horizontal_first`): grey rows four at a time through the horizontal
-/// pass into a 32-wide intermediate image, then the vertical pass.
+/// Pillow's usual order (see `super::horizontal_first`): grey rows eight at a time through the horizontal
+/// pass into a 32-wide intermediate image, then the vertical pass. With `VNNI` the rows are bytes and a grey
+/// image's own rows are filtered in place (no copy).
 #[target_feature(enable = "avx2")]
 fn horizontal_first<const VNNI: bool>(
     img: ImageView<'_>,
@@ -318,7 +444,7 @@ fn horizontal_first<const VNNI: bool>(
 ) -> [u8; SIZE * SIZE] {
     let width = img.width as usize;
     let rows = vert.span();
-    let Scratch { line, temp, .. } = scratch;
+    let Scratch { line, bytes, temp, .. } = scratch;
     temp.resize(rows.len() * SIZE, 0);
     if width == SIZE {
         // No horizontal pass: the intermediate image is the grey image.
@@ -332,6 +458,34 @@ fn horizontal_first<const VNNI: bool>(
                 }
             }
         }
+    } else if VNNI {
+        // Grey rows as bytes, ROWS at a time: a grey image's own rows when they are consecutive in it.
+        bytes.resize(ROWS * width, 0);
+        let mut y = rows.start;
+        for out in temp.chunks_mut(ROWS * SIZE) {
+            let n = out.len() / SIZE;
+            let block: &[u8] = match img.pixels {
+                Pixels::Gray(p) => &p[y * width..(y + n) * width],
+                Pixels::Rgb(_) => {
+                    for (r, buf) in bytes.chunks_exact_mut(width).take(n).enumerate() {
+                        // SAFETY: `VNNI` is only set by `resize_avx512`, whose caller guarantees the features.
+                        unsafe { grey_bytes(img, y + r, buf) };
+                    }
+                    &bytes[..n * width]
+                }
+            };
+            // SAFETY: as above.
+            unsafe {
+                if n == ROWS {
+                    horizontal_bytes::<ROWS>(block, width, horiz, out);
+                } else {
+                    for (row, out) in block.chunks_exact(width).zip(out.chunks_exact_mut(SIZE)) {
+                        horizontal_bytes::<1>(row, width, horiz, out);
+                    }
+                }
+            }
+            y += n;
+        }
     } else {
         let stride = width + LANES;
         line.resize(ROWS * stride, 0);
@@ -339,17 +493,13 @@ fn horizontal_first<const VNNI: bool>(
         for out in temp.chunks_mut(ROWS * SIZE) {
             let n = out.len() / SIZE;
             for r in 0..n {
-                // SAFETY: `VNNI` is only set by `resize_avx512`, whose caller guarantees the features.
-                unsafe { grey_row::<VNNI>(img, y + r, &mut line[r * stride..r * stride + width]) };
+                grey_row(img, y + r, &mut line[r * stride..r * stride + width]);
             }
-            // SAFETY: `VNNI` is only set by `resize_avx512`, whose caller guarantees the features.
-            unsafe {
-                if n == ROWS {
-                    horizontal::<ROWS, VNNI>(line, stride, horiz, out);
-                } else {
-                    for (r, out) in out.chunks_exact_mut(SIZE).enumerate() {
-                        horizontal::<1, VNNI>(&line[r * stride..(r + 1) * stride], stride, horiz, out);
-                    }
+            if n == ROWS {
+                horizontal::<ROWS>(line, stride, horiz, out);
+            } else {
+                for (r, out) in out.chunks_exact_mut(SIZE).enumerate() {
+                    horizontal::<1>(&line[r * stride..(r + 1) * stride], stride, horiz, out);
                 }
             }
             y += n;
@@ -413,14 +563,21 @@ fn vertical_first<const VNNI: bool>(
 ) -> [u8; SIZE * SIZE] {
     let width = img.width as usize;
     let stride = width + LANES;
-    let Scratch { line, acc, .. } = scratch;
+    let Scratch { line, bytes, acc, .. } = scratch;
     acc.clear();
     acc.resize(SIZE * width, 1 << (PRECISION_BITS - 1));
     line.resize(ROWS * stride, 0);
+    bytes.resize(ROWS * width, 0);
     let mut first_out = 0;
     for y in vert.span() {
-        // SAFETY: `VNNI` is only set by `resize_avx512`, whose caller guarantees the features.
-        unsafe { grey_row::<VNNI>(img, y, &mut line[..width]) };
+        // The row in grey: bytes for the AVX-512 kernels, words for the AVX2 ones.
+        let row: &[u8] = if VNNI {
+            // SAFETY: `VNNI` is only set by `resize_avx512`, whose caller guarantees the features.
+            unsafe { grey_bytes(img, y, &mut bytes[..width]) }
+        } else {
+            grey_row(img, y, &mut line[..width]);
+            &[]
+        };
         // Windows are ordered, so the outputs reading row y are a contiguous run from `first_out`.
         while first_out < SIZE && vert.bounds[first_out].0 + vert.bounds[first_out].1 <= y {
             first_out += 1;
@@ -432,7 +589,13 @@ fn vertical_first<const VNNI: bool>(
             }
             if y < ymin + count {
                 let k = vert.fixed[yy * vert.stride + (y - ymin)];
-                mul_add_row(&mut acc[yy * width..(yy + 1) * width], &line[..width], k);
+                let acc = &mut acc[yy * width..(yy + 1) * width];
+                if VNNI {
+                    // SAFETY: as above.
+                    unsafe { mul_add_row_bytes(acc, row, k) };
+                } else {
+                    mul_add_row(acc, &line[..width], k);
+                }
             }
         }
     }
@@ -444,15 +607,21 @@ fn vertical_first<const VNNI: bool>(
         }
         return thumb;
     }
-    for (yy0, out) in (0..SIZE).step_by(ROWS).zip(thumb.chunks_exact_mut(ROWS * SIZE)) {
-        for r in 0..ROWS {
-            let src = &acc[(yy0 + r) * width..(yy0 + r + 1) * width];
-            for (d, &a) in line[r * stride..r * stride + width].iter_mut().zip(src) {
-                *d = i16::from(clip8(a));
+    for (rows, out) in acc.chunks_exact(ROWS * width).zip(thumb.chunks_exact_mut(ROWS * SIZE)) {
+        if VNNI {
+            for (d, &a) in bytes.iter_mut().zip(rows) {
+                *d = clip8(a);
             }
+            // SAFETY: as above.
+            unsafe { horizontal_bytes::<ROWS>(bytes, width, horiz, out) };
+        } else {
+            for (r, src) in rows.chunks_exact(width).enumerate() {
+                for (d, &a) in line[r * stride..r * stride + width].iter_mut().zip(src) {
+                    *d = i16::from(clip8(a));
+                }
+            }
+            horizontal::<ROWS>(line, stride, horiz, out);
         }
-        // SAFETY: `VNNI` is only set by `resize_avx512`, whose caller guarantees the features.
-        unsafe { horizontal::<ROWS, VNNI>(line, stride, horiz, out) };
     }
     thumb
 }
