@@ -114,6 +114,9 @@ struct Scratch {
     t: Vec<[f32; LANES]>,
     /// See `t`.
     o: Vec<[f32; LANES]>,
+    /// Eight output rows of the first vertical pass, transposed, waiting for the second horizontal pass
+    /// (which runs paired with the next block's first horizontal pass; see `jarosz_decimate_body`).
+    t2: Vec<[f32; LANES]>,
 }
 
 /// Rows filtered side by side by the horizontal pass (one AVX2 register of float32).
@@ -198,6 +201,7 @@ impl Scratch {
             self.slot_of.resize(w, None);
             self.t.resize(w, [0.0; LANES]);
             self.o.resize(w, [0.0; LANES]);
+            self.t2.resize(w, [0.0; LANES]);
         }
     }
 }
@@ -274,7 +278,10 @@ fn jarosz_decimate_body(level: Level, img: ImageView<'_>, s: &mut Scratch, out: 
     let ring_len = ring_rows(h);
     let ring = &mut s.ring[..ring_len * w];
     let narrow = &mut s.narrow[..h * distinct];
-    let (t, o) = (&mut s.t[..], &mut s.o[..]);
+    let (t, o, t2) = (&mut s.t[..], &mut s.o[..], &mut s.t2[..]);
+    // (first row, rows) of the block of the first vertical pass waiting in `t2` for the second horizontal
+    // pass, which runs paired with the next block's first horizontal pass where it can (box_rows_paired).
+    let mut pending: Option<(usize, usize)> = None;
     let sums = &mut s.col_sums[..w];
     sums.fill(0.0);
     let half = (win_cols + 2) / 2;
@@ -295,7 +302,13 @@ fn jarosz_decimate_body(level: Level, img: ImageView<'_>, s: &mut Scratch, out: 
             _ => false,
         };
         if fused {
-            box_rows_transposed(level, t, o, ring_block, w, win_rows);
+            match pending.take() {
+                Some((first, m)) => {
+                    let dst = &mut narrow[first * distinct..(first + m) * distinct];
+                    box_rows_paired(level, t, o, ring_block, t2, dst, m, w, win_rows, slot_of);
+                }
+                None => box_rows_transposed(level, t, o, ring_block, w, win_rows),
+            }
         } else {
             let luma_block = &mut s.luma_block[..n * w];
             luma_at(
@@ -321,23 +334,18 @@ fn jarosz_decimate_body(level: Level, img: ImageView<'_>, s: &mut Scratch, out: 
             if (next_out + m - 1 + half - 1).min(h - 1) >= available {
                 break;
             }
+            if let Some((first, m)) = pending.take() {
+                let dst = &mut narrow[first * distinct..(first + m) * distinct];
+                box_rows_sampled(t2, dst, m, w, win_rows, slot_of);
+            }
             let steps = vertical_steps(next_out, m, h, win_cols, row);
-            vertical_block(level, &steps, m, w, sums, t);
-            let dst = &mut narrow[next_out * distinct..(next_out + m) * distinct];
-            let tt = &*t;
-            box_1d_lanes::<LANES>(
-                w,
-                win_rows,
-                |p| tt[p],
-                |p| slot_of[p],
-                |c, v| {
-                    for (l, x) in v.into_iter().take(m).enumerate() {
-                        dst[l * distinct + c] = x;
-                    }
-                },
-            );
+            vertical_block(level, &steps, m, w, sums, t2);
+            pending = Some((next_out, m));
             next_out += m;
         }
+    }
+    if let Some((first, m)) = pending {
+        box_rows_sampled(t2, &mut narrow[first * distinct..(first + m) * distinct], m, w, win_rows, slot_of);
     }
     debug_assert_eq!(next_out, h);
     let filtered = &mut s.filtered[..h * distinct];
@@ -511,17 +519,20 @@ fn grey_luma_table() -> &'static [f32; 256] {
 
 /// The reference's 1-D box filter (`box1DFloat`), run on `L` independent vectors in lock-step.
 ///
-/// `load(p)` returns sample `p` of every lane, `store(p, v)` writes output `p`. Each lane sees exactly the
-/// reference's sequence: accumulate `half − 1` samples; then `win − half + 1` outputs with a growing window;
-/// then full-window outputs, each adding the entering sample before subtracting the leaving one; then
-/// `half − 1` outputs with a shrinking window. Division (not multiplication by a reciprocal) as in the C++.
+/// `load(p)` returns sample `p` of every lane; for each output `p` that `slot` maps to a slot,
+/// `store(slot, sums, count)` is handed the running sums and the window's count, and stores `sum / count`
+/// of the lanes it wants (division, not multiplication by a reciprocal, as in the C++; a caller that needs
+/// only some lanes at some outputs divides only those). Each lane sees exactly the reference's sequence:
+/// accumulate `half − 1` samples; then `win − half + 1` outputs with a growing window; then full-window
+/// outputs, each adding the entering sample before subtracting the leaving one; then `half − 1` outputs
+/// with a shrinking window.
 #[inline(always)]
 fn box_1d_lanes<const L: usize>(
     n: usize,
     win: usize,
     load: impl Fn(usize) -> [f32; L],
     slot: impl Fn(usize) -> Option<usize>,
-    mut store: impl FnMut(usize, [f32; L]),
+    mut store: impl FnMut(usize, &[f32; L], f32),
 ) {
     let half = (win + 2) / 2;
     let mut sum = [0f32; L];
@@ -542,8 +553,7 @@ fn box_1d_lanes<const L: usize>(
             sum[l] += x[l];
         }
         if let Some(slot) = slot(oi) {
-            let c = count as f32;
-            store(slot, std::array::from_fn(|l| sum[l] / c));
+            store(slot, &sum, count as f32);
         }
         ri += 1;
         oi += 1;
@@ -556,7 +566,7 @@ fn box_1d_lanes<const L: usize>(
             sum[l] -= y[l];
         }
         if let Some(slot) = slot(oi) {
-            store(slot, std::array::from_fn(|l| sum[l] / c));
+            store(slot, &sum, c);
         }
         li += 1;
         ri += 1;
@@ -569,8 +579,7 @@ fn box_1d_lanes<const L: usize>(
             sum[l] -= y[l];
         }
         if let Some(slot) = slot(oi) {
-            let c = count as f32;
-            store(slot, std::array::from_fn(|l| sum[l] / c));
+            store(slot, &sum, count as f32);
         }
         li += 1;
         oi += 1;
@@ -610,7 +619,7 @@ fn box_rows_blocked(
     for r in r..h {
         let row = &input[r * w..(r + 1) * w];
         let o = &mut out[r * w..(r + 1) * w];
-        box_1d_lanes::<1>(w, win, |p| [row[p]], Some, |p, v| o[p] = v[0]);
+        box_1d_lanes::<1>(w, win, |p| [row[p]], Some, |p, sum, c| o[p] = sum[0] / c);
     }
 }
 
@@ -625,7 +634,76 @@ fn box_rows_transposed(
     w: usize,
     win: usize,
 ) {
-    box_1d_lanes::<LANES>(w, win, |p| t[p], Some, |p, v| o[p] = v);
+    box_1d_lanes::<LANES>(w, win, |p| t[p], Some, |p, sum, c| o[p] = std::array::from_fn(|l| sum[l] / c));
+    let mut rows_out: [&mut [f32]; LANES] = split_rows(block, w);
+    transpose_out(level, &o[..w], &mut rows_out);
+}
+
+/// The second horizontal pass on `m` output rows of the first vertical pass (`t2`, transposed): every
+/// running sum, divided and stored only at the sampled columns (`slot_of`), into `dst` (`m` rows of
+/// `distinct` slots).
+#[inline(always)]
+fn box_rows_sampled(
+    t2: &[[f32; LANES]],
+    dst: &mut [f32],
+    m: usize,
+    w: usize,
+    win: usize,
+    slot_of: &[Option<usize>],
+) {
+    let distinct = dst.len() / m;
+    box_1d_lanes::<LANES>(
+        w,
+        win,
+        |p| t2[p],
+        |p| slot_of[p],
+        |c, sum, count| {
+            for (l, &s) in sum.iter().take(m).enumerate() {
+                dst[l * distinct + c] = s / count;
+            }
+        },
+    );
+}
+
+/// [`box_rows_transposed`] on a block of the first horizontal pass and [`box_rows_sampled`] on a block of
+/// the second, in one loop: both run over `w` samples with the same window, and each is a serial chain of
+/// dependent float additions per lane, so side by side (sixteen lanes) the core has two chains in flight
+/// and the loop takes little longer than one of them alone. Every lane still sees its own pass's exact
+/// sequence.
+#[expect(clippy::too_many_arguments, reason = "an inlined kernel; a struct would only rename the arguments")]
+#[inline(always)]
+fn box_rows_paired(
+    level: Level,
+    t: &[[f32; LANES]],
+    o: &mut [[f32; LANES]],
+    block: &mut [f32],
+    t2: &[[f32; LANES]],
+    dst: &mut [f32],
+    m: usize,
+    w: usize,
+    win: usize,
+    slot_of: &[Option<usize>],
+) {
+    let distinct = dst.len() / m;
+    box_1d_lanes::<{ 2 * LANES }>(
+        w,
+        win,
+        #[inline(always)]
+        |p| {
+            let (a, b) = (t[p], t2[p]);
+            std::array::from_fn(|l| if l < LANES { a[l] } else { b[l - LANES] })
+        },
+        Some,
+        #[inline(always)]
+        |p, sum, count| {
+            o[p] = std::array::from_fn(|l| sum[l] / count);
+            if let Some(c) = slot_of[p] {
+                for (l, &s) in sum[LANES..].iter().take(m).enumerate() {
+                    dst[l * distinct + c] = s / count;
+                }
+            }
+        },
+    );
     let mut rows_out: [&mut [f32]; LANES] = split_rows(block, w);
     transpose_out(level, &o[..w], &mut rows_out);
 }
