@@ -176,7 +176,7 @@ impl PdqHasher {
             self.scratch.grow(h, w);
             jarosz_decimate_at(level, img, &mut self.scratch, &mut buf64);
         }
-        let q = quality(&buf64);
+        let q = quality_at(level, &buf64);
         Some((dct(&buf64), q))
     }
 }
@@ -795,6 +795,58 @@ mod x86 {
     use super::{LANES, LUMA_B, LUMA_G, LUMA_R};
     use std::arch::x86_64::*;
 
+    /// The sum of `quality`'s steps, eight neighbour pairs at a time: `(u − v)·100/255` in float32 exactly
+    /// as the scalar code computes it, truncated toward zero (`vcvttps2dq`, what `as i32` does in range),
+    /// absolute values summed in 32-bit lanes (at most 100 per step, 8,064 steps). `None` if a step falls
+    /// outside the range where the truncation equals Rust's saturating cast (only for inputs no filter
+    /// produces: NaN or magnitudes near 2^31); the caller then runs the portable code.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quality_sum_avx2(buf: &[f32; 64 * 64]) -> Option<i64> {
+        let (hundred, scale) = (_mm256_set1_ps(100.0), _mm256_set1_ps(255.0));
+        let limit = _mm256_set1_ps(2_147_483_520.0);
+        let sign = _mm256_set1_ps(-0.0);
+        let mut sum = _mm256_setzero_si256();
+        let mut in_range = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+        let mut step = |u: __m256, v: __m256| {
+            let x = _mm256_div_ps(_mm256_mul_ps(_mm256_sub_ps(u, v), hundred), scale);
+            // |x| < 2^31 (false for NaN too).
+            in_range = _mm256_and_ps(in_range, _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(sign, x), limit));
+            sum = _mm256_add_epi32(sum, _mm256_abs_epi32(_mm256_cvttps_epi32(x)));
+        };
+        let at = |i: usize| {
+            debug_assert!(i + 8 <= buf.len());
+            // SAFETY: every caller keeps i + 8 <= 4096.
+            unsafe { _mm256_loadu_ps(buf.as_ptr().add(i)) }
+        };
+        // Vertical neighbours: rows i and i + 1, all 64 columns.
+        for i in 0..63 {
+            for j in (0..64).step_by(8) {
+                step(at(i * 64 + j), at((i + 1) * 64 + j));
+            }
+        }
+        // Horizontal neighbours: columns j and j + 1 for j < 56 here, the last seven below.
+        let mut tail: i64 = 0;
+        for i in 0..64 {
+            for j in (0..56).step_by(8) {
+                step(at(i * 64 + j), at(i * 64 + j + 1));
+            }
+            for j in 56..63 {
+                let x = ((buf[i * 64 + j] - buf[i * 64 + j + 1]) * 100.0) / 255.0;
+                if x.is_nan() || x.abs() >= 2_147_483_520.0 {
+                    return None;
+                }
+                tail += i64::from((x as i32).unsigned_abs());
+            }
+        }
+        if _mm256_movemask_ps(in_range) != 0xff {
+            return None;
+        }
+        let mut lanes = [0i32; 8];
+        // SAFETY: 8 writable i32s.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), sum) };
+        Some(tail + lanes.iter().map(|&l| i64::from(l)).sum::<i64>())
+    }
+
     /// The AVX2 luma kernel's constants: byte shuffles that split 8 interleaved RGB pixels into channels,
     /// and the weights.
     #[derive(Clone, Copy)]
@@ -1174,6 +1226,27 @@ pub fn decimate(input: &[f32], h: usize, w: usize, out: &mut [f32; 64 * 64]) {
 /// The reference's quality: sum over adjacent pairs of `|trunc((u − v)·100 / 255)|` (float32 arithmetic,
 /// truncation toward zero), divided by 90 and capped at 100.
 pub fn quality(buf: &[f32; 64 * 64]) -> u32 {
+    quality_at(Level::Scalar, buf)
+}
+
+/// [`quality`] with the vector kernel where `level` (capped at what the CPU has) allows: the same float32
+/// steps (subtract, ×100, ÷255, truncate) on eight neighbours at once. Written out because the portable
+/// loop stays scalar (Rust's saturating float-to-int cast does not vectorise) and, at 256 × 256, cost as
+/// much as a fifth of the whole hash.
+fn quality_at(level: Level, buf: &[f32; 64 * 64]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if level.min(simd::detect()) >= Level::Avx2 {
+        // SAFETY: AVX2 is available (`detect` found it).
+        if let Some(sum) = unsafe { x86::quality_sum_avx2(buf) } {
+            return (sum / 90).min(100) as u32;
+        }
+    }
+    let _ = level;
+    quality_portable(buf)
+}
+
+/// The reference's quality metric, written as it is.
+fn quality_portable(buf: &[f32; 64 * 64]) -> u32 {
     let step = |u: f32, v: f32| -> i64 { ((((u - v) * 100.0) / 255.0) as i32).unsigned_abs().into() };
     let mut sum: i64 = 0;
     for i in 0..63 {
@@ -1517,6 +1590,41 @@ mod tests {
             levels_agree(ImageView::rgb(w as u32, h as u32, &px));
             levels_agree(ImageView::gray(w as u32, h as u32, &px[..h * w]));
         }
+    }
+
+    #[test]
+    fn every_level_computes_quality_like_the_portable_code() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut qualities = std::collections::BTreeSet::new();
+        for case in 0..400 {
+            // Smooth ramps with noise of growing amplitude: qualities from low to saturated, with steps whose
+            // fractions fall on both sides of one half (truncation, not rounding, must be reproduced).
+            let amplitude = [0.7f32, 2.0, 6.0, 40.0][case % 4];
+            let mut buf: [f32; 4096] = std::array::from_fn(|i| {
+                let noise = (next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+                60.0 + 0.3 * (i % 64) as f32 + 0.2 * (i / 64) as f32 + amplitude * noise
+            });
+            if case % 8 == 7 {
+                // Whole luma levels: many steps land exactly on integers.
+                buf.iter_mut().for_each(|v| *v = v.round());
+            }
+            if case % 50 == 49 {
+                // Inputs no filter produces, where the vector kernel must defer to the portable code.
+                buf[(next() % 4096) as usize] = if case % 100 == 49 { f32::NAN } else { 3.0e12 };
+            }
+            let want = quality_portable(&buf);
+            qualities.insert(want);
+            for level in simd::available() {
+                assert_eq!(quality_at(level, &buf), want, "{level:?}, case {case}");
+            }
+        }
+        assert!(qualities.len() >= 4 && qualities.iter().any(|&q| q < 100), "qualities seen: {qualities:?}");
     }
 
     proptest::proptest! {
