@@ -250,7 +250,9 @@ fn ring_rows(h: usize) -> usize {
 /// 2. as soon as the ring holds every row that eight output rows of the first vertical pass read, those
 ///    eight rows are computed ([`vertical_block`]), again straight into the transposed layout, for
 /// 3. the second horizontal pass, which still runs every running sum (the rounding sequence is the
-///    reference's) but divides and stores only at the 64 sampled columns;
+///    reference's) but divides and stores only at the 64 sampled columns; it waits for the next block of
+///    step 1 and runs in the same loop (`box_rows_paired`), since each pass alone is a latency-bound chain
+///    of additions per lane and side by side the core has two chains in flight;
 /// 4. the second vertical pass runs over those (h × 64) columns alone, then decimation picks 64 rows.
 ///
 /// Skipping the row-major luma and vertical-pass blocks (written, then read back by a transpose) made this
