@@ -659,12 +659,17 @@ fn box_rows_sampled(
         win,
         |p| t2[p],
         |p| slot_of[p],
-        |c, sum, count| {
-            for (l, &s) in sum.iter().take(m).enumerate() {
-                dst[l * distinct + c] = s / count;
-            }
-        },
+        |c, sum, count| store_sampled(dst, distinct, c, &sum[..m], count),
     );
+}
+
+/// Output column `c` of the second horizontal pass (`c` is the sampled column's slot): lane `l`'s
+/// `sum / count` into row `l` of `dst` (rows of `distinct` slots).
+#[inline(always)]
+fn store_sampled(dst: &mut [f32], distinct: usize, c: usize, sums: &[f32], count: f32) {
+    for (l, &s) in sums.iter().enumerate() {
+        dst[l * distinct + c] = s / count;
+    }
 }
 
 /// [`box_rows_transposed`] on a block of the first horizontal pass and [`box_rows_sampled`] on a block of
@@ -700,9 +705,7 @@ fn box_rows_paired(
         |p, sum, count| {
             o[p] = std::array::from_fn(|l| sum[l] / count);
             if let Some(c) = slot_of[p] {
-                for (l, &s) in sum[LANES..].iter().take(m).enumerate() {
-                    dst[l * distinct + c] = s / count;
-                }
+                store_sampled(dst, distinct, c, &sum[LANES..LANES + m], count);
             }
         },
     );
