@@ -25,6 +25,7 @@ BUNDLE=.gpu-check
 if [ "${1:-}" = prepare ]; then
     mkdir -p "$BUNDLE"
     grep -qxF "/$BUNDLE/" .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo "/$BUNDLE/" >> .git/info/exclude; }
+    scripts/setup-deps.sh
     cargo build --release --locked --bin pharos
     test_bin="$(cargo test --release --locked --test integration --no-run --message-format=json 2>/dev/null \
         | python3 -c 'import json,sys
@@ -32,6 +33,11 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "integration":
         print(m["executable"])' | tail -n 1)"
+    # The integration tests run the CLI from the path cargo compiled into them (CARGO_BIN_EXE_pharos):
+    # remember it, so that the run below can put the binary there on a machine that has no build.
+    cargo metadata --format-version 1 --no-deps \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"] + "/release/pharos")' \
+        > "$BUNDLE/pharos-path"
     for pair in "target/release/pharos:pharos" "$test_bin:integration"; do
         src="${pair%%:*}" name="${pair##*:}"
         strip -o "$BUNDLE/$name" "$src"
@@ -64,6 +70,10 @@ if [ -f "$BUNDLE/pharos.xz" ]; then
     xz -dc "$BUNDLE/pharos.xz" > "$bin/pharos"
     xz -dc "$BUNDLE/integration.xz" > "$bin/integration"
     chmod +x "$bin/pharos" "$bin/integration"
+    compiled_in="$(cat "$BUNDLE/pharos-path" 2>/dev/null || true)"
+    if [ -n "$compiled_in" ] && [ ! -e "$compiled_in" ]; then
+        mkdir -p "$(dirname "$compiled_in")" && cp "$bin/pharos" "$compiled_in"
+    fi
     PHAROS="$bin/pharos" TESTS="$bin/integration"
     export PHAROS_CORPUS="${PHAROS_CORPUS:-$(pwd)/$BUNDLE/testdata}"
 elif command -v cargo >/dev/null; then

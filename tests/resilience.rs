@@ -73,38 +73,45 @@ async fn a_dead_batcher_thread_is_reported_and_restarted() {
     common::gpu();
     let cfg = ServeConfig { backend: "gpu".into(), ..cpu_config() };
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(cfg, dir, |s| s.pipeline().inject_batcher_death()).await;
+    // The restarted thread is held until this test has seen NOT_SERVING: with only the back-off (a few
+    // hundred ms) between the two changes, a loaded machine could report them as one (a second SERVING).
+    let mut pipeline = None;
+    let server = TestServer::start_with(cfg, dir, |s| {
+        s.pipeline().inject_batcher_death();
+        s.pipeline().hold_batcher_restart(true);
+        pipeline = Some(s.pipeline().clone());
+    })
+    .await;
+    let pipeline = pipeline.unwrap();
     let mut health = HealthClient::new(server.channel().await);
     let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
-    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+    let mut next_status = async || {
+        let m =
+            tokio::time::timeout(Duration::from_secs(30), watch.message()).await.expect("a health change");
+        m.unwrap().expect("the watch stays open").status
+    };
+    assert_eq!(next_status().await, ServingStatus::Serving as i32);
 
     let mut hasher = HasherClient::new(server.channel().await);
     let img = images(1).remove(0);
     let err = hasher.hash(request("dies", img.clone())).await.expect_err("the item in the dying batch");
     assert_eq!(err.code(), Code::Internal, "{err:?}");
-    let statuses = tokio::time::timeout(Duration::from_secs(30), async {
-        let mut seen = Vec::new();
-        while let Some(m) = watch.message().await.unwrap() {
-            seen.push(m.status);
-            if m.status == ServingStatus::Serving as i32 {
-                break;
-            }
-        }
-        seen
-    })
-    .await
-    .expect("health comes back");
-    assert_eq!(
-        statuses,
-        vec![ServingStatus::NotServing as i32, ServingStatus::Serving as i32],
-        "NOT_SERVING while restarting, then SERVING"
-    );
+    assert_eq!(next_status().await, ServingStatus::NotServing as i32, "NOT_SERVING while restarting");
+    for service in ["pharos.v1.Hasher", ""] {
+        let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(r.status, ServingStatus::NotServing as i32, "{service}");
+    }
+    assert_eq!(metric(&server, "pharos_pipeline_restarts_total"), 1.0);
+
+    pipeline.hold_batcher_restart(false);
+    assert_eq!(next_status().await, ServingStatus::Serving as i32, "SERVING once restarted");
     for service in ["pharos.v1.Hasher", ""] {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(r.status, ServingStatus::Serving as i32, "{service}");
     }
     hasher.hash(request("after", img)).await.expect("hashing works after the restart");
     assert_eq!(metric(&server, "pharos_pipeline_restarts_total"), 1.0);
+    drop(pipeline);
     server.shutdown().await.unwrap();
 }
 
@@ -260,6 +267,37 @@ async fn after_a_device_loss_images_are_hashed_where_they_were_decoded() {
     let hashed = |backend: &str| metrics.images_hashed.with_label_values(&[backend]).get();
     assert_eq!((hashed("gpu"), hashed("cpu")), (1, 8), "one batch on the (lost) GPU, the rest inline");
     pipeline.close();
+}
+
+/// `Pipeline::shutdown` returns only once the batcher thread has ended. That thread holds a handle on the
+/// GPU device; when `pharos hash --backend gpu` exited without waiting for it, the thread destroyed the
+/// device while `exit` ran the driver's destructors, and NVIDIA's driver answered with a double free
+/// (SIGABRT or SIGSEGV after the last output line; lavapipe crashed so once in a while).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
+async fn shutdown_returns_once_the_batcher_thread_has_ended() {
+    use pharos::engine::{Engine, HashOptions};
+    use pharos::pipeline::{Job, Pipeline, PipelineConfig};
+    common::gpu();
+    let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
+    let metrics = std::sync::Arc::new(pharos::metrics::Metrics::new());
+    let cfg = PipelineConfig { max_batch: 4, decode_threads: 2, ..PipelineConfig::default() };
+    let pipeline = Pipeline::new(Engine::from_gpu(gpu), cfg, metrics).unwrap();
+    // A batcher thread that is alive and cannot end yet: one restarted after a death, held by the hook.
+    pipeline.inject_batcher_death();
+    pipeline.hold_batcher_restart(true);
+    let opts = HashOptions::default();
+    let img = images(1).remove(0);
+    assert!(pipeline.hash(Job::bytes(img.clone(), opts)).await.0.is_err(), "the item in the dying batch");
+    let shutdown = |within: Duration| {
+        let p = pipeline.clone();
+        tokio::task::spawn_blocking(move || p.shutdown(within))
+    };
+    assert!(!shutdown(Duration::from_millis(300)).await.unwrap(), "the held thread has not ended");
+    // Closed now: new jobs are refused, and the released thread finds no more work and ends.
+    assert!(pipeline.hash(Job::bytes(img, opts)).await.0.is_err(), "a closed pipeline refuses jobs");
+    pipeline.hold_batcher_restart(false);
+    assert!(shutdown(Duration::from_secs(30)).await.unwrap(), "the batcher thread ended");
 }
 
 /// The GPU issue's acceptance 3 over gRPC: a device loss in a running daemon fails no request, the GPU

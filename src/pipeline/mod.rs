@@ -214,6 +214,9 @@ struct Inner {
     /// True while the pipeline can answer (false while a dead batcher thread is being restarted).
     health: Arc<watch::Sender<bool>>,
     hooks: Arc<Hooks>,
+    /// Disconnected once every batcher thread has ended (each holds the other end): see
+    /// [`Pipeline::shutdown`].
+    batchers_gone: crossbeam_channel::Receiver<std::convert::Infallible>,
 }
 
 /// Test hooks: failures injected on purpose, to prove that they are contained.
@@ -223,6 +226,8 @@ struct Hooks {
     decode_panics: AtomicU32,
     /// The batcher thread panics outside its per-batch guard on its next batch (as if it died).
     kill_batcher: AtomicBool,
+    /// A restarted batcher thread waits while this is set (so a test can see the restart in progress).
+    hold_restart: AtomicBool,
 }
 
 /// An admitted job's claim on the in-flight bounds; released when dropped (the job answered).
@@ -288,6 +293,8 @@ impl Pipeline {
             .map_err(|e| Error::InvalidInput(format!("decode pool: {e}")))?;
         // Batches as they open: bounded in practice by the GPU's upload buffers, each batch holding one.
         let (tx, rx) = crossbeam_channel::unbounded();
+        // Nothing is ever sent: the batcher threads hold `alive`, and its disconnection says they ended.
+        let (alive, batchers_gone) = crossbeam_channel::bounded(0);
         metrics.backend.with_label_values(&[&engine.describe()]).set(1);
         // A device refused at start-up by its canary left the engine on the CPU; say so in the metrics.
         metrics.gpu_canary_failures.inc_by(crate::engine::canary_failures());
@@ -304,8 +311,9 @@ impl Pipeline {
             open: Mutex::new(None),
             health: Arc::new(watch::channel(true).0),
             hooks: Arc::new(Hooks::default()),
+            batchers_gone,
         });
-        workers::spawn_batcher(workers::BatcherCtx::of(&inner), 0)?;
+        workers::spawn_batcher(workers::BatcherCtx::of(&inner, alive), 0)?;
         Ok(Pipeline { inner })
     }
 
@@ -385,6 +393,20 @@ impl Pipeline {
         self.inner.to_batcher.lock().take();
     }
 
+    /// Closes the pipeline and waits, at most `within`, until its batcher thread has ended; says whether
+    /// it did. Call it before the process exits. The batcher thread holds a handle on the GPU device,
+    /// and if it is the last one, it destroys the device when it ends. That must not happen while
+    /// `exit` runs the driver's own destructors: on NVIDIA's driver, `pharos hash --backend gpu`
+    /// printed every line and then died with "double free or corruption" (SIGABRT or SIGSEGV).
+    /// Jobs in flight keep the thread running until they are answered.
+    pub fn shutdown(&self, within: Duration) -> bool {
+        self.close();
+        matches!(
+            self.inner.batchers_gone.recv_timeout(within),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        )
+    }
+
     /// Test hook: the next `n` decodes panic inside the decoder, as a decoder bug would.
     #[doc(hidden)]
     pub fn inject_decode_panics(&self, n: u32) {
@@ -395,5 +417,12 @@ impl Pipeline {
     #[doc(hidden)]
     pub fn inject_batcher_death(&self) {
         self.inner.hooks.kill_batcher.store(true, Ordering::SeqCst);
+    }
+
+    /// Test hook: while `hold` is set, a batcher thread restarted after a death waits before it serves
+    /// (and before health returns), so a test can watch the restart in progress.
+    #[doc(hidden)]
+    pub fn hold_batcher_restart(&self, hold: bool) {
+        self.inner.hooks.hold_restart.store(hold, Ordering::SeqCst);
     }
 }

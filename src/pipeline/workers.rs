@@ -259,10 +259,14 @@ pub(super) struct BatcherCtx {
     metrics: Arc<Metrics>,
     health: Arc<watch::Sender<bool>>,
     hooks: Arc<Hooks>,
+    /// Held by every batcher thread and dropped last, after its handle on the engine: when all are
+    /// gone, [`super::Pipeline::shutdown`] knows that no thread of the pipeline still touches the GPU.
+    #[expect(dead_code, reason = "held, not read: its drop is the signal")]
+    alive: Sender<std::convert::Infallible>,
 }
 
 impl BatcherCtx {
-    pub(super) fn of(inner: &Inner) -> BatcherCtx {
+    pub(super) fn of(inner: &Inner, alive: Sender<std::convert::Infallible>) -> BatcherCtx {
         BatcherCtx {
             rx: inner.from_decoders.clone(),
             engine: inner.engine.clone(),
@@ -270,6 +274,7 @@ impl BatcherCtx {
             metrics: inner.metrics.clone(),
             health: inner.health.clone(),
             hooks: inner.hooks.clone(),
+            alive,
         }
     }
 }
@@ -285,8 +290,9 @@ impl Drop for DeathWatch {
         let Some(ctx) = self.ctx.take() else { return };
         // The thread is unwinding from a panic outside the per-batch guard: the items of the batch it held
         // were answered INTERNAL (their replies dropped). Say so, and start a new thread on the same queue.
-        ctx.health.send_replace(false);
+        // Counted first, so that whoever sees NOT_SERVING also sees the restart counted.
         ctx.metrics.pipeline_restarts.inc();
+        ctx.health.send_replace(false);
         let deaths = self.deaths + 1;
         tracing::error!(deaths, "the batcher thread died; health is NOT_SERVING until it is restarted");
         if let Err(e) = spawn_batcher(ctx, deaths) {
@@ -305,6 +311,9 @@ pub(super) fn spawn_batcher(ctx: BatcherCtx, deaths: u32) -> crate::Result<()> {
         .spawn(move || {
             if deaths > 0 {
                 std::thread::sleep(Duration::from_millis(100 << deaths.min(6)).min(Duration::from_secs(5)));
+                while ctx.hooks.hold_restart.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 ctx.health.send_replace(true);
                 tracing::info!("batcher thread restarted; health is SERVING again");
             }

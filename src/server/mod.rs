@@ -346,7 +346,16 @@ impl Server {
         if let Some(h) = self.http {
             h.stop().await;
         }
-        shared.pipeline.close();
+        // Close the pipeline and let its batcher thread end (and let go of the GPU) before returning, so
+        // that the process never exits while a thread tears the device down. Jobs still in flight after
+        // the grace period hold it open; they get a few seconds more, then the daemon exits anyway.
+        let pipeline = shared.pipeline.clone();
+        let ended = tokio::task::spawn_blocking(move || pipeline.shutdown(BATCHER_STOP)).await;
+        if !matches!(ended, Ok(true)) {
+            tracing::warn!(
+                "the pipeline's batcher thread did not end within {BATCHER_STOP:?}; exiting anyway"
+            );
+        }
         follow.abort();
         reload.abort();
         if let Some(h) = health_only {
@@ -477,6 +486,9 @@ fn prune_audit_periodically(
         }
     })
 }
+
+/// How long a stopping daemon waits for the pipeline's batcher thread after the grace period.
+const BATCHER_STOP: Duration = Duration::from_secs(5);
 
 /// How long a shared store's change log keeps changes: a replica away longer reads every bank again.
 const CHANGE_LOG_RETENTION: Duration = Duration::from_secs(24 * 3600);

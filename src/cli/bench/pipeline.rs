@@ -118,6 +118,10 @@ pub(crate) fn measure_pipeline(
         match_batch(&mut records, &mut matches);
         n
     });
+    // Every job is answered: the batcher thread ends at once, before the engine can be dropped here.
+    if !pipeline.shutdown(std::time::Duration::from_secs(30)) {
+        tracing::warn!("the pipeline's batcher thread did not end within 30 s");
+    }
     let mp = set.mean_megapixels();
     let mut params = vec![Param::new("backend", engine.describe()), set.param()];
     if set.megapixels.is_some() {
