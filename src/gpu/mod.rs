@@ -153,7 +153,7 @@ pub struct GpuHasher {
     policy: AdapterPolicy,
     /// Largest plane (in f32) one submission may use: the budget, capped by the device's limits.
     plane_budget: usize,
-    /// The device's largest storage binding, in 4-byte elements.
+    /// The device's largest storage binding, in 4-byte elements ([`max_binding_elems`]).
     max_elems: usize,
     /// Buffers of the submissions, one slot per submission in flight.
     slots: Arc<SlotPool>,
@@ -301,8 +301,7 @@ impl GpuHasher {
         });
         queue.write_buffer(&consts, 0, bytemuck::cast_slice(&constants()));
         let limits = device.limits();
-        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) as usize;
-        let max_elems = max_binding / 4;
+        let max_elems = max_binding_elems(&limits);
         let wanted = batch_budget_from_env().map_err(GpuError::Device)?.unwrap_or(DEFAULT_PLANE_BUDGET);
         let plane_budget = wanted.min(max_elems);
         if plane_budget < wanted {
@@ -778,6 +777,15 @@ impl GpuHasher {
     }
 }
 
+/// The largest storage binding the buffers may have, in 4-byte elements: the device's limit rounded down
+/// to whole 16-byte units, because storage buffers are sized in multiples of 16 bytes and bound whole.
+/// NVIDIA's limit is 2^31 - 4 bytes: a plane of that many bytes, rounded up to 2^31, failed validation
+/// (with `PHAROS_GPU_BATCH_MEGAPIXELS=512` on an H200, every 12 MP batch fell back to the CPU).
+fn max_binding_elems(limits: &wgpu::Limits) -> usize {
+    let bytes = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) as usize;
+    bytes / 16 * 4
+}
+
 /// The plane budget `PHAROS_GPU_BATCH_MEGAPIXELS` asks for (`None` when unset), refused with a message
 /// when it is not a number of megapixels [`parse_batch_megapixels`] accepts.
 ///
@@ -831,7 +839,26 @@ fn hash256(words: &[u32]) -> Hash256 {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_batch_megapixels;
+    use super::{max_binding_elems, parse_batch_megapixels};
+
+    #[test]
+    fn the_largest_buffer_rounded_up_to_16_bytes_still_fits_the_binding_limit() {
+        // NVIDIA's limit (2^31 - 4, seen on an H200), a limit in whole 16-byte units, and a buffer-size cap.
+        for (binding, buffer, elems) in [
+            (u32::MAX as u64 / 2 - 3, 1 << 40, (1 << 29) - 4),
+            (1 << 27, 1 << 40, 1 << 25),
+            (1 << 30, (1 << 28) + 8, 1 << 26),
+        ] {
+            let limits = wgpu::Limits {
+                max_storage_buffer_binding_size: binding as _,
+                max_buffer_size: buffer,
+                ..wgpu::Limits::default()
+            };
+            assert_eq!(max_binding_elems(&limits), elems);
+            // What `buffers::storage` allocates, and binds whole, for the largest plane.
+            assert!(((elems * 4) as u64).next_multiple_of(16) <= binding.min(buffer));
+        }
+    }
 
     #[test]
     fn batch_megapixels_parse_within_their_range_and_refuse_anything_else() {
