@@ -111,7 +111,6 @@ async fn a_dead_batcher_thread_is_reported_and_restarted() {
     }
     hasher.hash(request("after", img)).await.expect("hashing works after the restart");
     assert_eq!(metric(&server, "pharos_pipeline_restarts_total"), 1.0);
-    drop(pipeline);
     server.shutdown().await.unwrap();
 }
 

@@ -398,13 +398,17 @@ impl Pipeline {
     /// and if it is the last one, it destroys the device when it ends. That must not happen while
     /// `exit` runs the driver's own destructors: on NVIDIA's driver, `pharos hash --backend gpu`
     /// printed every line and then died with "double free or corruption" (SIGABRT or SIGSEGV).
-    /// Jobs in flight keep the thread running until they are answered.
+    /// Jobs in flight keep the thread running until they are answered; past `within` it is logged.
     pub fn shutdown(&self, within: Duration) -> bool {
         self.close();
-        matches!(
+        let ended = matches!(
             self.inner.batchers_gone.recv_timeout(within),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected)
-        )
+        );
+        if !ended {
+            tracing::warn!("the pipeline's batcher thread did not end within {within:?}");
+        }
+        ended
     }
 
     /// Test hook: the next `n` decodes panic inside the decoder, as a decoder bug would.

@@ -350,12 +350,7 @@ impl Server {
         // that the process never exits while a thread tears the device down. Jobs still in flight after
         // the grace period hold it open; they get a few seconds more, then the daemon exits anyway.
         let pipeline = shared.pipeline.clone();
-        let ended = tokio::task::spawn_blocking(move || pipeline.shutdown(BATCHER_STOP)).await;
-        if !matches!(ended, Ok(true)) {
-            tracing::warn!(
-                "the pipeline's batcher thread did not end within {BATCHER_STOP:?}; exiting anyway"
-            );
-        }
+        let _ = tokio::task::spawn_blocking(move || pipeline.shutdown(BATCHER_STOP)).await;
         follow.abort();
         reload.abort();
         if let Some(h) = health_only {
