@@ -213,23 +213,101 @@ pub fn pdq(img: ImageView<'_>) -> PdqHash {
 
 /// The Jarosz filter (two rounds of horizontal then vertical box passes) and decimation to 64×64, the
 /// expensive part of PDQ, at a given vector level. Compiled twice, for baseline x86-64 and for AVX2 (8-wide
-/// float vectors); both are the same IEEE float32 operations in the same order, so the results are
-/// identical. (Issue 16 tried exact reciprocal division and 16 rows in lock-step here: no faster at 1 MP,
-/// 35 % slower at 256 × 256 on this machine, so they were left out; see BENCHMARKS.md.)
+/// float vectors, with FMA); both are the same IEEE float32 operations in the same order, and the AVX2
+/// build's reciprocal division ([`Reciprocal`]) rounds exactly as the division does, so the results are
+/// identical.
 fn jarosz_decimate_at(level: Level, img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
     let level = level.min(simd::detect());
     #[cfg(target_arch = "x86_64")]
     if level >= Level::Avx2 {
-        // SAFETY: the CPU supports AVX2 (`detect` checked), the only requirement of `jarosz_decimate_avx2`.
+        // SAFETY: the CPU supports AVX2 and FMA (`detect` checked), the requirements of
+        // `jarosz_decimate_avx2`.
         return unsafe { jarosz_decimate_avx2(level, img, s, out) };
     }
-    jarosz_decimate_body(level, img, s, out)
+    jarosz_decimate_body::<Divide>(level, img, s, out)
 }
 
+/// The filter compiled for AVX2 + FMA. It divides by [`Reciprocal`]: three FMA-unit operations instead of
+/// a `vdivps`, whose throughput limits the vertical pass on Intel cores (1.7 ns per 8-lane division on the
+/// Intel build machine, 0.9 ns on the AMD one; BENCHMARKS.md). That gives the same bits as the division
+/// for every window the proof covers; larger windows (sides above 131,072 pixels, beyond the decoder's
+/// limits) divide.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 fn jarosz_decimate_avx2(level: Level, img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
-    jarosz_decimate_body(level, img, s, out)
+    let widest = window_size(img.width as usize).max(window_size(img.height as usize));
+    if widest <= Reciprocal::MAX_COUNT {
+        jarosz_decimate_body::<Reciprocal>(level, img, s, out)
+    } else {
+        jarosz_decimate_body::<Divide>(level, img, s, out)
+    }
+}
+
+/// A window count `c` and `y = RN(1/c)`, what a [`Quotient`] needs to turn a running sum into a mean.
+#[derive(Clone, Copy, Debug)]
+struct Count {
+    /// The count, exact in f32.
+    c: f32,
+    /// `RN(1 / c)`.
+    y: f32,
+}
+
+impl Count {
+    #[inline(always)]
+    fn new(count: usize) -> Count {
+        let c = count as f32;
+        Count { c, y: 1.0 / c }
+    }
+}
+
+/// How the box filter computes `sum / count`. Both implementations give the IEEE quotient's bits.
+trait Quotient {
+    /// Whether vector kernels should use the reciprocal form.
+    const RECIPROCAL: bool;
+    /// `x / n.c`, correctly rounded.
+    fn of(x: f32, n: Count) -> f32;
+}
+
+/// The division itself, as the reference writes it: the portable path (the oracle) and windows beyond
+/// [`Reciprocal::MAX_COUNT`].
+enum Divide {}
+
+impl Quotient for Divide {
+    const RECIPROCAL: bool = false;
+    #[inline(always)]
+    fn of(x: f32, n: Count) -> f32 {
+        x / n.c
+    }
+}
+
+/// Division by a reciprocal with one correction (Markstein): `q = RN(x·y)`, `r = RN(x − q·c)` (exact, one
+/// FMA), `RN(q + r·y)` (a second FMA) is the correctly rounded `x / c` (Markstein, IBM J. R&D 34(1), 1990;
+/// Muller et al., *Handbook of Floating-Point Arithmetic*, on Newton–Raphson-based division). A plain
+/// `x·y` is *not* `x / c` (it differs for about one input in six with c = 3), hence the correction.
+///
+/// The theorem needs a round-to-nearest `y` and no underflow; rather than lean on its conditions alone, the
+/// tests check it directly: scaling `x` by a power of two scales `q`, `r` and the result exactly while they
+/// stay normal, so one binade per count covers every sum; `reciprocal_division_is_exact_for_every_significand`
+/// (ignored; 8 s in release on 2 cores) checks all 2^23 significands of both signs for every count up to [`Self::MAX_COUNT`],
+/// and `reciprocal_division_is_exact` a sample of them on every run. The filter's sums are 0 (the result is
+/// then +0, as the division gives) or far above the subnormal range.
+///
+/// Only used where FMA is compiled in: `f32::mul_add` without it is a libm call.
+enum Reciprocal {}
+
+impl Reciprocal {
+    /// The largest count the exhaustive check covers: windows of sides up to 131,072 pixels.
+    const MAX_COUNT: usize = 1024;
+}
+
+impl Quotient for Reciprocal {
+    const RECIPROCAL: bool = true;
+    #[inline(always)]
+    fn of(x: f32, n: Count) -> f32 {
+        let q = x * n.y;
+        let r = (-q).mul_add(n.c, x);
+        r.mul_add(n.y, q)
+    }
 }
 
 /// Rows of the first horizontal pass kept for the first vertical pass: the vertical pass subtracts the row
@@ -258,7 +336,12 @@ fn ring_rows(h: usize) -> usize {
 /// Skipping the row-major luma and vertical-pass blocks (written, then read back by a transpose) made this
 /// about 1.2× faster at 12 MP (BENCHMARKS.md, "CPU floor").
 #[inline(always)]
-fn jarosz_decimate_body(level: Level, img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
+fn jarosz_decimate_body<Q: Quotient>(
+    level: Level,
+    img: ImageView<'_>,
+    s: &mut Scratch,
+    out: &mut [f32; 4096],
+) {
     const { assert!(JAROSZ_PASSES == 2, "the streaming filter is written for two rounds") };
     let (h, w) = (img.height as usize, img.width as usize);
     let (win_rows, win_cols) = (window_size(w), window_size(h));
@@ -307,9 +390,9 @@ fn jarosz_decimate_body(level: Level, img: ImageView<'_>, s: &mut Scratch, out: 
             match pending.take() {
                 Some((first, m)) => {
                     let dst = &mut narrow[first * distinct..(first + m) * distinct];
-                    box_rows_paired(level, t, o, ring_block, t2, dst, m, w, win_rows, slot_of);
+                    box_rows_paired::<Q>(level, t, o, ring_block, t2, dst, m, w, win_rows, slot_of);
                 }
-                None => box_rows_transposed(level, t, o, ring_block, w, win_rows),
+                None => box_rows_transposed::<Q>(level, t, o, ring_block, w, win_rows),
             }
         } else {
             let luma_block = &mut s.luma_block[..n * w];
@@ -318,7 +401,7 @@ fn jarosz_decimate_body(level: Level, img: ImageView<'_>, s: &mut Scratch, out: 
                 ImageView { width: img.width, height: n as u32, pixels: block_pixels },
                 luma_block,
             );
-            box_rows_blocked(level, luma_block, ring_block, n, w, win_rows, t, o);
+            box_rows_blocked::<Q>(level, luma_block, ring_block, n, w, win_rows, t, o);
         }
         let available = r0 + n;
         let ring = &*ring;
@@ -338,16 +421,17 @@ fn jarosz_decimate_body(level: Level, img: ImageView<'_>, s: &mut Scratch, out: 
             }
             if let Some((first, m)) = pending.take() {
                 let dst = &mut narrow[first * distinct..(first + m) * distinct];
-                box_rows_sampled(t2, dst, m, w, win_rows, slot_of);
+                box_rows_sampled::<Q>(t2, dst, m, w, win_rows, slot_of);
             }
             let steps = vertical_steps(next_out, m, h, win_cols, row);
-            vertical_block(level, &steps, m, w, sums, t2);
+            vertical_block::<Q>(level, &steps, m, w, sums, t2);
             pending = Some((next_out, m));
             next_out += m;
         }
     }
     if let Some((first, m)) = pending {
-        box_rows_sampled(t2, &mut narrow[first * distinct..(first + m) * distinct], m, w, win_rows, slot_of);
+        let dst = &mut narrow[first * distinct..(first + m) * distinct];
+        box_rows_sampled::<Q>(t2, dst, m, w, win_rows, slot_of);
     }
     debug_assert_eq!(next_out, h);
     let filtered = &mut s.filtered[..h * distinct];
@@ -366,7 +450,7 @@ fn jarosz_decimate_body(level: Level, img: ImageView<'_>, s: &mut Scratch, out: 
 struct VStep<'r> {
     add: Option<&'r [f32]>,
     sub: Option<&'r [f32]>,
-    count: f32,
+    count: Count,
 }
 
 /// The steps of output rows `first..first + m` of a vertical box pass over `h` rows with window `win`, whose
@@ -383,7 +467,7 @@ fn vertical_steps<'r>(
     let half = (win + 2) / 2;
     std::array::from_fn(|l| {
         if l >= m {
-            return VStep { add: None, sub: None, count: 1.0 };
+            return VStep { add: None, sub: None, count: Count::new(1) };
         }
         let ri = first + l + half - 1;
         let count = if ri < win {
@@ -393,7 +477,11 @@ fn vertical_steps<'r>(
         } else {
             win - (ri - h + 1)
         };
-        VStep { add: (ri < h).then(|| row(ri)), sub: (ri >= win).then(|| row(ri - win)), count: count as f32 }
+        VStep {
+            add: (ri < h).then(|| row(ri)),
+            sub: (ri >= win).then(|| row(ri - win)),
+            count: Count::new(count),
+        }
     })
 }
 
@@ -401,7 +489,7 @@ fn vertical_steps<'r>(
 /// (`t[x][l]` = output row `l`, column `x`): the first vertical pass handing eight rows to the second
 /// horizontal pass in the layout it filters, with no row-major block in between.
 #[inline(always)]
-fn vertical_block(
+fn vertical_block<Q: Quotient>(
     level: Level,
     steps: &[VStep<'_>; LANES],
     m: usize,
@@ -414,7 +502,13 @@ fn vertical_block(
     if level >= Level::Avx2 {
         // SAFETY: AVX2 is available (levels are capped at `simd::detect()`); every step's rows hold `w`
         // samples, `sums` holds `w` and `t` at least `w` vectors.
-        done = unsafe { x86::vertical_block_avx2(steps, w, sums, t) };
+        done = unsafe {
+            if Q::RECIPROCAL {
+                x86::vertical_block_avx2::<true>(steps, w, sums, t)
+            } else {
+                x86::vertical_block_avx2::<false>(steps, w, sums, t)
+            }
+        };
     }
     let _ = level;
     for x in done..w {
@@ -427,7 +521,7 @@ fn vertical_block(
             if let Some(b) = st.sub {
                 s -= b[x];
             }
-            *d = s / st.count;
+            *d = Q::of(s, st.count);
         }
         sums[x] = s;
         t[x] = d;
@@ -523,8 +617,8 @@ fn grey_luma_table() -> &'static [f32; 256] {
 ///
 /// `load(p)` returns sample `p` of every lane; for each output `p` that `slot` maps to a slot,
 /// `store(slot, sums, count)` is handed the running sums and the window's count, and stores `sum / count`
-/// of the lanes it wants (division, not multiplication by a reciprocal, as in the C++; a caller that needs
-/// only some lanes at some outputs divides only those). Each lane sees exactly the reference's sequence:
+/// of the lanes it wants (a correctly rounded quotient, see [`Quotient`]; a caller that needs only some
+/// lanes at some outputs divides only those). Each lane sees exactly the reference's sequence:
 /// accumulate `half − 1` samples; then `win − half + 1` outputs with a growing window; then full-window
 /// outputs, each adding the entering sample before subtracting the leaving one; then `half − 1` outputs
 /// with a shrinking window.
@@ -534,7 +628,7 @@ fn box_1d_lanes<const L: usize>(
     win: usize,
     load: impl Fn(usize) -> [f32; L],
     slot: impl Fn(usize) -> Option<usize>,
-    mut store: impl FnMut(usize, &[f32; L], f32),
+    mut store: impl FnMut(usize, &[f32; L], Count),
 ) {
     let half = (win + 2) / 2;
     let mut sum = [0f32; L];
@@ -555,12 +649,12 @@ fn box_1d_lanes<const L: usize>(
             sum[l] += x[l];
         }
         if let Some(slot) = slot(oi) {
-            store(slot, &sum, count as f32);
+            store(slot, &sum, Count::new(count));
         }
         ri += 1;
         oi += 1;
     }
-    let c = count as f32;
+    let c = Count::new(count);
     for _ in 0..n.saturating_sub(win) {
         let (x, y) = (load(ri), load(li));
         for l in 0..L {
@@ -581,7 +675,7 @@ fn box_1d_lanes<const L: usize>(
             sum[l] -= y[l];
         }
         if let Some(slot) = slot(oi) {
-            store(slot, &sum, count as f32);
+            store(slot, &sum, Count::new(count));
         }
         li += 1;
         oi += 1;
@@ -591,7 +685,7 @@ fn box_1d_lanes<const L: usize>(
 /// Horizontal box pass (`boxAlongRowsFloat`): filters each row of `input` (h × w) into `out`.
 pub fn box_rows(input: &[f32], out: &mut [f32], h: usize, w: usize, win: usize) {
     let (mut t, mut o) = (vec![[0f32; LANES]; w], vec![[0f32; LANES]; w]);
-    box_rows_blocked(simd::level(), input, out, h, w, win, &mut t, &mut o)
+    box_rows_blocked::<Divide>(simd::level(), input, out, h, w, win, &mut t, &mut o)
 }
 
 /// The horizontal pass, eight rows side by side so eight independent running sums are in flight (one
@@ -600,7 +694,7 @@ pub fn box_rows(input: &[f32], out: &mut [f32], h: usize, w: usize, win: usize) 
 /// outputs are collected the same way in `o` and transposed back. Rows past the last full block go alone.
 #[expect(clippy::too_many_arguments, reason = "an inlined kernel; a struct would only rename the arguments")]
 #[inline(always)]
-fn box_rows_blocked(
+fn box_rows_blocked<Q: Quotient>(
     level: Level,
     input: &[f32],
     out: &mut [f32],
@@ -615,20 +709,20 @@ fn box_rows_blocked(
     while r + LANES <= h {
         let rows: [&[f32]; LANES] = std::array::from_fn(|l| &input[(r + l) * w..(r + l + 1) * w]);
         transpose_in(level, rows, t);
-        box_rows_transposed(level, t, o, &mut out[r * w..(r + LANES) * w], w, win);
+        box_rows_transposed::<Q>(level, t, o, &mut out[r * w..(r + LANES) * w], w, win);
         r += LANES;
     }
     for r in r..h {
         let row = &input[r * w..(r + 1) * w];
         let o = &mut out[r * w..(r + 1) * w];
-        box_1d_lanes::<1>(w, win, |p| [row[p]], Some, |p, sum, c| o[p] = sum[0] / c);
+        box_1d_lanes::<1>(w, win, |p| [row[p]], Some, |p, sum, c| o[p] = Q::of(sum[0], c));
     }
 }
 
 /// The horizontal pass on eight rows already transposed into `t` (`t[p]` = sample `p` of each row): the
 /// running sums over `t`, collected in `o`, then transposed back into the eight rows of `block`.
 #[inline(always)]
-fn box_rows_transposed(
+fn box_rows_transposed<Q: Quotient>(
     level: Level,
     t: &[[f32; LANES]],
     o: &mut [[f32; LANES]],
@@ -636,7 +730,8 @@ fn box_rows_transposed(
     w: usize,
     win: usize,
 ) {
-    box_1d_lanes::<LANES>(w, win, |p| t[p], Some, |p, sum, c| o[p] = std::array::from_fn(|l| sum[l] / c));
+    let store = |p: usize, sum: &[f32; LANES], c| o[p] = std::array::from_fn(|l| Q::of(sum[l], c));
+    box_1d_lanes::<LANES>(w, win, |p| t[p], Some, store);
     let mut rows_out: [&mut [f32]; LANES] = split_rows(block, w);
     transpose_out(level, &o[..w], &mut rows_out);
 }
@@ -645,7 +740,7 @@ fn box_rows_transposed(
 /// running sum, divided and stored only at the sampled columns (`slot_of`), into `dst` (`m` rows of
 /// `distinct` slots).
 #[inline(always)]
-fn box_rows_sampled(
+fn box_rows_sampled<Q: Quotient>(
     t2: &[[f32; LANES]],
     dst: &mut [f32],
     m: usize,
@@ -659,16 +754,16 @@ fn box_rows_sampled(
         win,
         |p| t2[p],
         |p| slot_of[p],
-        |c, sum, count| store_sampled(dst, distinct, c, &sum[..m], count),
+        |c, sum, count| store_sampled::<Q>(dst, distinct, c, &sum[..m], count),
     );
 }
 
 /// Output column `c` of the second horizontal pass (`c` is the sampled column's slot): lane `l`'s
 /// `sum / count` into row `l` of `dst` (rows of `distinct` slots).
 #[inline(always)]
-fn store_sampled(dst: &mut [f32], distinct: usize, c: usize, sums: &[f32], count: f32) {
+fn store_sampled<Q: Quotient>(dst: &mut [f32], distinct: usize, c: usize, sums: &[f32], count: Count) {
     for (l, &s) in sums.iter().enumerate() {
-        dst[l * distinct + c] = s / count;
+        dst[l * distinct + c] = Q::of(s, count);
     }
 }
 
@@ -679,7 +774,7 @@ fn store_sampled(dst: &mut [f32], distinct: usize, c: usize, sums: &[f32], count
 /// sequence.
 #[expect(clippy::too_many_arguments, reason = "an inlined kernel; a struct would only rename the arguments")]
 #[inline(always)]
-fn box_rows_paired(
+fn box_rows_paired<Q: Quotient>(
     level: Level,
     t: &[[f32; LANES]],
     o: &mut [[f32; LANES]],
@@ -703,9 +798,9 @@ fn box_rows_paired(
         Some,
         #[inline(always)]
         |p, sum, count| {
-            o[p] = std::array::from_fn(|l| sum[l] / count);
+            o[p] = std::array::from_fn(|l| Q::of(sum[l], count));
             if let Some(c) = slot_of[p] {
-                store_sampled(dst, distinct, c, &sum[LANES..LANES + m], count);
+                store_sampled::<Q>(dst, distinct, c, &sum[LANES..LANES + m], count);
             }
         },
     );
@@ -1055,8 +1150,8 @@ mod x86 {
     ///
     /// # Safety
     /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn vertical_block_avx2(
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn vertical_block_avx2<const RECIPROCAL: bool>(
         steps: &[super::VStep<'_>; LANES],
         w: usize,
         sums: &mut [f32],
@@ -1067,7 +1162,8 @@ mod x86 {
             .iter()
             .all(|s| s.add.is_none_or(|r| r.len() >= w) && s.sub.is_none_or(|r| r.len() >= w)));
         let full = w - w % 8;
-        let counts: [__m256; LANES] = std::array::from_fn(|l| _mm256_set1_ps(steps[l].count));
+        let counts: [__m256; LANES] = std::array::from_fn(|l| _mm256_set1_ps(steps[l].count.c));
+        let inverses: [__m256; LANES] = std::array::from_fn(|l| _mm256_set1_ps(steps[l].count.y));
         for x0 in (0..full).step_by(8) {
             // SAFETY: x0 + 8 <= w, within `sums` and (asserted above) every step's rows.
             unsafe {
@@ -1079,7 +1175,14 @@ mod x86 {
                     if let Some(b) = steps[l].sub {
                         s = _mm256_sub_ps(s, _mm256_loadu_ps(b.as_ptr().add(x0)));
                     }
-                    _mm256_div_ps(s, counts[l])
+                    if RECIPROCAL {
+                        // super::Reciprocal::of, eight lanes at once.
+                        let q = _mm256_mul_ps(s, inverses[l]);
+                        let r = _mm256_fnmadd_ps(q, counts[l], s);
+                        _mm256_fmadd_ps(r, inverses[l], q)
+                    } else {
+                        _mm256_div_ps(s, counts[l])
+                    }
                 });
                 _mm256_storeu_ps(sums.as_mut_ptr().add(x0), s);
                 for (k, v) in transpose8(d).into_iter().enumerate() {
@@ -1586,6 +1689,77 @@ mod tests {
             let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
             assert!(same, "{level:?} differs from scalar on {}x{}", img.width, img.height);
         }
+    }
+
+    /// `count` against every `step`-th significand of [1, 2), both signs, and 0: [`Reciprocal`] against
+    /// [`Divide`], bit for bit; returns the first mismatch.
+    #[inline(always)]
+    fn reciprocal_mismatch(count: usize, step: usize) -> Option<f32> {
+        let n = Count::new(count);
+        let differs = |x: f32| Reciprocal::of(x, n).to_bits() != Divide::of(x, n).to_bits();
+        if differs(0.0) {
+            return Some(0.0);
+        }
+        (0..1u32 << 23)
+            .step_by(step)
+            .map(|m| f32::from_bits(0x3f80_0000 | m))
+            .find(|&x| differs(x) || differs(-x))
+    }
+
+    /// [`reciprocal_mismatch`] with FMA compiled in where the CPU has it (otherwise `mul_add` is glibc's
+    /// `fmaf`: correctly rounded too, only slower), over `counts` in parallel.
+    fn check_reciprocal(counts: std::ops::RangeInclusive<usize>, step: usize) {
+        use rayon::prelude::*;
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "fma")]
+        fn with_fma(count: usize, step: usize) -> Option<f32> {
+            reciprocal_mismatch(count, step)
+        }
+        let one = |count: usize| {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has FMA.
+                return unsafe { with_fma(count, step) };
+            }
+            reciprocal_mismatch(count, step)
+        };
+        let bad: Vec<(usize, f32)> =
+            counts.into_par_iter().filter_map(|count| one(count).map(|x| (count, x))).collect();
+        assert!(bad.is_empty(), "x / count differs from the reciprocal form at (count, x) = {bad:?}");
+    }
+
+    #[test]
+    fn reciprocal_division_is_exact() {
+        check_reciprocal(1..=64, 61);
+        check_reciprocal(65..=Reciprocal::MAX_COUNT, 4099);
+        // The magnitudes the filter sees, to check the scaling argument itself.
+        for count in [3usize, 7, 31, 94, 256] {
+            let n = Count::new(count);
+            for x in pseudo_random(10_000, count as u32) {
+                for scale in [1e-3f32, 1.0, 255.0, 4096.0, 1e6] {
+                    let x = x * scale;
+                    assert_eq!(Reciprocal::of(x, n).to_bits(), Divide::of(x, n).to_bits(), "{x:e} / {count}");
+                }
+            }
+        }
+    }
+
+    /// Every significand for every count up to [`Reciprocal::MAX_COUNT`], both signs (17 G quotients; 8 s in
+    /// release on 2 cores, far longer unoptimised):
+    /// `cargo test --release --lib reciprocal_division_is_exact_for_every_significand -- --ignored`.
+    #[test]
+    #[ignore = "exhaustive: scripts/test.sh runs it in release"]
+    fn reciprocal_division_is_exact_for_every_significand() {
+        check_reciprocal(1..=Reciprocal::MAX_COUNT, 1);
+    }
+
+    #[test]
+    fn windows_beyond_the_reciprocal_proof_divide() {
+        // 131,200 pixels wide: a horizontal window of 1025, one past what the reciprocal is proven for.
+        let (w, h) = (131_200usize, 6usize);
+        assert!(window_size(w) > Reciprocal::MAX_COUNT);
+        let px: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+        levels_agree(ImageView { width: w as u32, height: h as u32, pixels: Pixels::Rgb(&px) });
     }
 
     #[test]
