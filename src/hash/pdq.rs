@@ -500,8 +500,8 @@ fn vertical_block<Q: Quotient>(
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if level >= Level::Avx2 {
-        // SAFETY: AVX2 is available (levels are capped at `simd::detect()`); every step's rows hold `w`
-        // samples, `sums` holds `w` and `t` at least `w` vectors.
+        // SAFETY: AVX2 and FMA are available (levels are capped at `simd::detect()`, whose AVX2 level
+        // requires both); every step's rows hold `w` samples, `sums` holds `w` and `t` at least `w` vectors.
         done = unsafe {
             if Q::RECIPROCAL {
                 x86::vertical_block_avx2::<true>(steps, w, sums, t)
@@ -1148,8 +1148,10 @@ mod x86 {
     /// running sums in one register, each step's add, subtract and divide in order (lanes of a partial block
     /// have neither and give sum / 1, ignored downstream), then the eight outputs transposed in registers.
     ///
+    /// `RECIPROCAL` divides as [`super::Reciprocal`] does, otherwise with `vdivps`; the same bits.
+    ///
     /// # Safety
-    /// The CPU must support AVX2.
+    /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn vertical_block_avx2<const RECIPROCAL: bool>(
         steps: &[super::VStep<'_>; LANES],
