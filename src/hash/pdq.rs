@@ -218,29 +218,27 @@ pub fn pdq(img: ImageView<'_>) -> PdqHash {
 /// identical.
 fn jarosz_decimate_at(level: Level, img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
     let level = level.min(simd::detect());
+    // Windows beyond what the reciprocal is proven for (sides above 131,072 pixels, past the decoder's
+    // limits) take the baseline build, which divides; its vector kernels still run at `level`.
+    let widest = window_size(img.width as usize).max(window_size(img.height as usize));
     #[cfg(target_arch = "x86_64")]
-    if level >= Level::Avx2 {
+    if level >= Level::Avx2 && widest <= Reciprocal::MAX_COUNT {
         // SAFETY: the CPU supports AVX2 and FMA (`detect` checked), the requirements of
         // `jarosz_decimate_avx2`.
         return unsafe { jarosz_decimate_avx2(level, img, s, out) };
     }
+    let _ = widest;
     jarosz_decimate_body::<Divide>(level, img, s, out)
 }
 
 /// The filter compiled for AVX2 + FMA. It divides by [`Reciprocal`]: three FMA-unit operations instead of
 /// a `vdivps`, whose throughput limits the vertical pass on Intel cores (1.7 ns per 8-lane division on the
 /// Intel build machine, 0.9 ns on the AMD one; BENCHMARKS.md). That gives the same bits as the division
-/// for every window the proof covers; larger windows (sides above 131,072 pixels, beyond the decoder's
-/// limits) divide.
+/// for every window the proof covers, the only windows [`jarosz_decimate_at`] sends here.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn jarosz_decimate_avx2(level: Level, img: ImageView<'_>, s: &mut Scratch, out: &mut [f32; 4096]) {
-    let widest = window_size(img.width as usize).max(window_size(img.height as usize));
-    if widest <= Reciprocal::MAX_COUNT {
-        jarosz_decimate_body::<Reciprocal>(level, img, s, out)
-    } else {
-        jarosz_decimate_body::<Divide>(level, img, s, out)
-    }
+    jarosz_decimate_body::<Reciprocal>(level, img, s, out)
 }
 
 /// A window count `c` and `y = RN(1/c)`, what a [`Quotient`] needs to turn a running sum into a mean.
