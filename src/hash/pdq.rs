@@ -98,7 +98,7 @@ pub struct PdqHasher {
 struct Scratch {
     /// Ring of the last rows of the first horizontal pass (`ring_rows(h)` × w), read by the first
     /// vertical pass.
-    ring: Vec<f32>,
+    ring: Lines,
     /// 8 × w luma block, for blocks the fused luma kernel does not take (grey pixels, a last partial
     /// block, the portable level).
     luma_block: Vec<f32>,
@@ -107,16 +107,46 @@ struct Scratch {
     /// See `narrow`.
     filtered: Vec<f32>,
     /// One running sum per column for the vertical passes.
-    col_sums: Vec<f32>,
+    col_sums: Lines,
     /// For each input column, its slot among the 64 sampled ones (or none).
     slot_of: Vec<Option<usize>>,
     /// Eight rows transposed (`t[p][lane]`) for the horizontal pass, and its transposed output.
-    t: Vec<[f32; LANES]>,
+    t: Lines,
     /// See `t`.
-    o: Vec<[f32; LANES]>,
+    o: Lines,
     /// Eight output rows of the first vertical pass, transposed, waiting for the second horizontal pass
     /// (which runs paired with the next block's first horizontal pass; see `jarosz_decimate_body`).
-    t2: Vec<[f32; LANES]>,
+    t2: Lines,
+}
+
+/// Sixteen floats on one cache line.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Line([f32; 16]);
+
+/// A float buffer that starts on a cache line. The AVX-512 kernels move sixteen floats (a whole line) at
+/// a time, and a 64-byte access that straddles two lines costs about twice as much; a `Vec<f32>` from the
+/// allocator is only 16-byte aligned, so every such access would straddle.
+#[derive(Default)]
+struct Lines(Vec<Line>);
+
+impl Lines {
+    /// Grows to hold at least `floats` floats (zeroed when new).
+    fn grow(&mut self, floats: usize) {
+        let lines = floats.div_ceil(16);
+        if self.0.len() < lines {
+            self.0.resize(lines, Line([0.0; 16]));
+        }
+    }
+
+    fn floats(&mut self) -> &mut [f32] {
+        bytemuck::cast_slice_mut(&mut self.0)
+    }
+
+    /// The buffer as column vectors of `LANES` floats (two per line).
+    fn lanes(&mut self) -> &mut [[f32; LANES]] {
+        bytemuck::cast_slice_mut(&mut self.0)
+    }
 }
 
 /// Rows filtered side by side by the horizontal pass (one AVX2 register of float32).
@@ -183,10 +213,7 @@ impl PdqHasher {
 
 impl Scratch {
     fn grow(&mut self, h: usize, w: usize) {
-        let ring = ring_rows(h) * w;
-        if self.ring.len() < ring {
-            self.ring.resize(ring, 0.0);
-        }
+        self.ring.grow(ring_rows(h) * ring_stride(w));
         if self.luma_block.len() < LANES * w {
             self.luma_block.resize(LANES * w, 0.0);
         }
@@ -194,14 +221,12 @@ impl Scratch {
             self.narrow.resize(h * 64, 0.0);
             self.filtered.resize(h * 64, 0.0);
         }
-        if self.col_sums.len() < w.max(64) {
-            self.col_sums.resize(w.max(64), 0.0);
-        }
+        self.col_sums.grow(w.max(64));
         if self.slot_of.len() < w {
             self.slot_of.resize(w, None);
-            self.t.resize(w, [0.0; LANES]);
-            self.o.resize(w, [0.0; LANES]);
-            self.t2.resize(w, [0.0; LANES]);
+        }
+        for buf in [&mut self.t, &mut self.o, &mut self.t2] {
+            buf.grow(LANES * w);
         }
     }
 }
@@ -308,6 +333,11 @@ impl Quotient for Reciprocal {
     }
 }
 
+/// Floats from one ring row to the next: `w` rounded up to whole cache lines.
+fn ring_stride(w: usize) -> usize {
+    w.next_multiple_of(16)
+}
+
 /// Rows of the first horizontal pass kept for the first vertical pass: the vertical pass subtracts the row
 /// `window` rows back, rows arrive in blocks of `LANES`, and output rows leave in blocks of `LANES` (so up
 /// to `window + 2·LANES − 1` rows are live; a multiple of `LANES`, so blocks never wrap).
@@ -359,13 +389,15 @@ fn jarosz_decimate_body<Q: Quotient>(
     let slot_of = &*slot_of;
 
     let ring_len = ring_rows(h);
-    let ring = &mut s.ring[..ring_len * w];
+    // Ring rows start on cache lines, for the AVX-512 kernels' 64-byte loads and stores.
+    let stride = ring_stride(w);
+    let ring = &mut s.ring.floats()[..ring_len * stride];
     let narrow = &mut s.narrow[..h * distinct];
-    let (t, o, t2) = (&mut s.t[..], &mut s.o[..], &mut s.t2[..]);
+    let (t, o, t2) = (s.t.lanes(), s.o.lanes(), s.t2.lanes());
     // (first row, rows) of the block of the first vertical pass waiting in `t2` for the second horizontal
     // pass, which runs paired with the next block's first horizontal pass where it can (box_rows_paired).
     let mut pending: Option<(usize, usize)> = None;
-    let sums = &mut s.col_sums[..w];
+    let sums = &mut s.col_sums.floats()[..w];
     sums.fill(0.0);
     let half = (win_cols + 2) / 2;
     // Input rows accumulated before the first output (the reference's phase 1), and the next output row.
@@ -377,7 +409,7 @@ fn jarosz_decimate_body<Q: Quotient>(
             Pixels::Gray(px) => Pixels::Gray(&px[r0 * w..(r0 + n) * w]),
         };
         let slot = r0 % ring_len;
-        let ring_block = &mut ring[slot * w..(slot + n) * w];
+        let ring_block = &mut ring[slot * stride..(slot + n) * stride];
         // A full block of RGB rows goes straight from pixels to the filter's transposed layout where a
         // vector kernel exists (no row-major luma block written and read back); otherwise luma first.
         let fused = match block_pixels {
@@ -388,9 +420,10 @@ fn jarosz_decimate_body<Q: Quotient>(
             match pending.take() {
                 Some((first, m)) => {
                     let dst = &mut narrow[first * distinct..(first + m) * distinct];
-                    box_rows_paired::<Q>(level, t, o, ring_block, t2, dst, m, w, win_rows, slot_of);
+                    let rows_out = split_rows(ring_block, w, stride);
+                    box_rows_paired::<Q>(level, t, o, rows_out, t2, dst, m, w, win_rows, slot_of);
                 }
-                None => box_rows_transposed::<Q>(level, t, o, ring_block, w, win_rows),
+                None => box_rows_transposed::<Q>(level, t, o, split_rows(ring_block, w, stride), w, win_rows),
             }
         } else {
             let luma_block = &mut s.luma_block[..n * w];
@@ -399,11 +432,11 @@ fn jarosz_decimate_body<Q: Quotient>(
                 ImageView { width: img.width, height: n as u32, pixels: block_pixels },
                 luma_block,
             );
-            box_rows_blocked::<Q>(level, luma_block, ring_block, n, w, win_rows, t, o);
+            box_rows_blocked::<Q>(level, luma_block, ring_block, n, w, stride, win_rows, t, o);
         }
         let available = r0 + n;
         let ring = &*ring;
-        let row = |i: usize| &ring[(i % ring_len) * w..(i % ring_len + 1) * w];
+        let row = |i: usize| &ring[(i % ring_len) * stride..][..w];
         while accumulated + 1 < half && accumulated < available {
             for (s, &x) in sums.iter_mut().zip(row(accumulated)) {
                 *s += x;
@@ -433,7 +466,7 @@ fn jarosz_decimate_body<Q: Quotient>(
     }
     debug_assert_eq!(next_out, h);
     let filtered = &mut s.filtered[..h * distinct];
-    box_cols(narrow, filtered, h, distinct, win_cols, &mut s.col_sums[..distinct]);
+    box_cols(narrow, filtered, h, distinct, win_cols, &mut s.col_sums.floats()[..distinct]);
     for (r, &ini) in rows.iter().enumerate() {
         for (c, &inj) in cols.iter().enumerate() {
             out[r * 64 + c] = filtered[ini * distinct + slot_of[inj].expect("sampled column has a slot")];
@@ -500,11 +533,13 @@ fn vertical_block<Q: Quotient>(
     if level >= Level::Avx2 {
         // SAFETY: AVX2 and FMA are available (levels are capped at `simd::detect()`, whose AVX2 level
         // requires both); every step's rows hold `w` samples, `sums` holds `w` and `t` at least `w` vectors.
+        // At the AVX-512 level, AVX-512 F as well.
         done = unsafe {
-            if Q::RECIPROCAL {
-                x86::vertical_block_avx2::<true>(steps, w, sums, t)
-            } else {
-                x86::vertical_block_avx2::<false>(steps, w, sums, t)
+            match (level >= Level::Avx512, Q::RECIPROCAL) {
+                (true, true) => x86::vertical_block_avx512::<true>(steps, w, sums, t),
+                (true, false) => x86::vertical_block_avx512::<false>(steps, w, sums, t),
+                (false, true) => x86::vertical_block_avx2::<true>(steps, w, sums, t, 0),
+                (false, false) => x86::vertical_block_avx2::<false>(steps, w, sums, t, 0),
             }
         };
     }
@@ -683,13 +718,14 @@ fn box_1d_lanes<const L: usize>(
 /// Horizontal box pass (`boxAlongRowsFloat`): filters each row of `input` (h × w) into `out`.
 pub fn box_rows(input: &[f32], out: &mut [f32], h: usize, w: usize, win: usize) {
     let (mut t, mut o) = (vec![[0f32; LANES]; w], vec![[0f32; LANES]; w]);
-    box_rows_blocked::<Divide>(simd::level(), input, out, h, w, win, &mut t, &mut o)
+    box_rows_blocked::<Divide>(simd::level(), input, out, h, w, w, win, &mut t, &mut o)
 }
 
 /// The horizontal pass, eight rows side by side so eight independent running sums are in flight (one
 /// row's sum is a serial chain of dependent float additions). Each block of eight rows is first transposed
 /// into `t` (`t[p]` = sample `p` of the eight rows, one vector), so every filter step is a vector load; the
 /// outputs are collected the same way in `o` and transposed back. Rows past the last full block go alone.
+/// Output row `r` is `out[r·stride..][..w]`.
 #[expect(clippy::too_many_arguments, reason = "an inlined kernel; a struct would only rename the arguments")]
 #[inline(always)]
 fn box_rows_blocked<Q: Quotient>(
@@ -698,6 +734,7 @@ fn box_rows_blocked<Q: Quotient>(
     out: &mut [f32],
     h: usize,
     w: usize,
+    stride: usize,
     win: usize,
     t: &mut [[f32; LANES]],
     o: &mut [[f32; LANES]],
@@ -707,30 +744,30 @@ fn box_rows_blocked<Q: Quotient>(
     while r + LANES <= h {
         let rows: [&[f32]; LANES] = std::array::from_fn(|l| &input[(r + l) * w..(r + l + 1) * w]);
         transpose_in(level, rows, t);
-        box_rows_transposed::<Q>(level, t, o, &mut out[r * w..(r + LANES) * w], w, win);
+        let rows_out = split_rows(&mut out[r * stride..(r + LANES) * stride], w, stride);
+        box_rows_transposed::<Q>(level, t, o, rows_out, w, win);
         r += LANES;
     }
     for r in r..h {
         let row = &input[r * w..(r + 1) * w];
-        let o = &mut out[r * w..(r + 1) * w];
+        let o = &mut out[r * stride..r * stride + w];
         box_1d_lanes::<1>(w, win, |p| [row[p]], Some, |p, sum, c| o[p] = Q::of(sum[0], c));
     }
 }
 
 /// The horizontal pass on eight rows already transposed into `t` (`t[p]` = sample `p` of each row): the
-/// running sums over `t`, collected in `o`, then transposed back into the eight rows of `block`.
+/// running sums over `t`, collected in `o`, then transposed back into the eight `rows_out`.
 #[inline(always)]
 fn box_rows_transposed<Q: Quotient>(
     level: Level,
     t: &[[f32; LANES]],
     o: &mut [[f32; LANES]],
-    block: &mut [f32],
+    mut rows_out: [&mut [f32]; LANES],
     w: usize,
     win: usize,
 ) {
     let store = |p: usize, sum: &[f32; LANES], c| o[p] = std::array::from_fn(|l| Q::of(sum[l], c));
     box_1d_lanes::<LANES>(w, win, |p| t[p], Some, store);
-    let mut rows_out: [&mut [f32]; LANES] = split_rows(block, w);
     transpose_out(level, &o[..w], &mut rows_out);
 }
 
@@ -776,7 +813,7 @@ fn box_rows_paired<Q: Quotient>(
     level: Level,
     t: &[[f32; LANES]],
     o: &mut [[f32; LANES]],
-    block: &mut [f32],
+    mut rows_out: [&mut [f32]; LANES],
     t2: &[[f32; LANES]],
     dst: &mut [f32],
     m: usize,
@@ -802,7 +839,6 @@ fn box_rows_paired<Q: Quotient>(
             }
         },
     );
-    let mut rows_out: [&mut [f32]; LANES] = split_rows(block, w);
     transpose_out(level, &o[..w], &mut rows_out);
 }
 
@@ -842,11 +878,11 @@ fn luma_transposed_kernel(level: Level, px: &[u8], w: usize, t: &mut [[f32; LANE
     None
 }
 
-/// `LANES` consecutive rows of `block` (each `w` long) as separate mutable slices.
+/// The first `w` samples of `LANES` rows that start `stride` apart in `block`, as separate mutable slices.
 #[inline(always)]
-fn split_rows(block: &mut [f32], w: usize) -> [&mut [f32]; LANES] {
-    let mut it = block.chunks_exact_mut(w);
-    std::array::from_fn(|_| it.next().expect("block holds LANES rows"))
+fn split_rows(block: &mut [f32], w: usize, stride: usize) -> [&mut [f32]; LANES] {
+    let mut it = block.chunks_mut(stride);
+    std::array::from_fn(|_| &mut it.next().expect("block holds LANES rows")[..w])
 }
 
 /// `t[p][l] = rows[l][p]`: eight rows into per-column vectors.
@@ -874,9 +910,15 @@ fn transpose_out(level: Level, o: &[[f32; LANES]], rows: &mut [&mut [f32]; LANES
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if level >= Level::Avx2 {
-        // SAFETY: AVX2 is available (levels are capped at `simd::detect()`); every row holds at least `w`
-        // samples.
-        done = unsafe { x86::transpose_out_avx2(o, rows) };
+        // SAFETY: AVX2, and at the AVX-512 level AVX-512 F, are available (levels are capped at
+        // `simd::detect()`); every row holds at least `w` samples.
+        done = unsafe {
+            if level >= Level::Avx512 {
+                x86::transpose_out_avx512(o, rows)
+            } else {
+                x86::transpose_out_avx2(o, rows, 0)
+            }
+        };
     }
     let _ = level; // only the x86-64 kernels depend on it
     for p in done..w {
@@ -1019,14 +1061,18 @@ mod x86 {
             }
         }
 
-        /// Luma of the 16 pixels in `group`: one masked load of the 48 bytes, one zero-masked `vpermb` per
+        /// Luma of the 16 pixels at `group`: one masked load of the 48 bytes, one zero-masked `vpermb` per
         /// channel, then the same float32 products and sums as [`Luma8::of`].
+        ///
+        /// # Safety
+        /// `group` must point to 48 readable bytes.
         #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
         #[inline]
-        fn of(&self, group: &[u8; 48]) -> __m512 {
+        unsafe fn of(&self, group: *const u8) -> __m512 {
             const LOW_BYTES: u64 = 0x1111_1111_1111_1111;
-            // SAFETY: the mask reads the group's 48 bytes only; masked-out bytes are not accessed.
-            let v = unsafe { _mm512_maskz_loadu_epi8((1 << 48) - 1, group.as_ptr().cast()) };
+            // SAFETY: the mask reads the group's 48 bytes only (the caller's promise); masked-out bytes are
+            // not accessed.
+            let v = unsafe { _mm512_maskz_loadu_epi8((1 << 48) - 1, group.cast()) };
             let ch = |ix: __m512i| _mm512_cvtepi32_ps(_mm512_maskz_permutexvar_epi8(LOW_BYTES, ix, v));
             let [cr, cg, cb] = self.weights;
             let [ir, ig, ib] = self.index;
@@ -1064,7 +1110,9 @@ mod x86 {
         let n = out.len().min(px.len() / 3) / 16 * 16;
         let k = Luma16::new();
         for i in (0..n).step_by(16) {
-            let y = k.of(px[3 * i..3 * i + 48].try_into().expect("48 bytes"));
+            let group = &px[3 * i..3 * i + 48];
+            // SAFETY: `group` is 48 readable bytes.
+            let y = unsafe { k.of(group.as_ptr()) };
             let dst: &mut [f32; 16] = (&mut out[i..i + 16]).try_into().expect("16 floats");
             // SAFETY: `dst` is 16 writable floats.
             unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), y) };
@@ -1112,7 +1160,8 @@ mod x86 {
     }
 
     /// [`luma_transposed_avx2`] sixteen columns at a time: each row's 16 lumas in one AVX-512 vector
-    /// ([`Luma16`]), its two halves transposed as two 8 × 8 tiles; a last 8-column tile as with AVX2.
+    /// ([`Luma16`]), the 8 × 16 tile transposed in registers ([`transpose_8x16`]) into the sixteen
+    /// columns' vectors, which lie side by side in `t`; a last 8-column tile as with AVX2.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F, BW, VL and VBMI.
@@ -1121,30 +1170,111 @@ mod x86 {
         assert!(px.len() >= 3 * LANES * w && t.len() >= w);
         let full = w - w % 16;
         let k = Luma16::new();
+        let (src, dst) = (px.as_ptr(), t.as_mut_ptr().cast::<f32>());
         for p0 in (0..full).step_by(16) {
-            let y: [__m512; 8] = std::array::from_fn(|l| {
-                let at = 3 * (l * w + p0);
-                k.of(px[at..at + 48].try_into().expect("48 bytes"))
-            });
-            let low = transpose8(std::array::from_fn(|l| _mm512_castps512_ps256(y[l])));
-            let high = transpose8(std::array::from_fn(|l| {
-                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(y[l])))
-            }));
-            for (k, (a, b)) in low.into_iter().zip(high).enumerate() {
-                // SAFETY: `t[p0 + k]` and `t[p0 + 8 + k]` are 8 writable floats each.
-                unsafe {
-                    _mm256_storeu_ps(t[p0 + k].as_mut_ptr(), a);
-                    _mm256_storeu_ps(t[p0 + 8 + k].as_mut_ptr(), b);
-                }
+            // SAFETY: row l's group starts at byte 3(l·w + p0) and ends at 3(l·w + p0 + 16) <= 3·8·w, within
+            // `px` (asserted above).
+            let y: [__m512; 8] = std::array::from_fn(|l| unsafe { k.of(src.add(3 * (l * w + p0))) });
+            for (j, v) in transpose_8x16(y).into_iter().enumerate() {
+                // SAFETY: vector j is t[p0 + 2j] and t[p0 + 2j + 1], 16 floats within `t` (p0 + 16 <= w).
+                unsafe { _mm512_storeu_ps(dst.add(LANES * (p0 + 2 * j)), v) };
             }
         }
         // SAFETY: AVX2 is implied by the features above.
         unsafe { luma_transposed_avx2_from(px, w, t, full) }
     }
 
-    /// [`super::vertical_block`] over the first multiple-of-8 columns; returns how many. Per 8 columns: the
-    /// running sums in one register, each step's add, subtract and divide in order (lanes of a partial block
-    /// have neither and give sum / 1, ignored downstream), then the eight outputs transposed in registers.
+    /// Index vectors of [`transpose_8x16`]'s three rounds of two-source permutes, and of
+    /// [`transpose_16x8`]'s (the same rounds undone), for either half `h` of each pair's result. An entry is
+    /// `16·source + element`, `vpermt2ps`'s encoding.
+    ///
+    /// Element (row l, column c) of the 8 × 16 tile is tracked as a register index and a position, both in
+    /// bits: it starts in register (l2 l1 l0) at position (c3 c2 c1 c0). Each round pairs the registers that
+    /// differ in one bit of l and swaps that bit with the position's top bit: (l2 l1 c3) at (c2 c1 c0 l0),
+    /// then (l2 c3 c2) at (c1 c0 l1 l0), then (c3 c2 c1) at (c0 l2 l1 l0), so that register j holds column
+    /// 2j's eight rows and then column 2j + 1's.
+    const TRANSPOSE_INDEX: [[[u32; 16]; 2]; 6] = {
+        let mut idx = [[[0u32; 16]; 2]; 6];
+        let mut h = 0;
+        while h < 2 {
+            let mut p = 0;
+            while p < 16 {
+                let (hi, q) = (h as u32, p as u32);
+                // Forward: where output position q of half hi comes from.
+                idx[0][h][p] = ((q & 1) << 4) | (8 * hi + (q >> 1));
+                idx[1][h][p] = (((q >> 1) & 1) << 4) | (8 * hi + 2 * (q >> 2) + (q & 1));
+                idx[2][h][p] = (((q >> 2) & 1) << 4) | (8 * hi + 4 * (q >> 3) + (q & 3));
+                // Backward, the rounds in reverse order.
+                idx[3][h][p] = ((q >> 3) << 4) | (8 * ((q >> 2) & 1) + 4 * hi + (q & 3));
+                idx[4][h][p] = ((q >> 3) << 4) | (4 * ((q >> 1) & 3) + 2 * hi + (q & 1));
+                idx[5][h][p] = ((q >> 3) << 4) | (2 * (q & 7) + hi);
+                p += 1;
+            }
+            h += 1;
+        }
+        idx
+    };
+
+    /// One round: `out[at(i, h)] = permute(v[a(i)], index[h], v[b(i)])` for the four pairs `i` and both halves.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn permute_round(
+        v: [__m512; 8],
+        round: usize,
+        pair: impl Fn(usize) -> (usize, usize),
+        at: impl Fn(usize, usize) -> usize,
+    ) -> [__m512; 8] {
+        // SAFETY: 16 readable u32s each.
+        let index: [__m512i; 2] =
+            std::array::from_fn(|h| unsafe { _mm512_loadu_si512(TRANSPOSE_INDEX[round][h].as_ptr().cast()) });
+        let mut out = v;
+        for i in 0..4 {
+            let (a, b) = pair(i);
+            for (h, &ix) in index.iter().enumerate() {
+                out[at(i, h)] = _mm512_permutex2var_ps(v[a], ix, v[b]);
+            }
+        }
+        out
+    }
+
+    /// Transposes an 8 × 16 tile in registers (row l in `r[l]`) into its sixteen columns: vector j holds
+    /// column 2j's eight rows, then column 2j + 1's, which is how consecutive `[f32; 8]` column vectors lie
+    /// in memory. Three rounds of eight two-source permutes (24 shuffles, where two 8 × 8 transposes of the
+    /// halves take 48 and 8 extracts). Pure data movement: the floats are unchanged.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn transpose_8x16(r: [__m512; 8]) -> [__m512; 8] {
+        // Register bits: (l2 l1 l0) → (l2 l1 c3) → (l2 c3 c2) → (c3 c2 c1); see TRANSPOSE_INDEX.
+        let s = permute_round(r, 0, |i| (2 * i, 2 * i + 1), |i, h| 2 * i + h);
+        let u = permute_round(
+            s,
+            1,
+            |i| (4 * (i >> 1) + (i & 1), 4 * (i >> 1) + 2 + (i & 1)),
+            |i, h| 4 * (i >> 1) + 2 * (i & 1) + h,
+        );
+        permute_round(u, 2, |i| (i, 4 + i), |i, h| 2 * i + h)
+    }
+
+    /// The inverse of [`transpose_8x16`]: sixteen column vectors (two per register) back into eight rows
+    /// of sixteen.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn transpose_16x8(o: [__m512; 8]) -> [__m512; 8] {
+        // Register bits: (c3 c2 c1) → (l2 c3 c2) → (l2 l1 c3) → (l2 l1 l0).
+        let u = permute_round(o, 3, |i| (2 * i, 2 * i + 1), |i, h| 4 * h + i);
+        let s = permute_round(
+            u,
+            4,
+            |i| (4 * (i >> 1) + 2 * (i & 1), 4 * (i >> 1) + 2 * (i & 1) + 1),
+            |i, h| 4 * (i >> 1) + 2 * h + (i & 1),
+        );
+        permute_round(s, 5, |i| (2 * i, 2 * i + 1), |i, h| 2 * i + h)
+    }
+
+    /// [`super::vertical_block`] over the multiple-of-8 columns from `from`; returns how many columns are
+    /// done. Per 8 columns: the running sums in one register, each step's add, subtract and divide in order
+    /// (lanes of a partial block have neither and give sum / 1, ignored downstream), then the eight outputs
+    /// transposed in registers.
     ///
     /// `RECIPROCAL` divides as [`super::Reciprocal`] does, otherwise with `vdivps`; the same bits.
     ///
@@ -1156,6 +1286,7 @@ mod x86 {
         w: usize,
         sums: &mut [f32],
         t: &mut [[f32; LANES]],
+        from: usize,
     ) -> usize {
         assert!(sums.len() >= w && t.len() >= w);
         assert!(steps
@@ -1164,7 +1295,7 @@ mod x86 {
         let full = w - w % 8;
         let counts: [__m256; LANES] = std::array::from_fn(|l| _mm256_set1_ps(steps[l].count.c));
         let inverses: [__m256; LANES] = std::array::from_fn(|l| _mm256_set1_ps(steps[l].count.y));
-        for x0 in (0..full).step_by(8) {
+        for x0 in (from..full).step_by(8) {
             // SAFETY: x0 + 8 <= w, within `sums` and (asserted above) every step's rows.
             unsafe {
                 let mut s = _mm256_loadu_ps(sums.as_ptr().add(x0));
@@ -1190,7 +1321,57 @@ mod x86 {
                 }
             }
         }
-        full
+        full.max(from)
+    }
+
+    /// [`vertical_block_avx2`] sixteen columns at a time: the same operations on AVX-512 vectors, the
+    /// eight outputs transposed with [`transpose_8x16`]; then the last 8-column tile with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and AVX-512 F.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub(super) unsafe fn vertical_block_avx512<const RECIPROCAL: bool>(
+        steps: &[super::VStep<'_>; LANES],
+        w: usize,
+        sums: &mut [f32],
+        t: &mut [[f32; LANES]],
+    ) -> usize {
+        assert!(sums.len() >= w && t.len() >= w);
+        assert!(steps
+            .iter()
+            .all(|s| s.add.is_none_or(|r| r.len() >= w) && s.sub.is_none_or(|r| r.len() >= w)));
+        let full = w - w % 16;
+        let counts: [__m512; LANES] = std::array::from_fn(|l| _mm512_set1_ps(steps[l].count.c));
+        let inverses: [__m512; LANES] = std::array::from_fn(|l| _mm512_set1_ps(steps[l].count.y));
+        let dst = t.as_mut_ptr().cast::<f32>();
+        for x0 in (0..full).step_by(16) {
+            // SAFETY: x0 + 16 <= w, within `sums`, (asserted above) every step's rows, and `t`'s vectors
+            // x0..x0 + 16 (16 · 8 floats from float 8·x0).
+            unsafe {
+                let mut s = _mm512_loadu_ps(sums.as_ptr().add(x0));
+                let d: [__m512; LANES] = std::array::from_fn(|l| {
+                    if let Some(a) = steps[l].add {
+                        s = _mm512_add_ps(s, _mm512_loadu_ps(a.as_ptr().add(x0)));
+                    }
+                    if let Some(b) = steps[l].sub {
+                        s = _mm512_sub_ps(s, _mm512_loadu_ps(b.as_ptr().add(x0)));
+                    }
+                    if RECIPROCAL {
+                        let q = _mm512_mul_ps(s, inverses[l]);
+                        let r = _mm512_fnmadd_ps(q, counts[l], s);
+                        _mm512_fmadd_ps(r, inverses[l], q)
+                    } else {
+                        _mm512_div_ps(s, counts[l])
+                    }
+                });
+                _mm512_storeu_ps(sums.as_mut_ptr().add(x0), s);
+                for (j, v) in transpose_8x16(d).into_iter().enumerate() {
+                    _mm512_storeu_ps(dst.add(LANES * (x0 + 2 * j)), v);
+                }
+            }
+        }
+        // SAFETY: AVX2 and FMA are among the features above.
+        unsafe { vertical_block_avx2::<RECIPROCAL>(steps, w, sums, t, full) }
     }
 
     /// Transposes eight `__m256` rows in registers.
@@ -1246,15 +1427,19 @@ mod x86 {
         full
     }
 
-    /// Full 8-column tiles of `rows[l][p] = o[p][l]`; returns how many columns were done.
+    /// Full 8-column tiles of `rows[l][p] = o[p][l]` from column `from`; returns how many columns are done.
     ///
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn transpose_out_avx2(o: &[[f32; LANES]], rows: &mut [&mut [f32]; LANES]) -> usize {
+    pub(super) unsafe fn transpose_out_avx2(
+        o: &[[f32; LANES]],
+        rows: &mut [&mut [f32]; LANES],
+        from: usize,
+    ) -> usize {
         let w = o.len();
         let full = w - w % 8;
-        for p0 in (0..full).step_by(8) {
+        for p0 in (from..full).step_by(8) {
             // SAFETY: `o[p0 + k]` is 8 readable floats.
             let r: [__m256; 8] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(o[p0 + k].as_ptr()) });
             for (l, v) in transpose8(r).into_iter().enumerate() {
@@ -1263,7 +1448,30 @@ mod x86 {
                 unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
             }
         }
-        full
+        full.max(from)
+    }
+
+    /// [`transpose_out_avx2`] sixteen columns at a time ([`transpose_16x8`]), then the last 8-column tile.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and AVX-512 F.
+    #[target_feature(enable = "avx2,avx512f")]
+    pub(super) unsafe fn transpose_out_avx512(o: &[[f32; LANES]], rows: &mut [&mut [f32]; LANES]) -> usize {
+        let w = o.len();
+        assert!(rows.iter().all(|r| r.len() >= w));
+        let full = w - w % 16;
+        let src = o.as_ptr().cast::<f32>();
+        for p0 in (0..full).step_by(16) {
+            // SAFETY: vector j is o[p0 + 2j] and o[p0 + 2j + 1], 16 readable floats (p0 + 16 <= w).
+            let c: [__m512; 8] =
+                std::array::from_fn(|j| unsafe { _mm512_loadu_ps(src.add(LANES * (p0 + 2 * j))) });
+            for (row, v) in rows.iter_mut().zip(transpose_16x8(c)) {
+                // SAFETY: p0 + 16 <= w <= row.len() (asserted above).
+                unsafe { _mm512_storeu_ps(row.as_mut_ptr().add(p0), v) };
+            }
+        }
+        // SAFETY: AVX2 is implied by the features above.
+        unsafe { transpose_out_avx2(o, rows, full) }
     }
 }
 
@@ -1760,6 +1968,38 @@ mod tests {
         assert!(window_size(w) > Reciprocal::MAX_COUNT);
         let px: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
         levels_agree(ImageView { width: w as u32, height: h as u32, pixels: Pixels::Rgb(&px) });
+    }
+
+    /// The AVX-512 transposes against their definition: an 8 × 16 tile of distinct floats to column
+    /// vectors (two per register) and back.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_transposes_move_every_element_to_its_place() {
+        if simd::detect() < Level::Avx512 {
+            return;
+        }
+        use std::arch::x86_64::*;
+        let tile: [[f32; 16]; 8] = std::array::from_fn(|l| std::array::from_fn(|c| (16 * l + c) as f32));
+        // SAFETY: AVX-512 F is available (checked above); every load and store covers 16 floats.
+        let (columns, rows) = unsafe {
+            let r: [__m512; 8] = std::array::from_fn(|l| _mm512_loadu_ps(tile[l].as_ptr()));
+            let c = x86::transpose_8x16(r);
+            let back = x86::transpose_16x8(c);
+            let mut columns = [[0f32; 16]; 8];
+            let mut rows = [[0f32; 16]; 8];
+            for j in 0..8 {
+                _mm512_storeu_ps(columns[j].as_mut_ptr(), c[j]);
+                _mm512_storeu_ps(rows[j].as_mut_ptr(), back[j]);
+            }
+            (columns, rows)
+        };
+        for (j, v) in columns.iter().enumerate() {
+            for (q, &x) in v.iter().enumerate() {
+                let (c, l) = (2 * j + q / 8, q % 8);
+                assert_eq!(x, tile[l][c], "column vector {j}, position {q}");
+            }
+        }
+        assert_eq!(rows, tile);
     }
 
     #[test]
