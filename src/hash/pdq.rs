@@ -1037,48 +1037,67 @@ mod x86 {
         }
     }
 
-    /// The AVX-512 VBMI luma kernel's constants: per channel, a `vpermb` index that drops each of 16
-    /// pixels' bytes into the low byte of its 32-bit lane (zero-masking the rest, so it is already
-    /// widened), and the weights.
+    /// The AVX-512 VBMI luma kernel's constants: per channel, a `vpermb` index that turns each of 16
+    /// pixels' bytes `x` into the float `2^23 + x` (the byte in the low byte of its 32-bit lane, the high
+    /// byte 0x4B, the two between zeroed); the weights `c`; and `−c·2^23`.
+    ///
+    /// `fma(c, 2^23 + x, −c·2^23)` rounds `c·x` once, exactly like `c · (x as f32)`: `c·2^23` is exact
+    /// (a power-of-two scaling), so the fused sum is exactly `c·x` before its one rounding. That saves the
+    /// integer-to-float conversion of every channel.
     #[derive(Clone, Copy)]
     struct Luma16 {
         index: [__m512i; 3],
         weights: [__m512; 3],
+        offsets: [__m512; 3],
     }
+
+    /// `2^23`: floats from 2^23 to 2^24 are spaced exactly 1 apart, so `2^23 + x` for a byte `x` has `x`
+    /// as its low mantissa bits (bit pattern 0x4B00_0000 + x).
+    const TWO_23: f32 = 8_388_608.0;
 
     impl Luma16 {
         #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
         fn new() -> Self {
             let idx = |c: u8| {
-                let bytes: [u8; 64] =
-                    std::array::from_fn(|i| if i % 4 == 0 { 3 * (i / 4) as u8 + c } else { 0 });
+                // Byte 0 of lane i: channel c of pixel i; byte 3: byte 63 of the loaded vector, which
+                // holds 0x4B (see `of`); bytes 1 and 2 are zeroed by the mask.
+                let bytes: [u8; 64] = std::array::from_fn(|i| match i % 4 {
+                    0 => 3 * (i / 4) as u8 + c,
+                    3 => 63,
+                    _ => 0,
+                });
                 // SAFETY: 64 readable bytes.
                 unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
             };
+            let weights = [LUMA_R, LUMA_G, LUMA_B];
             Luma16 {
                 index: [idx(0), idx(1), idx(2)],
-                weights: [_mm512_set1_ps(LUMA_R), _mm512_set1_ps(LUMA_G), _mm512_set1_ps(LUMA_B)],
+                weights: weights.map(|c| _mm512_set1_ps(c)),
+                offsets: weights.map(|c| _mm512_set1_ps(-(c * TWO_23))),
             }
         }
 
-        /// Luma of the 16 pixels at `group`: one masked load of the 48 bytes, one zero-masked `vpermb` per
-        /// channel, then the same float32 products and sums as [`Luma8::of`].
+        /// Luma of the 16 pixels at `group`: one masked load of the 48 bytes (the rest of the vector
+        /// 0x4B), one zero-masked `vpermb` per channel into `2^23 + x`, then the same float32 products (by
+        /// FMA, see [`Luma16`]) and sums as [`Luma8::of`].
         ///
         /// # Safety
         /// `group` must point to 48 readable bytes.
         #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
         #[inline]
         unsafe fn of(&self, group: *const u8) -> __m512 {
-            const LOW_BYTES: u64 = 0x1111_1111_1111_1111;
+            const LANE_ENDS: u64 = 0x9999_9999_9999_9999;
+            let high = _mm512_set1_epi8(0x4B);
             // SAFETY: the mask reads the group's 48 bytes only (the caller's promise); masked-out bytes are
-            // not accessed.
-            let v = unsafe { _mm512_maskz_loadu_epi8((1 << 48) - 1, group.cast()) };
-            let ch = |ix: __m512i| _mm512_cvtepi32_ps(_mm512_maskz_permutexvar_epi8(LOW_BYTES, ix, v));
+            // not accessed and keep `high`'s.
+            let v = unsafe { _mm512_mask_loadu_epi8(high, (1 << 48) - 1, group.cast()) };
+            let ch = |ix: __m512i| _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi8(LANE_ENDS, ix, v));
             let [cr, cg, cb] = self.weights;
+            let [or, og, ob] = self.offsets;
             let [ir, ig, ib] = self.index;
             _mm512_add_ps(
-                _mm512_add_ps(_mm512_mul_ps(cr, ch(ir)), _mm512_mul_ps(cg, ch(ig))),
-                _mm512_mul_ps(cb, ch(ib)),
+                _mm512_add_ps(_mm512_fmadd_ps(cr, ch(ir), or), _mm512_fmadd_ps(cg, ch(ig), og)),
+                _mm512_fmadd_ps(cb, ch(ib), ob),
             )
         }
     }
@@ -1770,8 +1789,13 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn every_luma_kernel_equals_the_formula() {
-        let px: Vec<u8> =
-            (0..3000usize).map(|i| (i.wrapping_mul(2654435761) >> 5) as u8).chain(0..=255u8).collect();
+        // Pseudo-random pixels, then every pair of values in every pair of channels (the third channel a
+        // mix of both), so each channel's product is checked for all 256 bytes.
+        let mut px: Vec<u8> = (0..3000usize).map(|i| (i.wrapping_mul(2654435761) >> 5) as u8).collect();
+        for (a, b) in (0..=255u8).flat_map(|a| (0..=255u8).map(move |b| (a, b))) {
+            let c = a.wrapping_mul(7).wrapping_add(b.wrapping_mul(13));
+            px.extend_from_slice(&[a, b, c, c, a, b, b, c, a]);
+        }
         let px = &px[..px.len() / 3 * 3];
         let want: Vec<u32> = px
             .chunks_exact(3)
