@@ -1071,7 +1071,9 @@ mod x86 {
             };
             let weights = [LUMA_R, LUMA_G, LUMA_B];
             Luma16 {
-                index: [idx(0), idx(1), idx(2)],
+                // Opaque to the optimiser: knowing the indices, LLVM rewrites each zero-masked `vpermb`
+                // (one uop) as a two-source `vpermt2b` from a zero vector plus a register copy.
+                index: [idx(0), idx(1), idx(2)].map(std::hint::black_box),
                 weights: weights.map(|c| _mm512_set1_ps(c)),
                 offsets: weights.map(|c| _mm512_set1_ps(-(c * TWO_23))),
             }
