@@ -464,29 +464,25 @@ fn horizontal_first<const VNNI: bool>(
         // Grey rows as bytes, ROWS at a time: a grey image's own rows when they are consecutive in it.
         // Converted rows start on cache lines (`stride` bytes apart), so the converter's 64-byte stores
         // never straddle two lines.
-        let (block_rows, stride) = match img.pixels {
-            Pixels::Gray(_) => (None, width),
-            Pixels::Rgb(_) => {
-                let stride = width.next_multiple_of(64);
-                bytes.resize(ROWS * stride + 64, 0);
-                let start = bytes.as_ptr().align_offset(64);
-                (Some(&mut bytes[start..start + ROWS * stride]), stride)
-            }
+        let stride = match img.pixels {
+            Pixels::Gray(_) => width,
+            Pixels::Rgb(_) => width.next_multiple_of(64),
         };
-        let mut block_rows = block_rows;
+        bytes.resize(ROWS * stride + 64, 0);
+        let start = bytes.as_ptr().align_offset(64);
+        let converted = &mut bytes[start..start + ROWS * stride];
         let mut y = rows.start;
         for out in temp.chunks_mut(ROWS * SIZE) {
             let n = out.len() / SIZE;
-            let block: &[u8] = match (img.pixels, block_rows.as_deref_mut()) {
-                (Pixels::Rgb(_), Some(buf)) => {
-                    for (r, line) in buf.chunks_exact_mut(stride).take(n).enumerate() {
+            let block: &[u8] = match img.pixels {
+                Pixels::Gray(p) => &p[y * width..(y + n) * width],
+                Pixels::Rgb(_) => {
+                    for (r, line) in converted.chunks_exact_mut(stride).take(n).enumerate() {
                         // SAFETY: `VNNI` is only set by `resize_avx512`, whose caller guarantees the features.
                         unsafe { grey_bytes(img, y + r, &mut line[..width]) };
                     }
-                    &buf[..n * stride]
+                    &converted[..n * stride]
                 }
-                (Pixels::Gray(p), _) => &p[y * width..(y + n) * width],
-                (Pixels::Rgb(_), None) => unreachable!("RGB images have a converted block"),
             };
             // SAFETY: as above.
             unsafe {
