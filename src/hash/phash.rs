@@ -38,8 +38,8 @@ const LANCZOS_SUPPORT: f64 = 3.0;
 /// Each output's run of horizontal coefficients is padded with zeros to a multiple of this many taps, so
 /// the dot product's length is a multiple of the vector width (16 lanes of `i16` with AVX2).
 const LANES: usize = 16;
-/// Low bits of a coefficient kept in [`Axis::lo`]; see [`Axis::hi`].
-const SPLIT_BITS: u32 = 11;
+/// Weight of [`Axis::hi`] against [`Axis::lo`]: a coefficient is `2^SPLIT_BITS·hi + lo`.
+const SPLIT_BITS: u32 = 15;
 /// How many input sizes' coefficient tables a hasher keeps. Building one for a length n takes up to 12·n
 /// `sin` calls (two per tap; fewer when n has a large power-of-two factor, see [`Axis::prepare`]), which
 /// for a new size is comparable to a sizeable fraction of the resampling itself.
@@ -197,19 +197,37 @@ struct Axis {
     /// Per output sample: the first input sample it reads and how many it reads (Pillow's `bounds`, with
     /// `xmax` already a count).
     bounds: [(usize, usize); SIZE],
-    /// Distance between consecutive outputs' runs in `fixed`, `hi` and `lo`: Pillow's `ksize` rounded up
+    /// Distance between consecutive outputs' runs in `fixed` and the `pieces`: Pillow's `ksize` rounded up
     /// to a multiple of [`LANES`]. Entries past an output's count are zero.
     stride: usize,
     /// Fixed-point coefficients, exactly Pillow's (`(int)(k·2^22 ± 0.5)`); used by the vertical pass.
     fixed: Vec<i32>,
-    /// `fixed >> SPLIT_BITS`, for the horizontal pass. Pillow's coefficients need 23 bits, too many for a
-    /// 16-bit multiply, but `hi` and `lo` both fit in `i16`, and
-    /// `Σ s·k = 2^11·Σ s·hi + Σ s·lo` in wrapping `i32` arithmetic is exactly Pillow's sum (the true sum
-    /// fits in `i32`, so wrapping partial sums cannot change it). 16-bit products summed into 32 bits are
-    /// what SIMD multiply-add (`pmaddwd`) does, eight or sixteen at a time; LLVM finds it in [`dot`].
+    /// With [`Axis::lo`], the coefficients for the 16-bit horizontal passes: `fixed = 2^15·hi + lo`, both
+    /// `i16`. Pillow's coefficients need up to 23 bits, too many for one 16-bit multiply, but only the few
+    /// around the kernel's peak leave the `i16` range (the peak is about 2^22 divided by the reduction
+    /// factor): every other coefficient is its own `lo`, with `hi` zero, and the outliers are split with
+    /// `lo` the balanced remainder in -2^14..2^14. So `Σ s·k = 2^15·Σ s·hi + Σ s·lo`, in wrapping `i32`
+    /// arithmetic exactly Pillow's sum (the true sum fits in `i32`, so wrapping partial sums cannot change
+    /// it), where the `hi` sum needs only the short window [`Axis::hi_window`]. 16-bit products summed into
+    /// 32 bits are what SIMD multiply-add (`pmaddwd`) does, eight or sixteen at a time; LLVM finds it in
+    /// [`dot`]. (Two products of at most 2^15·255 never overflow a `pmaddwd` lane.)
+    ///
+    /// Output `xx`'s run starts at `xx·word_stride` and at input sample `words[xx].0`, its first sample
+    /// rounded down to a multiple of [`LANES`] (zeros stand for the samples before it), so a pass whose
+    /// rows start on 32-byte boundaries loads its samples aligned: on AMD Zen 3 the unaligned loads, half
+    /// of them split across cache lines, were what limited the AVX2 pass.
     hi: Vec<i16>,
-    /// `fixed & (2^SPLIT_BITS - 1)`; see [`Axis::hi`].
+    /// See [`Axis::hi`].
     lo: Vec<i16>,
+    /// Distance between consecutive outputs' runs in `hi` and `lo` ([`Axis::stride`] plus one vector).
+    word_stride: usize,
+    /// Per output, the first input sample of its `hi`/`lo` run and the run's length, both multiples of
+    /// [`LANES`]; the run covers the output's window, so its end is less than [`LANES`] past the window's.
+    words: [(usize, usize); SIZE],
+    /// Per output, `(start, len)` of the part of its `hi`/`lo` run (relative to the run's start) outside
+    /// which `hi` is zero, both multiples of [`LANES`]. `(0, 0)` when every coefficient fits in `i16`
+    /// (reductions by 128 or more).
+    hi_window: [(usize, usize); SIZE],
     /// `fixed` as three signed bytes, `k = 2^16·pieces[0] + 2^8·pieces[1] + pieces[2]` (each piece in
     /// -128..=127: Pillow's coefficients lie within ±2^22), for the AVX-512 horizontal pass: `vpdpbusd`
     /// multiplies unsigned bytes (the grey samples, unwidened) by signed bytes, 64 products per
@@ -279,10 +297,35 @@ impl Axis {
                 *f = if *w < 0.0 { (-0.5 + scaled) as i32 } else { (0.5 + scaled) as i32 };
             }
         }
+        // The 16-bit tables, each run shifted to start at its first sample rounded down to LANES.
+        let word_stride = stride + LANES;
+        self.word_stride = word_stride;
         self.hi.clear();
-        self.hi.extend(self.fixed.iter().map(|&k| (k >> SPLIT_BITS) as i16));
+        self.hi.resize(SIZE * word_stride, 0);
         self.lo.clear();
-        self.lo.extend(self.fixed.iter().map(|&k| (k & ((1 << SPLIT_BITS) - 1)) as i16));
+        self.lo.resize(SIZE * word_stride, 0);
+        for xx in 0..SIZE {
+            let (xmin, count) = self.bounds[xx];
+            let lead = xmin % LANES;
+            let taps = (lead + count).div_ceil(LANES) * LANES;
+            self.words[xx] = (xmin - lead, taps);
+            let base = xx * word_stride + lead;
+            let (mut first, mut end) = (usize::MAX, 0);
+            for (i, &k) in self.fixed[xx * stride..xx * stride + count].iter().enumerate() {
+                let [hi, lo] = word_pieces(k);
+                (self.hi[base + i], self.lo[base + i]) = (hi, lo);
+                if hi != 0 {
+                    first = first.min(lead + i);
+                    end = lead + i + 1;
+                }
+            }
+            self.hi_window[xx] = if end == 0 {
+                (0, 0)
+            } else {
+                let start = first / LANES * LANES;
+                (start, end.div_ceil(LANES) * LANES - start)
+            };
+        }
         for piece in &mut self.pieces {
             piece.clear();
         }
@@ -307,6 +350,20 @@ impl Axis {
         let (last_min, last_count) = self.bounds[SIZE - 1];
         self.bounds[0].0..last_min + last_count
     }
+}
+
+/// `k` as `[hi, lo]` with `k = 2^15·hi + lo` (see [`Axis::hi`]): `(0, k)` when `k` fits in `i16`, else
+/// `lo` is the balanced remainder in -2^14..2^14.
+fn word_pieces(k: i32) -> [i16; 2] {
+    if let Ok(lo) = i16::try_from(k) {
+        return [0, lo];
+    }
+    let hi = (k + (1 << 14)) >> SPLIT_BITS;
+    let lo = k - (hi << SPLIT_BITS);
+    [
+        i16::try_from(hi).expect("LANCZOS coefficients lie within ±2^22"),
+        i16::try_from(lo).expect("a balanced remainder lies within ±2^14"),
+    ]
 }
 
 /// `k` as signed base-256 digits `[top, middle, low]` with `k = 2^16·top + 2^8·middle + low`: the low two
@@ -502,11 +559,11 @@ fn vertical_first(img: ImageView<'_>, horiz: &Axis, vert: &Axis, scratch: &mut S
 #[inline(always)]
 fn horizontal_row(line: &[i16], axis: &Axis, out: &mut [u8; SIZE]) {
     for (xx, o) in out.iter_mut().enumerate() {
-        let (xmin, count) = axis.bounds[xx];
-        let taps = count.div_ceil(LANES) * LANES;
-        let base = xx * axis.stride;
-        let samples = &line[xmin..xmin + taps];
-        let sum_hi = dot(samples, &axis.hi[base..base + taps]);
+        let (first, taps) = axis.words[xx];
+        let base = xx * axis.word_stride;
+        let samples = &line[first..first + taps];
+        let (start, len) = axis.hi_window[xx];
+        let sum_hi = dot(&samples[start..start + len], &axis.hi[base + start..base + start + len]);
         let sum_lo = dot(samples, &axis.lo[base..base + taps]);
         let acc =
             (1i32 << (PRECISION_BITS - 1)).wrapping_add(sum_hi.wrapping_shl(SPLIT_BITS)).wrapping_add(sum_lo);
@@ -827,7 +884,8 @@ mod tests {
 
     #[test]
     fn coefficient_tables_match_reference() {
-        let sizes = (1..=200).chain([255, 256, 257, 640, 1000, 1023, 1024, 1080, 1920, 4032]);
+        let sizes =
+            (1..=200).chain([255, 256, 257, 640, 800, 1000, 1023, 1024, 1080, 1280, 1920, 3000, 4000, 4032]);
         let mut axis = Axis::default();
         for in_size in sizes {
             axis.prepare(in_size);
@@ -838,11 +896,26 @@ mod tests {
                 assert_eq!(&run[..count], &k[..], "size {in_size}, output {xx}: coefficients");
                 assert!(run[count..].iter().all(|&c| c == 0), "size {in_size}, output {xx}: padding");
                 let base = xx * axis.stride;
-                let hi = &axis.hi[base..base + axis.stride];
-                let lo = &axis.lo[base..base + axis.stride];
-                for ((&h, &l), &k) in hi.iter().zip(lo).zip(run) {
-                    let split = (i32::from(h) << SPLIT_BITS) + i32::from(l);
-                    assert_eq!(split, k, "size {in_size}, output {xx}: hi/lo split");
+                // The 16-bit run: the window's coefficients split in two, at their samples' places.
+                let (first, taps) = axis.words[xx];
+                assert!(first % LANES == 0 && taps % LANES == 0, "size {in_size}, output {xx}: alignment");
+                assert!(first <= xmin && xmin + count <= first + taps, "size {in_size}, output {xx}: run");
+                assert!(first + taps < xmin + count + LANES, "size {in_size}, output {xx}: run end");
+                let (start, len) = axis.hi_window[xx];
+                assert!(start % LANES == 0 && len % LANES == 0 && start + len <= taps, "size {in_size}");
+                let words = xx * axis.word_stride;
+                for i in 0..taps {
+                    let (h, l) = (i32::from(axis.hi[words + i]), i32::from(axis.lo[words + i]));
+                    let want = (first + i).checked_sub(xmin).and_then(|j| k.get(j)).copied().unwrap_or(0);
+                    assert_eq!(
+                        (h << SPLIT_BITS) + l,
+                        want,
+                        "size {in_size}, output {xx}, tap {i}: hi/lo split"
+                    );
+                    assert!(
+                        h == 0 || (start..start + len).contains(&i),
+                        "size {in_size}, output {xx}: hi window"
+                    );
                 }
                 let (first, end) = axis.top_chunks[xx];
                 for (i, &k) in run.iter().enumerate() {
@@ -858,6 +931,18 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn word_pieces_recombine_over_the_whole_coefficient_range() {
+        let edges =
+            [-(1 << 22), -32769, -32768, -32767, -16385, -16384, 0, 16383, 16384, 32767, 32768, 1 << 22];
+        for k in (-(1 << 22)..=(1 << 22)).step_by(7).chain(edges) {
+            let [hi, lo] = word_pieces(k).map(i32::from);
+            assert_eq!((hi << SPLIT_BITS) + lo, k, "{k}");
+            assert!(hi == 0 || lo.abs() <= 1 << 14, "{k}: lo {lo}");
+            assert_eq!(hi == 0, i16::try_from(k).is_ok(), "{k}: hi {hi}");
         }
     }
 

@@ -4,8 +4,9 @@
 //! - Pillow's grey conversion straight from interleaved RGB, with byte shuffles and `vpmaddwd` (AVX2, into
 //!   `i16` samples) or byte permutes and `vpdpwssd` (AVX-512, into bytes);
 //! - the horizontal pass over eight rows at once, so each coefficient vector loaded serves eight rows: with
-//!   AVX2 as `vpmaddwd` on `i16` samples and two 16-bit pieces of each coefficient, with AVX-512 VNNI as
-//!   `vpdpbusd` on the grey bytes themselves and three 8-bit pieces (64 products per instruction);
+//!   AVX2 as `vpmaddwd` on aligned `i16` samples with each coefficient in one 16-bit piece, plus a second
+//!   piece for the few around the kernel's peak, with AVX-512 VNNI as `vpdpbusd` on the grey bytes
+//!   themselves and three 8-bit pieces (64 products per instruction);
 //! - both vertical passes as whole-row vector multiply-adds.
 //!
 //! Integer sums do not depend on the order of their terms, and every sum here is taken modulo 2^32 exactly
@@ -16,9 +17,9 @@ use crate::pixels::{ImageView, Pixels};
 use std::arch::x86_64::*;
 
 /// Rows the horizontal pass filters side by side: each coefficient vector loaded serves this many rows.
-/// With AVX-512 (32 registers) all eight run in one sweep; with AVX2 (16 registers) as two sweeps of four.
-/// For wide images the coefficients outgrow the L1 cache (96 KB at 4000 pixels), so fewer sweeps per row
-/// matter most there.
+/// Both passes run all eight in one sweep (the AVX2 one keeps a single accumulator per row, see
+/// [`horizontal_rows`]). For wide images the coefficients outgrow the L1 cache (96 KB at 4000 pixels), so
+/// fewer sweeps per row matter most there.
 const ROWS: usize = 8;
 
 /// The grey 32×32 thumbnail, as `super::resize_inline` computes it.
@@ -58,17 +59,14 @@ pub(super) unsafe fn resize_avx512(
     }
 }
 
-/// The AVX2 horizontal pass on `R` rows of `i16` samples (see [`horizontal_rows`]).
-#[target_feature(enable = "avx2")]
-fn horizontal<const R: usize>(lines: &[i16], stride: usize, axis: &Axis, out: &mut [u8]) {
-    if R == 8 {
-        // Four accumulators of each kind per row: eight rows would spill AVX2's sixteen registers.
-        let (top, bottom) = out.split_at_mut(4 * SIZE);
-        horizontal_rows::<4>(lines, stride, axis, top);
-        horizontal_rows::<4>(&lines[4 * stride..], stride, axis, bottom);
-    } else {
-        horizontal_rows::<R>(lines, stride, axis, out);
-    }
+/// `R` rows of `width` samples each, `stride` apart, starting on a 32-byte boundary inside `line` (grown as
+/// needed): the layout [`horizontal_rows`] loads aligned. Each row is followed by at least `LANES` samples
+/// of padding, which the last vector of a run may read (their coefficients are zero).
+fn aligned_rows(line: &mut Vec<i16>, rows: usize, width: usize) -> (&mut [i16], usize) {
+    let stride = width.next_multiple_of(LANES) + LANES;
+    line.resize(rows * stride + LANES, 0);
+    let start = line.as_ptr().align_offset(32);
+    (&mut line[start..start + rows * stride], stride)
 }
 
 /// Pillow's `rgb2l` for one row: interleaved RGB `src` to grey samples widened to `i16` in `out`.
@@ -77,34 +75,49 @@ fn horizontal<const R: usize>(lines: &[i16], stride: usize, axis: &Axis, out: &m
 /// multiplier, so the green weight is split in two halves of 19235, one paired with red and one with blue:
 /// `vpmaddwd` on the word pairs `(R, G)` and `(G, B)` gives `19595·R + 19235·G` and `19235·G + 7471·B`, whose
 /// sum is Pillow's exactly (all terms are non-negative and the total is below 2^31).
+///
+/// The kernel is bound by the two shuffle pipes of AMD Zen 3 (byte shuffles, shifts, packs and lane
+/// inserts all run there; `vpermq` takes more than a cycle), so it avoids them where it can: each 128-bit
+/// lane's four pixels come from plain 32-byte loads joined by a blend (any pipe), chosen so that a vector
+/// holds pixels 0..4 and 8..12 and its partner 4..8 and 12..16, and the grey bytes (byte 2 of each rounded
+/// sum) are picked into words with one byte shuffle per vector and an OR, which leaves them in pixel order.
 #[target_feature(enable = "avx2")]
 fn grey_row_rgb(src: &[u8], out: &mut [i16]) {
     let n = out.len();
     assert!(src.len() >= 3 * n, "an RGB row of {n} pixels");
-    // Each 128-bit lane holds four pixels (12 bytes, 16 loaded); Z zeroes the high byte of each word.
+    // Each 128-bit lane holds four pixels in its first 12 bytes; Z zeroes the high byte of each word.
     const Z: i8 = -128;
     let rg = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, Z, 1, Z, 3, Z, 4, Z, 6, Z, 7, Z, 9, Z, 10, Z));
     let gb = _mm256_broadcastsi128_si256(_mm_setr_epi8(1, Z, 2, Z, 4, Z, 5, Z, 7, Z, 8, Z, 10, Z, 11, Z));
+    // Byte 2 of each 32-bit lane, as words 0..4 (first) or 4..8 (second) of the 128-bit lane.
+    let first = _mm256_broadcastsi128_si256(_mm_setr_epi8(2, Z, 6, Z, 10, Z, 14, Z, Z, Z, Z, Z, Z, Z, Z, Z));
+    let second = _mm256_broadcastsi128_si256(_mm_setr_epi8(Z, Z, Z, Z, Z, Z, Z, Z, 2, Z, 6, Z, 10, Z, 14, Z));
     let w_rg = _mm256_set1_epi32((19235 << 16) | 19595);
     let w_gb = _mm256_set1_epi32((7471 << 16) | 19235);
     let half = _mm256_set1_epi32(1 << 15);
     let p = src.as_ptr();
-    // Eight pixels from byte offset `at`: lanes from bytes at..at+16 and at+12..at+28.
-    let eight = |at: usize| {
-        // SAFETY: callers keep at + 28 <= src.len().
-        let v = unsafe { _mm256_loadu2_m128i(p.add(at + 12).cast::<__m128i>(), p.add(at).cast::<__m128i>()) };
+    // Rounded sums (grey in byte 2) of the four pixels at byte `low` in the low lane and `high` in the high.
+    let sums = |low: usize, high: usize| {
+        // SAFETY: callers keep low + 32 and high + 16 within `src`.
+        let v = unsafe {
+            _mm256_blend_epi32::<0xf0>(
+                _mm256_loadu_si256(p.add(low).cast()),
+                _mm256_loadu_si256(p.add(high - 16).cast()),
+            )
+        };
         let sum = _mm256_add_epi32(
             _mm256_madd_epi16(_mm256_shuffle_epi8(v, rg), w_rg),
             _mm256_madd_epi16(_mm256_shuffle_epi8(v, gb), w_gb),
         );
-        _mm256_srli_epi32::<16>(_mm256_add_epi32(sum, half))
+        _mm256_add_epi32(sum, half)
     };
     let mut i = 0;
-    // 16 pixels are 48 bytes, but the last 16-byte load starts at byte 36 of them: keep 4 bytes of slack.
+    // 16 pixels are 48 bytes, but the last 32-byte load starts at byte 20 of them: keep 4 bytes of slack.
     while 3 * i + 52 <= src.len() && i + 16 <= n {
-        let (a, b) = (eight(3 * i), eight(3 * i + 24));
-        // packs interleaves the 128-bit lanes (a0-3 b0-3 | a4-7 b4-7); the permute restores pixel order.
-        let words = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b));
+        let at = 3 * i;
+        // Pixels 0..4 | 8..12 and 4..8 | 12..16.
+        let (a, b) = (sums(at, at + 24), sums(at + 12, at + 36));
+        let words = _mm256_or_si256(_mm256_shuffle_epi8(a, first), _mm256_shuffle_epi8(b, second));
         // SAFETY: i + 16 <= out.len().
         unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), words) };
         i += 16;
@@ -234,42 +247,95 @@ fn hsum(v: __m256i) -> i32 {
 }
 
 /// Pillow's horizontal pass on `R` rows at once: row `r` is `lines[r·stride..]` (its samples, then at least
-/// `LANES - 1` more whose coefficients are zero), and its 32 outputs go to `out[r·32..]`.
+/// `LANES - 1` more, whose coefficients are zero), and its 32 outputs go to `out[r·32..]`. Rows should start
+/// on 32-byte boundaries: every sample load is then aligned (see `Axis::hi`).
 ///
-/// Per output, `Σ s·k` is split as `2^11·Σ s·hi + Σ s·lo` (see `Axis::hi`); the two partial sums of each
-/// lane are combined before the horizontal add, which modulo 2^32 is the same thing.
+/// Per output, `Σ s·k` is split as `2^15·Σ s·hi + Σ s·lo` (see `Axis::hi`). The `hi` sum runs first, over
+/// its short window only, and is shifted in place; the `lo` products then accumulate onto it, so a row
+/// needs one accumulator (lane by lane the shift is the same modulo 2^32 as shifting the total), and eight
+/// rows fit AVX2's sixteen registers with the coefficients. With eight rows the eight sums of an output are
+/// reduced together ([`reduce8_avx2`]) and rounded as one vector.
 #[target_feature(enable = "avx2")]
 fn horizontal_rows<const R: usize>(lines: &[i16], stride: usize, axis: &Axis, out: &mut [u8]) {
     assert!(out.len() >= R * SIZE);
+    // Output xx's bytes for rows 0..8 (R == 8), transposed into `out` at the end.
+    let mut columns = [0u64; SIZE];
     for xx in 0..SIZE {
-        let (xmin, count) = axis.bounds[xx];
-        let taps = count.div_ceil(LANES) * LANES;
-        let base = xx * axis.stride;
-        // Everything the loop below reads, checked once.
+        let (first, taps) = axis.words[xx];
+        let (start, len) = axis.hi_window[xx];
+        let base = xx * axis.word_stride;
+        // Everything the loops below read, checked once (the `hi` window lies within the run).
+        assert!(start + len <= taps);
         assert!(
-            (R - 1) * stride + xmin + taps <= lines.len() && base + taps <= axis.hi.len().min(axis.lo.len())
+            (R - 1) * stride + first + taps <= lines.len() && base + taps <= axis.hi.len().min(axis.lo.len())
         );
-        let (hi, lo, s) = (axis.hi[base..].as_ptr(), axis.lo[base..].as_ptr(), lines[xmin..].as_ptr());
-        let mut acc_hi = [_mm256_setzero_si256(); R];
-        let mut acc_lo = [_mm256_setzero_si256(); R];
+        let (hi, lo, s) = (axis.hi[base..].as_ptr(), axis.lo[base..].as_ptr(), lines[first..].as_ptr());
+        let mut acc = [_mm256_setzero_si256(); R];
+        if len > 0 {
+            for j in (start..start + len).step_by(LANES) {
+                // SAFETY: j + 16 <= start + len <= taps, covered by the assertions above.
+                unsafe {
+                    let k = _mm256_loadu_si256(hi.add(j).cast());
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let v = _mm256_loadu_si256(s.add(r * stride + j).cast());
+                        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(v, k));
+                    }
+                }
+            }
+            for acc in &mut acc {
+                *acc = _mm256_slli_epi32::<{ SPLIT_BITS as i32 }>(*acc);
+            }
+        }
         for j in (0..taps).step_by(LANES) {
             // SAFETY: j + 16 <= taps, and the assertion above covers every row's `taps` samples.
             unsafe {
-                let k_hi = _mm256_loadu_si256(hi.add(j).cast());
-                let k_lo = _mm256_loadu_si256(lo.add(j).cast());
-                for r in 0..R {
+                let k = _mm256_loadu_si256(lo.add(j).cast());
+                for (r, acc) in acc.iter_mut().enumerate() {
                     let v = _mm256_loadu_si256(s.add(r * stride + j).cast());
-                    acc_hi[r] = _mm256_add_epi32(acc_hi[r], _mm256_madd_epi16(v, k_hi));
-                    acc_lo[r] = _mm256_add_epi32(acc_lo[r], _mm256_madd_epi16(v, k_lo));
+                    *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(v, k));
                 }
             }
         }
-        for r in 0..R {
-            let sum =
-                hsum(_mm256_add_epi32(_mm256_slli_epi32::<{ SPLIT_BITS as i32 }>(acc_hi[r]), acc_lo[r]));
-            out[r * SIZE + xx] = clip8((1i32 << (PRECISION_BITS - 1)).wrapping_add(sum));
+        if R == 8 {
+            // Pillow's clip8(2^21 + sum) on the eight sums at once: the shifted sums lie within ±2^9, so
+            // the signed pack to words is exact and the unsigned pack to bytes clamps to 0..=255.
+            let v = _mm256_add_epi32(reduce8_avx2(&acc[..8]), _mm256_set1_epi32(1 << (PRECISION_BITS - 1)));
+            let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(v);
+            let words = _mm256_packs_epi32(v, v);
+            // Bytes 0..4 of each 128-bit half: rows 0..4, then rows 4..8.
+            let bytes = _mm256_packus_epi16(words, words);
+            let (low, high) =
+                (_mm256_extract_epi32::<0>(bytes) as u32, _mm256_extract_epi32::<4>(bytes) as u32);
+            columns[xx] = u64::from(low) | u64::from(high) << 32;
+        } else {
+            for (r, &acc) in acc.iter().enumerate() {
+                out[r * SIZE + xx] = clip8((1i32 << (PRECISION_BITS - 1)).wrapping_add(hsum(acc)));
+            }
         }
     }
+    if R == 8 {
+        for (xx, column) in columns.iter().enumerate() {
+            for (r, byte) in column.to_le_bytes().into_iter().enumerate() {
+                out[r * SIZE + xx] = byte;
+            }
+        }
+    }
+}
+
+/// The lane sums (modulo 2^32) of eight vectors, in order: pairs of vectors interleaved and added, so each
+/// add works for two, then four, then eight of them at once.
+#[target_feature(enable = "avx2")]
+fn reduce8_avx2(v: &[__m256i]) -> __m256i {
+    assert_eq!(v.len(), 8);
+    // Per 128-bit half, lanes [a0 + a2, b0 + b2, a1 + a3, b1 + b3].
+    let pair =
+        |a: __m256i, b: __m256i| _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+    // Per 128-bit half, the four vectors' sums of that half.
+    let quad =
+        |p: __m256i, q: __m256i| _mm256_add_epi32(_mm256_unpacklo_epi64(p, q), _mm256_unpackhi_epi64(p, q));
+    let q0 = quad(pair(v[0], v[1]), pair(v[2], v[3]));
+    let q1 = quad(pair(v[4], v[5]), pair(v[6], v[7]));
+    _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(q0, q1), _mm256_permute2x128_si256::<0x31>(q0, q1))
 }
 
 /// Pillow's horizontal pass on `R` rows of grey bytes with AVX-512 VNNI: row `r` is `lines[r·stride..]`, its
@@ -497,19 +563,18 @@ fn horizontal_first<const VNNI: bool>(
             y += n;
         }
     } else {
-        let stride = width + LANES;
-        line.resize(ROWS * stride, 0);
+        let (lines, stride) = aligned_rows(line, ROWS, width);
         let mut y = rows.start;
         for out in temp.chunks_mut(ROWS * SIZE) {
             let n = out.len() / SIZE;
             for r in 0..n {
-                grey_row(img, y + r, &mut line[r * stride..r * stride + width]);
+                grey_row(img, y + r, &mut lines[r * stride..r * stride + width]);
             }
             if n == ROWS {
-                horizontal::<ROWS>(line, stride, horiz, out);
+                horizontal_rows::<ROWS>(lines, stride, horiz, out);
             } else {
                 for (r, out) in out.chunks_exact_mut(SIZE).enumerate() {
-                    horizontal::<1>(&line[r * stride..(r + 1) * stride], stride, horiz, out);
+                    horizontal_rows::<1>(&lines[r * stride..(r + 1) * stride], stride, horiz, out);
                 }
             }
             y += n;
@@ -572,11 +637,10 @@ fn vertical_first<const VNNI: bool>(
     scratch: &mut Scratch,
 ) -> [u8; SIZE * SIZE] {
     let width = img.width as usize;
-    let stride = width + LANES;
     let Scratch { line, bytes, acc, .. } = scratch;
     acc.clear();
     acc.resize(SIZE * width, 1 << (PRECISION_BITS - 1));
-    line.resize(ROWS * stride, 0);
+    let (lines, stride) = aligned_rows(line, ROWS, width);
     bytes.resize(ROWS * width, 0);
     let mut first_out = 0;
     for y in vert.span() {
@@ -585,7 +649,7 @@ fn vertical_first<const VNNI: bool>(
             // SAFETY: `VNNI` is only set by `resize_avx512`, whose caller guarantees the features.
             unsafe { grey_bytes(img, y, &mut bytes[..width]) }
         } else {
-            grey_row(img, y, &mut line[..width]);
+            grey_row(img, y, &mut lines[..width]);
             &[]
         };
         // Windows are ordered, so the outputs reading row y are a contiguous run from `first_out`.
@@ -604,7 +668,7 @@ fn vertical_first<const VNNI: bool>(
                     // SAFETY: as above.
                     unsafe { mul_add_row_bytes(acc, row, k) };
                 } else {
-                    mul_add_row(acc, &line[..width], k);
+                    mul_add_row(acc, &lines[..width], k);
                 }
             }
         }
@@ -626,11 +690,11 @@ fn vertical_first<const VNNI: bool>(
             unsafe { horizontal_bytes::<ROWS>(bytes, width, horiz, out) };
         } else {
             for (r, src) in rows.chunks_exact(width).enumerate() {
-                for (d, &a) in line[r * stride..r * stride + width].iter_mut().zip(src) {
+                for (d, &a) in lines[r * stride..r * stride + width].iter_mut().zip(src) {
                     *d = i16::from(clip8(a));
                 }
             }
-            horizontal::<ROWS>(line, stride, horiz, out);
+            horizontal_rows::<ROWS>(lines, stride, horiz, out);
         }
     }
     thumb
