@@ -870,7 +870,7 @@ fn luma_transposed_kernel(level: Level, px: &[u8], w: usize, t: &mut [[f32; LANE
         // SAFETY: levels are capped at `simd::detect()`, so the CPU has the AVX-512 subsets; `px` holds
         // eight rows of `w` pixels and `t` at least `w` vectors (asserted by the kernel).
         Level::Avx512 => return Some(unsafe { x86::luma_transposed_avx512(px, w, t) }),
-        // SAFETY: AVX2 is available (levels are capped at `simd::detect()`); sizes as above.
+        // SAFETY: AVX2 and FMA are available (levels are capped at `simd::detect()`); sizes as above.
         Level::Avx2 => return Some(unsafe { x86::luma_transposed_avx2(px, w, t) }),
         Level::Scalar => {}
     }
@@ -1037,6 +1037,77 @@ mod x86 {
         }
     }
 
+    /// The constants of the AVX2 kernel for 16 pixels at a time ([`Luma8Pair::of`]): per channel, byte
+    /// shuffles that put each pixel's byte `x` in the low byte of a 32-bit lane (the others zeroed) for
+    /// pixels that start at byte 0 or byte 4 of a 128-bit lane; the high byte `0x4B` that makes such a lane
+    /// the float `2^23 + x`; the weights `c` and `−c·2^23`, as for [`Luma16`].
+    #[derive(Clone, Copy)]
+    struct Luma8Pair {
+        index: [[__m256i; 3]; 2],
+        exponent: __m256i,
+        weights: [__m256; 3],
+        offsets: [__m256; 3],
+    }
+
+    impl Luma8Pair {
+        #[target_feature(enable = "avx2,fma")]
+        fn new() -> Self {
+            // Lane i of each 128-bit half: the byte of channel `channel` of pixel i, which starts at
+            // byte `at + 3i` of the half; Z zeroes.
+            const Z: i8 = -128;
+            let index = |at: i8, channel: i8| {
+                let mut b = [Z; 16];
+                for i in 0..4 {
+                    b[4 * i as usize] = at + 3 * i + channel;
+                }
+                // SAFETY: 16 readable bytes.
+                _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(b.as_ptr().cast()) })
+            };
+            let weights = [LUMA_R, LUMA_G, LUMA_B];
+            Luma8Pair {
+                index: [0, 4].map(|at| [0, 1, 2].map(|channel| index(at, channel))),
+                exponent: _mm256_set1_epi32(0x4B00_0000),
+                weights: weights.map(|c| _mm256_set1_ps(c)),
+                offsets: weights.map(|c| _mm256_set1_ps(-c * 8_388_608.0)),
+            }
+        }
+
+        /// Luma of the 16 pixels at `group` (48 bytes), as two vectors: pixels 0–3 and 8–11, then 4–7 and
+        /// 12–15. The first joins bytes 0..16 and 24..40, the second 8..24 and 32..48 (pixels starting at
+        /// byte 4 of each half), each from two plain loads and a blend: no lane-crossing shuffle, and
+        /// nothing read outside the 48 bytes. Per channel a byte shuffle and an OR give `2^23 + x` as a
+        /// float, and `fma(c, 2^23 + x, −c·2^23)` is `c·x` rounded once, exactly the reference's
+        /// `c · (x as f32)` (`c·2^23` is exact); then `(0.299·R + 0.587·G) + 0.114·B` in its order.
+        ///
+        /// # Safety
+        /// `group` must point to 48 readable bytes.
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn of(&self, group: *const u8) -> [__m256; 2] {
+            // SAFETY: loads at 0, 8 and 16 of 32 bytes stay within the 48 the caller guarantees.
+            let (a, b, c) = unsafe {
+                (
+                    _mm256_loadu_si256(group.cast()),
+                    _mm256_loadu_si256(group.add(8).cast()),
+                    _mm256_loadu_si256(group.add(16).cast()),
+                )
+            };
+            let halves = [_mm256_blend_epi32::<0xf0>(a, b), _mm256_blend_epi32::<0xf0>(b, c)];
+            let [cr, cg, cb] = self.weights;
+            let [or, og, ob] = self.offsets;
+            std::array::from_fn(|v| {
+                let [ir, ig, ib] = self.index[v];
+                let ch = |i: __m256i| {
+                    _mm256_castsi256_ps(_mm256_or_si256(_mm256_shuffle_epi8(halves[v], i), self.exponent))
+                };
+                _mm256_add_ps(
+                    _mm256_add_ps(_mm256_fmadd_ps(cr, ch(ir), or), _mm256_fmadd_ps(cg, ch(ig), og)),
+                    _mm256_fmadd_ps(cb, ch(ib), ob),
+                )
+            })
+        }
+    }
+
     /// The AVX-512 VBMI luma kernel's constants: per channel, a `vpermb` index that turns each of 16
     /// pixels' bytes `x` into the float `2^23 + x` (the byte in the low byte of its 32-bit lane, the high
     /// byte 0x4B, the two between zeroed); the weights `c`; and `−c·2^23`.
@@ -1170,14 +1241,32 @@ mod x86 {
         full
     }
 
-    /// [`luma_transposed_avx2_from`] over all full 8-column tiles.
+    /// [`luma_transposed_avx2_from`] with 16-column tiles first: each row's 16 lumas in two vectors
+    /// ([`Luma8Pair`]), each vector's 8 × 8 tile transposed in registers and its columns stored where its
+    /// pixels belong; a last 8-column tile as before.
     ///
     /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn luma_transposed_avx2(px: &[u8], w: usize, t: &mut [[f32; LANES]]) -> usize {
-        // SAFETY: the caller guarantees AVX2.
-        unsafe { luma_transposed_avx2_from(px, w, t, 0) }
+        assert!(px.len() >= 3 * LANES * w && t.len() >= w);
+        let full = w - w % 16;
+        let k = Luma8Pair::new();
+        // Which of the tile's 16 columns each transposed vector is: the pixel order of `Luma8Pair::of`.
+        const COLUMNS: [[usize; 8]; 2] = [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]];
+        let src = px.as_ptr();
+        for p0 in (0..full).step_by(16) {
+            // SAFETY: row l's group is bytes 3(l·w + p0)..3(l·w + p0 + 16) <= 3·8·w, within `px`.
+            let y: [[__m256; 2]; 8] = std::array::from_fn(|l| unsafe { k.of(src.add(3 * (l * w + p0))) });
+            for (half, columns) in COLUMNS.iter().enumerate() {
+                for (&c, v) in columns.iter().zip(transpose8(y.map(|pair| pair[half]))) {
+                    // SAFETY: `t[p0 + c]` is 8 writable floats (p0 + 16 <= w <= t.len()).
+                    unsafe { _mm256_storeu_ps(t[p0 + c].as_mut_ptr(), v) };
+                }
+            }
+        }
+        // SAFETY: AVX2 is enabled here.
+        unsafe { luma_transposed_avx2_from(px, w, t, full) }
     }
 
     /// [`luma_transposed_avx2`] sixteen columns at a time: each row's 16 lumas in one AVX-512 vector
@@ -1816,6 +1905,49 @@ mod tests {
             assert!(done + 16 > want.len(), "{level:?} did {done}");
             let got: Vec<u32> = out[..done].iter().map(|y| y.to_bits()).collect();
             assert_eq!(got, want[..done], "{level:?}");
+        }
+    }
+
+    /// Each transposed luma kernel this CPU can run (the 16- and 8-column tiles and the scalar tail)
+    /// against the formula, on widths around the tile sizes and every byte value in every channel.
+    #[test]
+    fn every_transposed_luma_kernel_equals_the_formula() {
+        for w in [1usize, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 47, 48, 100, 257, 1100] {
+            let px: Vec<u8> = (0..3 * LANES * w).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+            let want: Vec<[u32; LANES]> = (0..w)
+                .map(|p| {
+                    std::array::from_fn(|l| {
+                        let q = &px[3 * (l * w + p)..][..3];
+                        (0.299f32 * q[0] as f32 + 0.587f32 * q[1] as f32 + 0.114f32 * q[2] as f32).to_bits()
+                    })
+                })
+                .collect();
+            for level in simd::available() {
+                let mut t = vec![[f32::NAN; LANES]; w];
+                assert!(luma_transposed(level, &px, w, &mut t) || level == Level::Scalar, "{level:?}");
+                if level == Level::Scalar {
+                    continue;
+                }
+                let got: Vec<[u32; LANES]> = t.iter().map(|c| c.map(f32::to_bits)).collect();
+                assert_eq!(got, want, "{level:?}, width {w}");
+            }
+        }
+        // Every byte value in every channel, through the 16-column tiles: 16 pixels per row, 8 rows.
+        let all: Vec<u8> = (0..=255u8).flat_map(|v| [v, v.wrapping_mul(7), v.wrapping_mul(13)]).collect();
+        let w = 256 / LANES;
+        let want: Vec<[u32; LANES]> = (0..w)
+            .map(|p| {
+                std::array::from_fn(|l| {
+                    let q = &all[3 * (l * w + p)..][..3];
+                    (0.299f32 * q[0] as f32 + 0.587f32 * q[1] as f32 + 0.114f32 * q[2] as f32).to_bits()
+                })
+            })
+            .collect();
+        for level in simd::available().into_iter().filter(|&l| l != Level::Scalar) {
+            let mut t = vec![[f32::NAN; LANES]; w];
+            assert!(luma_transposed(level, &all, w, &mut t));
+            let got: Vec<[u32; LANES]> = t.iter().map(|c| c.map(f32::to_bits)).collect();
+            assert_eq!(got, want, "{level:?}, every byte");
         }
     }
 
