@@ -1010,6 +1010,8 @@ mod tests {
             (800, 1280),
             (4000, 3),
             (3, 4000),
+            // Over 8 MiB of RGB: the AVX2 grey conversion prefetches (`x86::PREFETCH_FROM`).
+            (1700, 1700),
         ] {
             for channels in [1, 3] {
                 let data = pattern(w, h, channels);
