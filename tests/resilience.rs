@@ -281,21 +281,35 @@ async fn shutdown_returns_once_the_batcher_thread_has_ended() {
     let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
     let metrics = std::sync::Arc::new(pharos::metrics::Metrics::new());
     let cfg = PipelineConfig { max_batch: 4, decode_threads: 2, ..PipelineConfig::default() };
-    let pipeline = Pipeline::new(Engine::from_gpu(gpu), cfg, metrics).unwrap();
+    let pipeline = Pipeline::new(Engine::from_gpu(gpu), cfg, metrics.clone()).unwrap();
     // A batcher thread that is alive and cannot end yet: one restarted after a death, held by the hook.
     pipeline.inject_batcher_death();
     pipeline.hold_batcher_restart(true);
     let opts = HashOptions::default();
     let img = images(1).remove(0);
-    assert!(pipeline.hash(Job::bytes(img.clone(), opts)).await.0.is_err(), "the item in the dying batch");
+    // The job's batch reaches the batcher thread as it opens, and the thread dies on it. Usually the job is
+    // in it by then and is failed; but if the dying thread closes the batch first, the job goes to a new
+    // batch, which only the held thread will serve. So its answer is awaited after the release, below.
+    let ticket = pipeline.submit(Job::bytes(img.clone(), opts)).expect("admitted");
+    let died = tokio::time::timeout(Duration::from_secs(30), async {
+        while metrics.pipeline_restarts.get() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    died.await.expect("the batcher thread died on the job's batch");
     let shutdown = |within: Duration| {
         let p = pipeline.clone();
         tokio::task::spawn_blocking(move || p.shutdown(within))
     };
     assert!(!shutdown(Duration::from_millis(300)).await.unwrap(), "the held thread has not ended");
-    // Closed now: new jobs are refused, and the released thread finds no more work and ends.
+    // Closed now: new jobs are refused, and the released thread answers what it still has, then ends.
     assert!(pipeline.hash(Job::bytes(img, opts)).await.0.is_err(), "a closed pipeline refuses jobs");
     pipeline.hold_batcher_restart(false);
+    let answered = tokio::time::timeout(Duration::from_secs(30), ticket.wait()).await;
+    assert!(
+        answered.is_ok(),
+        "the first job is answered (failed with its batch, or hashed after the restart)"
+    );
     assert!(shutdown(Duration::from_secs(30)).await.unwrap(), "the batcher thread ended");
 }
 
