@@ -93,17 +93,18 @@ fn grey_row_rgb<const PREFETCH: bool>(src: &[u8], out: &mut [i16]) {
     // Four pixels in 12 bytes of each 128-bit lane, from byte `at` of the lane, as (R, G) or (G, B) word
     // pairs; Z zeroes the high byte of each word.
     const Z: i8 = -128;
-    let pairs = |at: [i8; 2], second: i8| {
+    // The low lane's pixels always start at its byte 0, the high lane's at byte `high`.
+    let pairs = |high: i8, second: i8| {
         let lane = |at: i8| {
             let c = |i: i8| at + i + second;
             _mm_setr_epi8(c(0), Z, c(1), Z, c(3), Z, c(4), Z, c(6), Z, c(7), Z, c(9), Z, c(10), Z)
         };
-        _mm256_set_m128i(lane(at[1]), lane(at[0]))
+        _mm256_set_m128i(lane(high), lane(0))
     };
     // Pixels 0..4 | 8..12 lie at byte 0 of both lanes of their vector; pixels 4..8 | 12..16 at byte 0 of the
     // low lane and byte 4 of the high one (see `group`).
-    let (rg_a, gb_a) = (pairs([0, 0], 0), pairs([0, 0], 1));
-    let (rg_b, gb_b) = (pairs([0, 4], 0), pairs([0, 4], 1));
+    let (rg_a, gb_a) = (pairs(0, 0), pairs(0, 1));
+    let (rg_b, gb_b) = (pairs(4, 0), pairs(4, 1));
     // Byte 2 of each 32-bit lane, as words 0..4 (first) or 4..8 (second) of the 128-bit lane.
     let first = _mm256_broadcastsi128_si256(_mm_setr_epi8(2, Z, 6, Z, 10, Z, 14, Z, Z, Z, Z, Z, Z, Z, Z, Z));
     let second = _mm256_broadcastsi128_si256(_mm_setr_epi8(Z, Z, Z, Z, Z, Z, Z, Z, 2, Z, 6, Z, 10, Z, 14, Z));
