@@ -28,6 +28,11 @@ fn request(id: &str, image: Vec<u8>) -> proto::HashRequest {
     proto::HashRequest { id: id.into(), image: image.into(), ..Default::default() }
 }
 
+/// Awaits `f`, failing the test if it takes over a minute (a hang would otherwise stall the whole suite).
+async fn within_a_minute<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f).await.unwrap_or_else(|_| panic!("no {what} within 60 s"))
+}
+
 fn metric(server: &TestServer, name: &str) -> f64 {
     let text = server.metrics.render();
     text.lines()
@@ -92,9 +97,17 @@ async fn a_dead_batcher_thread_is_reported_and_restarted() {
     };
     assert_eq!(next_status().await, ServingStatus::Serving as i32);
 
+    // Each call is bounded, so that a regression fails here with a message instead of hanging the suite
+    // (CI once sat on this test until its time ran out: the dying thread had closed the batch before the
+    // job was in it, and the job waited for the held thread).
     let mut hasher = HasherClient::new(server.channel().await);
     let img = images(1).remove(0);
-    let err = hasher.hash(request("dies", img.clone())).await.expect_err("the item in the dying batch");
+    let err = within_a_minute(
+        "an answer for the job in the dying batch",
+        hasher.hash(request("dies", img.clone())),
+    )
+    .await
+    .expect_err("the item in the dying batch");
     assert_eq!(err.code(), Code::Internal, "{err:?}");
     assert_eq!(next_status().await, ServingStatus::NotServing as i32, "NOT_SERVING while restarting");
     for service in ["pharos.v1.Hasher", ""] {
@@ -109,7 +122,9 @@ async fn a_dead_batcher_thread_is_reported_and_restarted() {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(r.status, ServingStatus::Serving as i32, "{service}");
     }
-    hasher.hash(request("after", img)).await.expect("hashing works after the restart");
+    within_a_minute("an answer after the restart", hasher.hash(request("after", img)))
+        .await
+        .expect("hashing works after the restart");
     assert_eq!(metric(&server, "pharos_pipeline_restarts_total"), 1.0);
     server.shutdown().await.unwrap();
 }
@@ -287,9 +302,9 @@ async fn shutdown_returns_once_the_batcher_thread_has_ended() {
     pipeline.hold_batcher_restart(true);
     let opts = HashOptions::default();
     let img = images(1).remove(0);
-    // The job's batch reaches the batcher thread as it opens, and the thread dies on it. Usually the job is
-    // in it by then and is failed; but if the dying thread closes the batch first, the job goes to a new
-    // batch, which only the held thread will serve. So its answer is awaited after the release, below.
+    // The job's batch reaches the batcher thread as it opens, and the thread dies on it once the job is in
+    // it (the hook waits for that), failing the job. Its answer is awaited after the release all the same:
+    // a job the dying thread missed would go to a new batch, which only the held thread serves.
     let ticket = pipeline.submit(Job::bytes(img.clone(), opts)).expect("admitted");
     let died = tokio::time::timeout(Duration::from_secs(30), async {
         while metrics.pipeline_restarts.get() == 0 {

@@ -417,7 +417,8 @@ impl Pipeline {
         self.inner.hooks.decode_panics.store(n, Ordering::SeqCst);
     }
 
-    /// Test hook: the batcher thread dies (panics outside its per-batch guard) on its next batch.
+    /// Test hook: the batcher thread dies (panics outside its per-batch guard) on its next batch, once a
+    /// job is in it (or after 10 s), so that job is the one failed.
     #[doc(hidden)]
     pub fn inject_batcher_death(&self) {
         self.inner.hooks.kill_batcher.store(true, Ordering::SeqCst);

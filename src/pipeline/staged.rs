@@ -84,6 +84,15 @@ impl Batch {
         Some(at)
     }
 
+    /// Waits (at most `within`) until some decode worker has reserved room in the batch. Only the batcher's
+    /// death hook needs it: a batch reaches the batcher thread as it opens, before its first reservation,
+    /// and a thread that died on it then would close it empty and send that job to the next batch.
+    pub(super) fn wait_for_a_reservation(&self, within: Duration) {
+        let until = Instant::now() + within;
+        let mut s = self.state.lock();
+        while s.images == 0 && !self.changed.wait_until(&mut s, until).timed_out() {}
+    }
+
     /// Copies `img` into the room reserved at `at`.
     pub(super) fn write(&self, at: u64, img: &ImageView<'_>) -> Result<(), GpuError> {
         self.staging.write(at, img)

@@ -347,6 +347,9 @@ fn batch_loop(ctx: &BatcherCtx) {
             // If this thread dies before the batch is handed on, its jobs are failed, not left waiting.
             let held = Held(Some(batch));
             if ctx.hooks.kill_batcher.swap(false, Ordering::SeqCst) {
+                // Dies holding a job, as the hook promises: without the wait, a thread quicker than the
+                // decode worker would close the batch still empty, and the job would go to the next one.
+                held.batch().wait_for_a_reservation(Duration::from_secs(10));
                 panic!("injected batcher death (test hook)");
             }
             let items = held.batch().seal(ctx.cfg.max_delay);
