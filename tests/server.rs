@@ -948,32 +948,15 @@ async fn the_gpu_backend_serves_the_same_hashes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_at_trace_level_never_contain_image_bytes() {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
-    let log = std::fs::File::create(dir.path().join("stderr")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pharos"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "",
-            "--backend",
-            "cpu",
-            "--log-format",
-            "json",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("PHAROS_LOG", "trace")
-        .stdout(std::process::Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr =
-        line.trim().strip_prefix("pharos: serving gRPC on ").unwrap_or_else(|| panic!("{line}")).to_string();
+    // A `Daemon`, so that a failing assertion below kills the process rather than leave it logging.
+    let mut daemon = common::daemon::Daemon::start_with(
+        &dir.path().join("data"),
+        dir.path().join("stderr"),
+        ["--metrics", "", "--log-format", "json"],
+        &[("PHAROS_LOG", "trace")],
+    );
+    let addr = daemon.addr.clone();
     // A marker inside a real image (after its end, where decoders ignore it) and inside garbage.
     const MARKER: &str = "PHAROS-IMAGE-BYTES-MUST-NOT-BE-LOGGED";
     let mut image = corpus_images()[0].1.clone();
@@ -989,9 +972,8 @@ async fn json_logs_at_trace_level_never_contain_image_bytes() {
     let reqs = vec![hash_request("c", image, false), hash_request("d", garbage, false)];
     let mut s = client.hash_stream(tokio_stream::iter(reqs)).await.unwrap().into_inner();
     while s.message().await.unwrap().is_some() {}
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
-    let text = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(daemon.terminate().success());
+    let text = daemon.stderr();
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() > 20, "trace logging produced only {} lines", lines.len());
     for l in &lines {

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long a starting daemon may take to print its first line (fleet replicas migrate a schema first).
+const FIRST_LINE_WITHIN: Duration = Duration::from_secs(120);
+
 /// A `pharos serve` child process, killed on drop unless it already exited (so a failing test leaves none).
 pub(crate) struct Daemon {
     child: Child,
@@ -52,9 +55,8 @@ impl Daemon {
             .stderr(std::fs::File::create(&stderr_log).unwrap())
             .spawn()
             .expect("start pharos serve");
-        let mut line = String::new();
         let stdout = child.stdout.take().unwrap();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        // Owned before the first line is read, so that a daemon which never prints it is killed on drop.
         let mut daemon = Daemon {
             child,
             addr: String::new(),
@@ -62,6 +64,21 @@ impl Daemon {
             health_addr: None,
             http_url: None,
             stderr_log,
+        };
+        // Read on a thread, bounded: a daemon stalled before it serves (a replica waiting on a lock in
+        // PostgreSQL, say) fails the test with its logs instead of hanging the suite.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = tx.send(BufReader::new(stdout).read_line(&mut line).map(|_| line));
+        });
+        let line = match rx.recv_timeout(FIRST_LINE_WITHIN) {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => panic!("reading pharos serve's first line: {e}\nstderr:\n{}", daemon.stderr()),
+            Err(_) => panic!(
+                "pharos serve printed no first line within {FIRST_LINE_WITHIN:?}\nstderr:\n{}",
+                daemon.stderr()
+            ),
         };
         // `pharos: serving gRPC on 127.0.0.1:PORT` (then `; metrics on http://ADDR/metrics` when metrics are on).
         let Some(rest) = line.trim().strip_prefix("pharos: serving gRPC on ") else {
