@@ -30,7 +30,9 @@ fn request(id: &str, image: Vec<u8>) -> proto::HashRequest {
 
 /// Awaits `f`, failing the test if it takes over a minute (a hang would otherwise stall the whole suite).
 async fn within_a_minute<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), f).await.unwrap_or_else(|_| panic!("no {what} within 60 s"))
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("waited 60 s for {what}"))
 }
 
 fn metric(server: &TestServer, name: &str) -> f64 {
@@ -326,6 +328,52 @@ async fn shutdown_returns_once_the_batcher_thread_has_ended() {
         "the first job is answered (failed with its batch, or hashed after the restart)"
     );
     assert!(shutdown(Duration::from_secs(30)).await.unwrap(), "the batcher thread ended");
+}
+
+/// A decode worker that panics between reserving room in a GPU batch and handing its job over fails that
+/// job only: its reservation is abandoned as it unwinds, so the batcher, which waits for every reservation
+/// before it submits, does not wait for good, and the batch's other jobs and every later one are hashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
+async fn a_panic_while_copying_into_a_gpu_batch_fails_only_that_job() {
+    use pharos::engine::{Engine, HashOptions};
+    use pharos::pipeline::{Job, Pipeline, PipelineConfig, PipelineError};
+    common::gpu();
+    let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
+    let metrics = std::sync::Arc::new(pharos::metrics::Metrics::new());
+    let cfg = PipelineConfig {
+        max_batch: 4,
+        max_delay: Duration::from_millis(200),
+        decode_threads: 2,
+        ..PipelineConfig::default()
+    };
+    let pipeline = Pipeline::new(Engine::from_gpu(gpu), cfg, metrics.clone()).unwrap();
+    pipeline.inject_copy_panics(1);
+    let opts = HashOptions::default();
+    let imgs = images(6);
+    let tickets: Vec<_> =
+        imgs.iter().map(|b| pipeline.submit(Job::bytes(b.clone(), opts)).expect("admitted")).collect();
+    let mut failed = 0;
+    for (i, (ticket, img)) in tickets.into_iter().zip(&imgs).enumerate() {
+        match within_a_minute("an answer for each job", ticket.wait()).await.0 {
+            Ok(rec) => assert_eq!(rec, pharos::engine::hash_bytes(img, &opts).unwrap(), "image {i}"),
+            Err(PipelineError::Failed(pharos::Error::Internal(_))) => failed += 1,
+            Err(e) => panic!("image {i}: {e}"),
+        }
+    }
+    assert_eq!(failed, 1, "only the job whose worker panicked failed");
+    assert_eq!(metrics.panics.with_label_values(&["decode"]).get(), 1);
+    for (i, img) in imgs.iter().enumerate() {
+        let later =
+            within_a_minute("an answer after the panic", pipeline.hash(Job::bytes(img.clone(), opts)));
+        assert_eq!(later.await.0.unwrap(), pharos::engine::hash_bytes(img, &opts).unwrap(), "image {i}");
+    }
+    let hashed = |backend: &str| metrics.images_hashed.with_label_values(&[backend]).get();
+    assert_eq!(hashed("gpu") + hashed("cpu"), 11, "five jobs and then six");
+    assert!(hashed("gpu") > 0, "the GPU path still serves after the panic");
+    let p = pipeline.clone();
+    let ended = tokio::task::spawn_blocking(move || p.shutdown(Duration::from_secs(30))).await.unwrap();
+    assert!(ended, "the batcher thread ended: no reservation was left open");
 }
 
 /// The GPU issue's acceptance 3 over gRPC: a device loss in a running daemon fails no request, the GPU

@@ -228,6 +228,8 @@ struct Hooks {
     kill_batcher: AtomicBool,
     /// A restarted batcher thread waits while this is set (so a test can see the restart in progress).
     hold_restart: AtomicBool,
+    /// The next `n` copies into a GPU batch panic after reserving their room (as a bug in the copy would).
+    copy_panics: AtomicU32,
 }
 
 /// An admitted job's claim on the in-flight bounds; released when dropped (the job answered).
@@ -415,6 +417,12 @@ impl Pipeline {
     #[doc(hidden)]
     pub fn inject_decode_panics(&self, n: u32) {
         self.inner.hooks.decode_panics.store(n, Ordering::SeqCst);
+    }
+
+    /// Test hook: the next `n` decode workers to copy pixels into a GPU batch panic after reserving room.
+    #[doc(hidden)]
+    pub fn inject_copy_panics(&self, n: u32) {
+        self.inner.hooks.copy_panics.store(n, Ordering::SeqCst);
     }
 
     /// Test hook: the batcher thread dies (panics outside its per-batch guard) on its next batch, once a

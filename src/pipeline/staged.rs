@@ -31,7 +31,7 @@ struct State {
     /// PDQ plane floats reserved so far.
     plane: usize,
     images: usize,
-    /// Decode workers between their reservation and [`Batch::add`] (or [`Batch::abandon`]).
+    /// Decode workers between their reservation and [`Batch::add`] (or [`Batch::abandon`], through a [`Reservation`]).
     writers: usize,
     /// No more reservations.
     closed: bool,
@@ -54,9 +54,9 @@ impl Batch {
         self.state.lock().closed
     }
 
-    /// Reserves room for `img`: its byte offset, or `None` when the batch is closed or cannot take it (then
-    /// it is closed, unless it is empty: an image an empty batch cannot take goes to the CPU instead).
-    pub(super) fn reserve(&self, img: &ImageView<'_>, cfg: &PipelineConfig) -> Option<u64> {
+    /// Reserves room for `img`, or `None` when the batch is closed or cannot take it (then it is closed,
+    /// unless it is empty: an image an empty batch cannot take goes to the CPU instead).
+    pub(super) fn reserve(&self, img: &ImageView<'_>, cfg: &PipelineConfig) -> Option<Reservation<'_>> {
         let (bytes, plane) = (crate::gpu::upload_len(img), crate::gpu::plane_len(img));
         let mut s = self.state.lock();
         if s.closed {
@@ -81,7 +81,7 @@ impl Batch {
             s.closed = true;
             self.changed.notify_all();
         }
-        Some(at)
+        Some(Reservation { batch: self, at, added: false })
     }
 
     /// Waits (at most `within`) until some decode worker has reserved room in the batch. Only the batcher's
@@ -93,21 +93,16 @@ impl Batch {
         while s.images == 0 && !self.changed.wait_until(&mut s, until).timed_out() {}
     }
 
-    /// Copies `img` into the room reserved at `at`.
-    pub(super) fn write(&self, at: u64, img: &ImageView<'_>) -> Result<(), GpuError> {
-        self.staging.write(at, img)
-    }
-
     /// The job whose pixels were written at `at`: part of the batch from now on.
-    pub(super) fn add(&self, ready: Ready, at: u64) {
+    fn add(&self, ready: Ready, at: u64) {
         let mut s = self.state.lock();
         s.items.push((ready, at));
         s.writers -= 1;
         self.changed.notify_all();
     }
 
-    /// A reservation whose copy failed: the room stays unused, the job goes elsewhere.
-    pub(super) fn abandon(&self) {
+    /// A reservation whose copy failed (or whose worker panicked): the room stays unused.
+    fn abandon(&self) {
         let mut s = self.state.lock();
         s.writers -= 1;
         self.changed.notify_all();
@@ -124,5 +119,36 @@ impl Batch {
             self.changed.wait(&mut s);
         }
         std::mem::take(&mut s.items)
+    }
+}
+
+/// Room one decode worker reserved in a batch for one image. The batcher waits for every reservation before
+/// it submits the batch, so each must end: in [`Reservation::add`], or, dropped without it (the copy failed,
+/// or the worker panicked while copying), abandoned. Without the guard a panic between the two would leave
+/// the batcher waiting for good, and with it every later GPU job.
+pub(super) struct Reservation<'a> {
+    batch: &'a Batch,
+    at: u64,
+    added: bool,
+}
+
+impl Reservation<'_> {
+    /// Copies `img` into the reserved room.
+    pub(super) fn write(&self, img: &ImageView<'_>) -> Result<(), GpuError> {
+        self.batch.staging.write(self.at, img)
+    }
+
+    /// The job whose pixels were written: part of the batch from now on.
+    pub(super) fn add(mut self, ready: Ready) {
+        self.added = true;
+        self.batch.add(ready, self.at);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.added {
+            self.batch.abandon();
+        }
     }
 }

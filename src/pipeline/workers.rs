@@ -197,16 +197,19 @@ fn stage(inner: &Inner, gpu: &GpuEngine, ready: Ready, tx: &Sender<Arc<Batch>>) 
             }
         };
         let view = ready.pixels.view();
-        let Some(at) = batch.reserve(&view, &inner.cfg) else { continue };
-        match batch.write(at, &view) {
+        let Some(room) = batch.reserve(&view, &inner.cfg) else { continue };
+        if take_one(&inner.hooks.copy_panics) {
+            panic!("injected panic while copying pixels into a GPU batch (test hook)");
+        }
+        match room.write(&view) {
             Ok(()) => {
                 inner.metrics.gpu_staged_bytes.inc_by(view.bytes().len() as u64);
                 inner.metrics.gpu_staged_images.inc();
-                batch.add(ready, at);
+                room.add(ready);
                 return None;
             }
             Err(e) => {
-                batch.abandon();
+                drop(room);
                 tracing::warn!("copying pixels for the GPU failed ({e}); hashing on the CPU");
                 return Some(ready);
             }
