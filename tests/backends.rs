@@ -567,8 +567,15 @@ fn a_loaded_gpu_pipeline_overlaps_batches_and_copies_each_image_once() {
     };
     let pipeline = Pipeline::new(Engine::from_gpu(gpu), cfg, metrics.clone()).unwrap();
     let opts = HashOptions { dihedral: true, ..HashOptions::default() };
-    let files: Vec<Vec<u8>> =
-        rows().into_iter().step_by(4).map(|row| std::fs::read(row.path()).expect("read")).collect();
+    // A quarter of the corpus, repeated up to 40 images where that is fewer (the fixtures give 6): with
+    // only two batches, a loaded machine could finish the first before the second is filled.
+    let picked: Vec<_> = rows().into_iter().step_by(4).collect();
+    let files: Vec<Vec<u8>> = picked
+        .iter()
+        .cycle()
+        .take(picked.len().max(40))
+        .map(|row| std::fs::read(row.path()).expect("read"))
+        .collect();
     let mut got = Vec::new();
     run_ordered(
         &pipeline,
