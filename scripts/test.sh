@@ -53,11 +53,11 @@ cargo bench --locked --no-run
 # Bounded, so that a test that hangs fails the run with a message instead of silently using up CI's
 # 90 minutes (a whole CI run takes 25-28 minutes); libtest names each test stuck for over
 # 60 s in its output. PHAROS_TEST_TIMEOUT_MIN changes the bound.
+minutes="${PHAROS_TEST_TIMEOUT_MIN:-50}"
 status=0
-timeout --kill-after=60 "$((${PHAROS_TEST_TIMEOUT_MIN:-50} * 60))" \
-    cargo test --locked --release -- --show-output || status=$?
+timeout --kill-after=60 "$((minutes * 60))" cargo test --locked --release -- --show-output || status=$?
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-    echo "test.sh: the test run passed ${PHAROS_TEST_TIMEOUT_MIN:-50} minutes and was stopped: a test hangs (see the tests 'running for over 60 seconds' above)" >&2
+    echo "test.sh: stopped after $minutes minutes: a test hangs (see 'running for over 60 seconds' above)" >&2
 fi
 [ "$status" -eq 0 ] || exit "$status"
 # The exhaustive check behind PDQ's reciprocal division (every significand, every count up to 1024; about

@@ -35,6 +35,18 @@ async fn within_a_minute<T>(what: &str, f: impl std::future::Future<Output = T>)
         .unwrap_or_else(|_| panic!("waited 60 s for {what}"))
 }
 
+/// A pipeline on the machine's GPU adapter (lavapipe allowed) with its own metrics.
+fn gpu_pipeline(
+    cfg: pharos::pipeline::PipelineConfig,
+) -> (pharos::pipeline::Pipeline, std::sync::Arc<pharos::metrics::Metrics>) {
+    use pharos::engine::Engine;
+    common::gpu();
+    let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
+    let metrics = std::sync::Arc::new(pharos::metrics::Metrics::new());
+    let pipeline = pharos::pipeline::Pipeline::new(Engine::from_gpu(gpu), cfg, metrics.clone()).unwrap();
+    (pipeline, metrics)
+}
+
 fn metric(server: &TestServer, name: &str) -> f64 {
     let text = server.metrics.render();
     text.lines()
@@ -292,13 +304,10 @@ async fn after_a_device_loss_images_are_hashed_where_they_were_decoded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
 async fn shutdown_returns_once_the_batcher_thread_has_ended() {
-    use pharos::engine::{Engine, HashOptions};
-    use pharos::pipeline::{Job, Pipeline, PipelineConfig};
-    common::gpu();
-    let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
-    let metrics = std::sync::Arc::new(pharos::metrics::Metrics::new());
+    use pharos::engine::HashOptions;
+    use pharos::pipeline::{Job, PipelineConfig};
     let cfg = PipelineConfig { max_batch: 4, decode_threads: 2, ..PipelineConfig::default() };
-    let pipeline = Pipeline::new(Engine::from_gpu(gpu), cfg, metrics.clone()).unwrap();
+    let (pipeline, metrics) = gpu_pipeline(cfg);
     // A batcher thread that is alive and cannot end yet: one restarted after a death, held by the hook.
     pipeline.inject_batcher_death();
     pipeline.hold_batcher_restart(true);
@@ -336,18 +345,15 @@ async fn shutdown_returns_once_the_batcher_thread_has_ended() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(pharos_no_gpu, ignore = "no GPU adapter on this machine")]
 async fn a_panic_while_copying_into_a_gpu_batch_fails_only_that_job() {
-    use pharos::engine::{Engine, HashOptions};
-    use pharos::pipeline::{Job, Pipeline, PipelineConfig, PipelineError};
-    common::gpu();
-    let gpu = pharos::gpu::GpuHasher::new(pharos::gpu::AdapterPolicy::AllowSoftware).expect("GPU");
-    let metrics = std::sync::Arc::new(pharos::metrics::Metrics::new());
+    use pharos::engine::HashOptions;
+    use pharos::pipeline::{Job, PipelineConfig, PipelineError};
     let cfg = PipelineConfig {
         max_batch: 4,
         max_delay: Duration::from_millis(200),
         decode_threads: 2,
         ..PipelineConfig::default()
     };
-    let pipeline = Pipeline::new(Engine::from_gpu(gpu), cfg, metrics.clone()).unwrap();
+    let (pipeline, metrics) = gpu_pipeline(cfg);
     pipeline.inject_copy_panics(1);
     let opts = HashOptions::default();
     let imgs = images(6);

@@ -31,7 +31,7 @@ struct State {
     /// PDQ plane floats reserved so far.
     plane: usize,
     images: usize,
-    /// Decode workers between their reservation and [`Batch::add`] (or [`Batch::abandon`], through a [`Reservation`]).
+    /// Decode workers holding a [`Reservation`] (between reserving and [`Batch::add`] or [`Batch::abandon`]).
     writers: usize,
     /// No more reservations.
     closed: bool,
